@@ -1,0 +1,182 @@
+"""The application factory: config in, a WSGI app with the relay, its limits and its routes out."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from formrelay import logs
+from formrelay.config import Config, load_config, parse_config
+from formrelay.errors import ProviderError, RelayHTTPError
+from formrelay.outcome import HTTP_STATUS
+from formrelay.relay import EXTENSION, Relay, current_relay
+from formrelay.responses import error_answer
+
+log = logging.getLogger(__name__)
+
+LIMITER = "formrelay.limiter"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def static_dir() -> str:
+    """The snippet's folder: inside the installed package, else the repo's top-level static/."""
+    packaged = PACKAGE_DIR / "static"
+    return str(packaged if packaged.is_dir() else PACKAGE_DIR.parent / "static")
+
+
+def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Flask:
+    """Build the relay. config: a Config, a decoded TOML mapping (tests), a path, or None for $FORMRELAY_CONFIG."""
+    if isinstance(config, Config):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = parse_config(config)
+    else:
+        cfg = load_config(config)
+
+    logs.install()
+    logs.add_secrets(cfg.secrets)
+
+    from formrelay import __version__
+
+    app = Flask(__name__, static_folder=static_dir(), static_url_path="/static")
+    app.config["FORMRELAY_VERSION"] = __version__
+    app.config["MAX_CONTENT_LENGTH"] = cfg.relay.max_body_bytes
+    app.config["MAX_FORM_PARTS"] = cfg.relay.max_fields + 10
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if cfg.relay.trusted_proxies:
+        # Only the configured number of proxies may set the client address; X-Forwarded-For is not trusted otherwise.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.relay.trusted_proxies, x_proto=cfg.relay.trusted_proxies)  # type: ignore[method-assign]
+
+    relay = Relay(cfg)
+    relay.init_app(app)
+
+    from formrelay import openapi, routes
+
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(routes.health)
+    app.register_blueprint(openapi.bp)
+    _init_limiter(app, cfg)
+    _register_error_handlers(app)
+    app.after_request(_common_headers)
+    return app
+
+
+def _client_key() -> str:
+    slug = (request.view_args or {}).get("slug", "")
+    return f"{slug}:{request.remote_addr or 'unknown'}"
+
+
+def _form_limit() -> str:
+    relay = current_relay()
+    slug = (request.view_args or {}).get("slug")
+    form = relay.config.forms.get(slug) if isinstance(slug, str) else None
+    if form is not None and form.rate_limit is not None:
+        return form.rate_limit
+    return relay.config.relay.rate_limit
+
+
+def _init_limiter(app: Flask, cfg: Config) -> None:
+    limiter = Limiter(
+        key_func=_client_key,
+        app=app,
+        storage_uri=cfg.relay.rate_limit_storage,
+        # Our 429 handler sets Retry-After itself; the extension would add it to every answer.
+        headers_enabled=False,
+        strategy="moving-window",
+        key_prefix="formrelay",
+    )
+    app.extensions[LIMITER] = limiter
+    view = app.view_functions["forms.submit"]
+    app.view_functions["forms.submit"] = limiter.limit(
+        _form_limit, key_func=_client_key, methods=["POST"], exempt_when=lambda: _form_limit() == "",
+    )(view)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        form = _form_or_none()
+        if isinstance(exc, RelayHTTPError):
+            return error_answer(exc.status, exc.message, exc.errors, exc.retry_after, form=form)
+        if isinstance(exc, RateLimitExceeded):
+            retry_after = _retry_after(exc)
+            response = error_answer(
+                "rate_limited", "Too many submissions. Please wait a moment and try again.",
+                retry_after=retry_after, form=form,
+            )
+            response.headers["Retry-After"] = str(retry_after)
+            return response
+        code = exc.code or 500
+        if code == 404:
+            return error_answer("not_found", "Nothing here.")
+        if code == 413:
+            return error_answer("too_large", "The body is too large.", form=form)
+        status = HTTP_STATUS.get(code, "bad_request" if code < 500 else "error")
+        response = error_answer(status, exc.description if code < 500 else "Something went wrong.", form=form)
+        response.status_code = code
+        if code == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(ProviderError)
+    def provider_error(exc: ProviderError) -> Response:
+        log.error("provider problem on %s: %s", request.path, exc)
+        return error_answer(
+            "unavailable", "This form cannot be reached just now. Please try again in a few minutes.",
+            retry_after=60, form=None,
+        )
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # Logged (secrets masked) for the operator; the public gets no traceback.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_answer("error", "Something went wrong on our side.")
+
+
+def _retry_after(exc: RateLimitExceeded) -> int:
+    """Seconds until the breached window frees a slot (the moving window's reset time)."""
+    limiter: Limiter | None = current_app.extensions.get(LIMITER)
+    current = limiter.current_limit if limiter is not None else None
+    if current is not None and current.reset_at > time.time():
+        return max(1, math.ceil(current.reset_at - time.time()))
+    try:
+        return max(1, int(exc.limit.limit.get_expiry()))
+    except Exception:
+        return 60
+
+
+def _form_or_none() -> Any:
+    slug = (request.view_args or {}).get("slug")
+    if not isinstance(slug, str):
+        return None
+    relay: Relay | None = _relay_or_none()
+    return relay.forms.get(slug) if relay else None
+
+
+def _relay_or_none() -> Relay | None:
+    from flask import current_app
+
+    relay = current_app.extensions.get(EXTENSION)
+    return relay if isinstance(relay, Relay) else None
+
+
+def _common_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' https:; "
+            "frame-ancestors 'none'; base-uri 'none'",
+        )
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    return response

@@ -1,0 +1,254 @@
+"""Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects."""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
+
+# Every config key the relay itself reads, named once (providers name their own keys).
+CONFIG_ENV = "FORMRELAY_CONFIG"
+DEFAULT_CONFIG_PATH = "formrelay.toml"
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Keys whose values are credentials: masked in logs and never echoed anywhere.
+SECRET_KEY_NAME = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why (never a secret value)."""
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Relay-wide settings from [relay]."""
+
+    allowed_origins: tuple[str, ...] = ()
+    rate_limit: str = "10/minute;100/hour"
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: int = 0
+    max_body_bytes: int = 64 * 1024
+    max_fields: int = 100
+    max_value_length: int = 10_000
+    schema_ttl: float = 900.0
+    timeout: float = 10.0
+    connect_timeout: float = 3.05
+
+
+@dataclass(frozen=True)
+class FormConfig:
+    """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
+
+    slug: str
+    provider: str
+    title: str | None = None
+    success_url: str | None = None
+    error_url: str | None = None
+    allowed_origins: tuple[str, ...] | None = None
+    rate_limit: str | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    relay: RelaySettings
+    providers: Mapping[str, Any]
+    forms: Mapping[str, FormConfig]
+    secrets: frozenset[str] = frozenset()
+    source: str = "<mapping>"
+
+    def origins_for(self, form: FormConfig) -> tuple[str, ...]:
+        """The CORS allow-list of a form: its own, else the relay's."""
+        return form.allowed_origins if form.allowed_origins is not None else self.relay.allowed_origins
+
+
+def _url(**kwargs: Any) -> fields.Url:
+    return fields.Url(schemes={"http", "https"}, require_tld=False, **kwargs)
+
+
+def _rate_limit_ok(value: str) -> None:
+    from limits import parse_many
+
+    if value == "":
+        return
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValidationError(f"not a rate limit such as '10/minute;100/hour': {exc}") from None
+
+
+class RelaySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allowed_origins = fields.List(fields.String(), load_default=list)
+    rate_limit = fields.String(load_default="10/minute;100/hour", validate=_rate_limit_ok)
+    rate_limit_storage = fields.String(load_default="memory://")
+    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10))
+    max_body_bytes = fields.Integer(load_default=64 * 1024, validate=validate.Range(min=1024, max=10 * 1024 * 1024))
+    max_fields = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    max_value_length = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=1_000_000))
+    schema_ttl = fields.Float(load_default=900.0, validate=validate.Range(min=0))
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
+    connect_timeout = fields.Float(load_default=3.05, validate=validate.Range(min=0.1, max=60))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:
+        data["allowed_origins"] = tuple(data["allowed_origins"])
+        return RelaySettings(**data)
+
+
+COMMON_FORM_KEYS = frozenset(
+    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases"}
+)
+
+
+class CommonFormSchema(Schema):
+    """The keys every form has; the provider's own schema checks the rest."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    provider = fields.String(required=True)
+    title = fields.String()
+    success_url = _url()
+    error_url = _url()
+    allowed_origins = fields.List(fields.String())
+    rate_limit = fields.String(validate=_rate_limit_ok)
+    aliases = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Replace ${NAME} in every string with env[NAME]; a missing NAME is a ConfigError naming it."""
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{where or 'config'}: environment variable {name} is not set")
+            return env[name]
+
+        return ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def collect_secrets(value: Any, key: str = "") -> set[str]:
+    """Every string value held under a credential-like key, anywhere in the tree."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        if SECRET_KEY_NAME.search(key) and len(value) >= 4:
+            found.add(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found |= collect_secrets(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            found |= collect_secrets(v, key)
+    return found
+
+
+def _messages(err: ValidationError, where: str) -> str:
+    def flatten(prefix: str, messages: Any) -> list[str]:
+        if isinstance(messages, dict):
+            out: list[str] = []
+            for k, v in messages.items():
+                out += flatten(f"{prefix}.{k}" if prefix else str(k), v)
+            return out
+        if isinstance(messages, list):
+            return [f"{prefix}: {m}" for m in messages if isinstance(m, str)] or flatten(prefix, messages[0] if messages else "")
+        return [f"{prefix}: {messages}"]
+
+    return "; ".join(flatten(where, err.messages))
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<mapping>") -> Config:
+    """Validate a decoded TOML document into a Config."""
+    from formrelay.providers import provider_class
+
+    env = os.environ if env is None else env
+    unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "security", "metrics", "logging"}
+    if unknown_top:
+        raise ConfigError(f"{source}: unknown top-level table(s): {', '.join(sorted(unknown_top))}")
+    data = interpolate(dict(raw), env)
+    secrets = frozenset(collect_secrets(data))
+
+    try:
+        relay = RelaySchema().load(data.get("relay", {}))
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_messages(err, 'relay')}") from None
+
+    providers: dict[str, Any] = {}
+    for name, table in (data.get("providers") or {}).items():
+        cls = provider_class(name)
+        if cls is None:
+            raise ConfigError(f"{source}: providers.{name}: unknown provider")
+        try:
+            providers[name] = cls.settings_schema().load(table or {})
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}')}") from None
+
+    forms: dict[str, FormConfig] = {}
+    for slug, table in (data.get("forms") or {}).items():
+        where = f"forms.{slug}"
+        if not SLUG.match(slug):
+            raise ConfigError(f"{source}: {where}: a slug is lowercase letters, digits, '-' and '_'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {where}: must be a table")
+        try:
+            common = CommonFormSchema().load(table)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, where)}") from None
+        cls = provider_class(common["provider"])
+        if cls is None:
+            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}")
+        if common["provider"] not in providers:
+            if cls.needs_settings:
+                raise ConfigError(f"{source}: {where}: needs a [providers.{common['provider']}] table")
+            providers[common["provider"]] = cls.settings_schema().load({})
+        own = {k: v for k, v in table.items() if k not in COMMON_FORM_KEYS}
+        try:
+            options = cls.form_schema().load(own)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, where)}") from None
+        origins = common.get("allowed_origins")
+        forms[slug] = FormConfig(
+            slug=slug,
+            provider=common["provider"],
+            title=common.get("title"),
+            success_url=common.get("success_url"),
+            error_url=common.get("error_url"),
+            allowed_origins=tuple(origins) if origins is not None else None,
+            rate_limit=common.get("rate_limit"),
+            aliases=common["aliases"],
+            options=options,
+        )
+    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file named by path, else $FORMRELAY_CONFIG, else ./formrelay.toml."""
+    env = os.environ if env is None else env
+    file = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file (set {CONFIG_ENV} or pass --config)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.__class__.__name__}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(raw, env, source=str(file))

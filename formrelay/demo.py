@@ -1,0 +1,42 @@
+"""`formrelay demo`: the relay wired to the sandbox providers, plus an example page at /."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, render_template
+
+from formrelay.relay import current_relay
+from formrelay.sandbox import ServerThread, create_sandbox
+
+bp = Blueprint("demo", __name__)
+
+
+def demo_config(sandbox_url: str) -> dict[str, Any]:
+    """The embedded default config: every form points at the local sandbox."""
+    return {
+        "relay": {"allowed_origins": ["*"], "rate_limit": "30/minute", "schema_ttl": 300},
+        "providers": {"ngp": {"base_url": f"{sandbox_url}/ngp/v2"}},
+        "forms": {
+            "petition": {
+                "provider": "ngp",
+                "form_id": "demo-petition",
+                "title": "Sign the clean air petition (NGP sandbox)",
+            },
+        },
+    }
+
+
+@bp.get("/")
+def index() -> str:
+    relay = current_relay()
+    forms = [form.describe() for form in relay.forms.values()]
+    return render_template("demo.html", title="formrelay demo", forms=forms)
+
+
+def create_demo_app() -> tuple[Flask, ServerThread]:
+    from formrelay.app import create_app
+
+    sandbox = ServerThread(create_sandbox()).start()
+    app = create_app(demo_config(sandbox.url))
+    app.register_blueprint(bp)
+    return app, sandbox

@@ -1,0 +1,266 @@
+"""Field specs -> one Marshmallow schema, which both validates submissions and describes the form."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import email_validator
+import phonenumbers
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+log = logging.getLogger(__name__)
+
+FIELD_TYPES = ("text", "email", "tel", "textarea", "select", "radio", "checkbox", "number", "date")
+REQUIRED_MESSAGE = "This field is required."
+WIDGET = "x-widget"
+TRUTHY = {"on", "true", "1", "yes", "y", "checked"}
+FALSY = {"off", "false", "0", "no", "n", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a provider knows about one field, in provider-neutral words."""
+
+    name: str
+    label: str
+    type: str = "text"
+    required: bool = False
+    max_length: int | None = None
+    options: tuple[Option, ...] | None = None
+    multiple: bool = False
+    # email | phone | postal_code_us | date | y_n | y_p_n: a format check beyond the type
+    format: str | None = None
+    phone_region: str = "US"
+    # how a valid phone number is passed on: "as_typed", "e164" (+12025550123) or "digits" (12025550123)
+    phone_output: str = "as_typed"
+    minimum: float | None = None
+    maximum: float | None = None
+    aliases: tuple[str, ...] = ()
+    help: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in FIELD_TYPES:
+            raise ValueError(f"field {self.name!r}: unknown type {self.type!r}")
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A form as the relay understands it: the fields a person fills, and the values fixed by config."""
+
+    title: str
+    fields: tuple[FieldSpec, ...]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def aliases(self) -> dict[str, str]:
+        return {alias: spec.name for spec in self.fields for alias in spec.aliases}
+
+
+class Email(fields.String):
+    """A syntactically valid address, normalised (domain lower-cased, IDNA); no DNS look-up."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            checked = email_validator.validate_email(text, check_deliverability=False)
+        except email_validator.EmailNotValidError:
+            raise ValidationError("Enter a valid email address.") from None
+        return str(checked.normalized)
+
+
+class Phone(fields.String):
+    """A phone number that phonenumbers accepts as possible, passed on in the configured shape."""
+
+    def __init__(self, *, region: str = "US", output: str = "as_typed", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.region = region
+        self.output = output
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            number = phonenumbers.parse(text, self.region)
+        except phonenumbers.NumberParseException:
+            raise ValidationError("Enter a valid phone number.") from None
+        if not phonenumbers.is_possible_number(number):
+            raise ValidationError("Enter a valid phone number.")
+        if self.output == "e164":
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if self.output == "digits":
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
+        return text
+
+
+class Checkbox(fields.Boolean):
+    """An HTML checkbox: 'on' (or true/yes/1) when ticked, absent or false when not."""
+
+    truthy = TRUTHY | {True, 1}
+    falsy = FALSY | {False, 0}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if isinstance(value, str):
+            value = value.strip().lower()
+        return bool(super()._deserialize(value, attr, data, **kwargs))
+
+
+US_ZIP = re.compile(r"^\d{5}(?:-?\d{4})?$")
+
+
+def _postal_code_us(value: str) -> None:
+    if not US_ZIP.match(value):
+        raise ValidationError("Enter a 5-digit ZIP code (or ZIP+4).")
+
+
+def _must_be_ticked(value: bool) -> None:
+    if value is not True:
+        raise ValidationError(REQUIRED_MESSAGE)
+
+
+FORMAT_VALIDATORS = {
+    "postal_code_us": _postal_code_us,
+}
+
+ERRORS = {"required": REQUIRED_MESSAGE, "null": REQUIRED_MESSAGE}
+
+
+def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
+    validators: list[Any] = []
+    # Metadata keys double as OpenAPI keywords (apispec copies title/description/format/x-*).
+    metadata: dict[str, Any] = {"title": spec.label, WIDGET: spec.type}
+    if spec.help:
+        metadata["description"] = spec.help
+    if spec.aliases:
+        metadata["x-aliases"] = list(spec.aliases)
+    kwargs: dict[str, Any] = {"required": spec.required, "error_messages": dict(ERRORS), "metadata": metadata}
+
+    if spec.type == "checkbox" and not spec.options:
+        if spec.required:
+            validators.append(_must_be_ticked)
+        return Checkbox(validate=validators or None, **kwargs)
+    if spec.type == "number":
+        if spec.minimum is not None or spec.maximum is not None:
+            validators.append(validate.Range(min=spec.minimum, max=spec.maximum))
+        return fields.Decimal(validate=validators or None, places=None, as_string=True, **kwargs)
+    if spec.type == "date":
+        return fields.Date(format="%Y-%m-%d", validate=validators or None, **kwargs)
+
+    max_length = spec.max_length or default_max_length
+    inner: list[Any] = [validate.Length(max=max_length)]
+    if spec.options is not None:
+        inner.append(
+            validate.OneOf(
+                [o.value for o in spec.options], labels=[o.label for o in spec.options],
+                error="Choose one of the listed options.",
+            )
+        )
+    if spec.format in FORMAT_VALIDATORS:
+        inner.append(FORMAT_VALIDATORS[spec.format])
+    extra: dict[str, Any] = {}
+    kind: type[fields.String] = fields.String
+    if spec.format == "email" or spec.type == "email":
+        kind = Email
+        metadata[WIDGET] = "email"
+        metadata["format"] = "email"
+    elif spec.format == "phone" or spec.type == "tel":
+        kind = Phone
+        extra = {"region": spec.phone_region, "output": spec.phone_output}
+        metadata[WIDGET] = "tel"
+    if spec.multiple:
+        # Checkbox groups and multi-selects post one value per ticked option.
+        if spec.required:
+            validators.append(validate.Length(min=1, error=REQUIRED_MESSAGE))
+        return fields.List(kind(validate=inner, **extra), validate=validators or None, **kwargs)
+    return kind(validate=inner, **extra, **kwargs)
+
+
+class FormSchema(Schema):
+    """Base for derived form schemas: fields the form doesn't have are dropped, never forwarded."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def build_schema(name: str, specs: Sequence[FieldSpec], default_max_length: int = 10_000) -> type[FormSchema]:
+    """Derive the Marshmallow schema class of a form from its field specs (pure)."""
+    declared = {spec.name: _one(spec, default_max_length) for spec in specs}
+    safe_name = re.sub(r"[^0-9A-Za-z]", "", name.title()) or "Form"
+    return FormSchema.from_dict(declared, name=f"{safe_name}Schema")  # type: ignore[return-value]
+
+
+def _validators(f: fields.Field) -> Iterable[Any]:
+    found = list(f.validators)
+    inner = getattr(f, "inner", None)
+    if inner is not None:
+        found += list(inner.validators)
+    return found
+
+
+def describe_field(name: str, f: fields.Field) -> dict[str, Any]:
+    """The public description of one schema field (contract section 2)."""
+    meta = f.metadata
+    out: dict[str, Any] = {
+        "name": name,
+        "label": meta.get("title", name),
+        "type": meta.get(WIDGET, "text"),
+        "required": bool(f.required),
+    }
+    for v in _validators(f):
+        if isinstance(v, validate.Length) and v.max is not None:
+            out["max_length"] = v.max
+        elif isinstance(v, validate.OneOf):
+            out["options"] = [{"value": val, "label": lab} for val, lab in zip(v.choices, v.labels)]
+        elif isinstance(v, validate.Range):
+            if v.min is not None:
+                out["min"] = v.min
+            if v.max is not None:
+                out["max"] = v.max
+    if isinstance(f, fields.List):
+        out["multiple"] = True
+    if "description" in meta:
+        out["help"] = meta["description"]
+    if "x-aliases" in meta:
+        out["aliases"] = list(meta["x-aliases"])
+    return out
+
+
+def describe_schema(schema: Schema) -> list[dict[str, Any]]:
+    """The public description of every field, in declaration order."""
+    return [describe_field(name, f) for name, f in schema.fields.items()]
+
+
+def to_text(value: Any) -> str:
+    """A validated value as the string a form post would carry."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def flatten_errors(messages: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Marshmallow's nested messages -> {field: [message, ...]}, as the contract shapes them."""
+    out: dict[str, list[str]] = {}
+
+    def walk(value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [m for v in value for m in walk(v)]
+        if isinstance(value, dict):
+            return [m for v in value.values() for m in walk(v)]
+        return [str(value)]
+
+    for key, value in messages.items():
+        msgs = list(dict.fromkeys(walk(value)))
+        out[str(key)] = msgs
+    return out

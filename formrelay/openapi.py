@@ -1,0 +1,138 @@
+"""The OpenAPI 3 document: the contract's routes, with each configured form's request schema (apispec)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, jsonify
+
+from formrelay.errors import ProviderError
+from formrelay.outcome import STATUS_HTTP
+from formrelay.relay import Relay, current_relay
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("openapi", __name__)
+
+OUTCOME = {
+    "type": "object",
+    "required": ["ok", "status"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "status": {"type": "string", "enum": sorted(STATUS_HTTP)},
+        "message": {"type": "string"},
+        "redirect": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "retry_after": {"type": "integer"},
+    },
+}
+DESCRIPTION = {
+    "type": "object",
+    "required": ["form", "provider", "title", "fields"],
+    "properties": {
+        "form": {"type": "string"},
+        "provider": {"type": "string"},
+        "title": {"type": "string"},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "label", "type", "required"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "label": {"type": "string"},
+                    "type": {"type": "string", "enum": ["text", "email", "tel", "textarea", "select", "radio",
+                                                        "checkbox", "number", "date"]},
+                    "required": {"type": "boolean"},
+                    "max_length": {"type": "integer"},
+                    "options": {"type": "array", "items": {
+                        "type": "object", "properties": {"value": {"type": "string"}, "label": {"type": "string"}}}},
+                },
+            },
+        },
+    },
+}
+CONTROLS = {
+    "_hp": {"type": "string", "description": "Honeypot: must be empty."},
+    "_idempotency_key": {"type": "string", "maxLength": 200},
+    "_started": {"type": "string", "description": "Time-trap token from the snippet."},
+}
+
+
+def _answers(*statuses: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in statuses:
+        code = str(STATUS_HTTP[status])
+        out.setdefault(code, {"description": status, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Outcome"}}}})
+        if code in ("429", "503", "202"):
+            out[code]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    return out
+
+
+def build_document(relay: Relay, version: str) -> dict[str, Any]:
+    spec = APISpec(
+        title="formrelay",
+        version=version,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Validate supporters' form submissions and relay them to the campaign's CRM."},
+    )
+    spec.components.schema("Outcome", OUTCOME)
+    spec.components.schema("FormDescription", DESCRIPTION)
+    spec.path(
+        path="/healthz",
+        operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "serving", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
+    )
+    spec.path(path="/v1/openapi.json", operations={"get": {"summary": "This document", "responses": {"200": {
+        "description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    for slug, form in relay.forms.items():
+        try:
+            schema = form.schema
+        except ProviderError as exc:
+            log.warning("openapi: form %s left without a request schema: %s", slug, exc)
+            body_schema: Any = {"type": "object"}
+        else:
+            name = f"{schema.__class__.__name__}"
+            if name not in spec.components.schemas:
+                spec.components.schema(name, schema=schema.__class__)
+            body_schema = {"allOf": [{"$ref": f"#/components/schemas/{name}"},
+                                     {"type": "object", "properties": CONTROLS}]}
+        spec.path(
+            path=f"/v1/forms/{slug}",
+            operations={
+                "get": {
+                    "summary": f"Describe the form {slug}",
+                    "responses": {
+                        "200": {"description": "the form", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/FormDescription"}}}},
+                        **_answers("not_found", "unavailable"),
+                    },
+                },
+                "post": {
+                    "summary": f"Submit the form {slug}",
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                    "schema": {"type": "string", "maxLength": 200}}],
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": body_schema},
+                        "application/x-www-form-urlencoded": {"schema": body_schema},
+                        "multipart/form-data": {"schema": body_schema},
+                    }},
+                    "responses": _answers(
+                        "delivered", "queued", "bad_request", "too_large", "unsupported_media_type",
+                        "invalid", "rate_limited", "rejected", "unavailable",
+                    ),
+                },
+                "options": {"summary": "CORS preflight", "responses": {"204": {"description": "preflight"}}},
+            },
+        )
+    return spec.to_dict()
+
+
+@bp.get("/v1/openapi.json")
+def openapi() -> Response:
+    from formrelay import __version__
+
+    return jsonify(build_document(current_relay(), __version__))

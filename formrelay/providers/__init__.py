@@ -1,0 +1,24 @@
+"""The providers formrelay can relay to, looked up by the name used in the config."""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from formrelay.providers.base import Provider
+
+# name in the config -> "module:Class"; imported on first use so one provider's dependencies
+# never burden a relay that doesn't use it.
+REGISTRY: dict[str, str] = {
+    "ngp": "formrelay.providers.ngp:NGP",
+}
+
+
+def provider_class(name: str) -> type[Provider] | None:
+    """The Provider class registered under name, or None."""
+    target = REGISTRY.get(name)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module), attr)
+    return cls

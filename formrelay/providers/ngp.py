@@ -1,0 +1,354 @@
+"""NGP VAN (NGP 7) forms: definition -> fields, submission -> urlencoded POST, answer -> outcome."""
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, fields, post_load, validate
+
+from formrelay.config import FormConfig
+from formrelay.errors import DefinitionError, TryLater
+from formrelay.fields import Definition, FieldSpec, Option, to_text
+from formrelay.outcome import Outcome
+from formrelay.providers.base import Provider, json_or_none
+from formrelay.submission import CARD_FIELD, Submission
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.myngp.com/v2"
+
+# NGP's "states" named list: the 50 states, DC and the inhabited territories, by postal code.
+US_STATES: tuple[tuple[str, str], ...] = (
+    ("AL", "Alabama"), ("AK", "Alaska"), ("AZ", "Arizona"), ("AR", "Arkansas"), ("CA", "California"),
+    ("CO", "Colorado"), ("CT", "Connecticut"), ("DE", "Delaware"), ("DC", "District of Columbia"),
+    ("FL", "Florida"), ("GA", "Georgia"), ("HI", "Hawaii"), ("ID", "Idaho"), ("IL", "Illinois"),
+    ("IN", "Indiana"), ("IA", "Iowa"), ("KS", "Kansas"), ("KY", "Kentucky"), ("LA", "Louisiana"),
+    ("ME", "Maine"), ("MD", "Maryland"), ("MA", "Massachusetts"), ("MI", "Michigan"), ("MN", "Minnesota"),
+    ("MS", "Mississippi"), ("MO", "Missouri"), ("MT", "Montana"), ("NE", "Nebraska"), ("NV", "Nevada"),
+    ("NH", "New Hampshire"), ("NJ", "New Jersey"), ("NM", "New Mexico"), ("NY", "New York"),
+    ("NC", "North Carolina"), ("ND", "North Dakota"), ("OH", "Ohio"), ("OK", "Oklahoma"), ("OR", "Oregon"),
+    ("PA", "Pennsylvania"), ("RI", "Rhode Island"), ("SC", "South Carolina"), ("SD", "South Dakota"),
+    ("TN", "Tennessee"), ("TX", "Texas"), ("UT", "Utah"), ("VT", "Vermont"), ("VA", "Virginia"),
+    ("WA", "Washington"), ("WV", "West Virginia"), ("WI", "Wisconsin"), ("WY", "Wyoming"),
+    ("AS", "American Samoa"), ("GU", "Guam"), ("MP", "Northern Mariana Islands"), ("PR", "Puerto Rico"),
+    ("VI", "U.S. Virgin Islands"),
+)
+NAMED_LISTS: Mapping[str, tuple[Option, ...]] = {
+    "states": tuple(Option(code, name) for code, name in US_STATES),
+}
+
+# Element types seen in NGP definitions, and the field type each becomes.
+FIELD_ELEMENTS = {
+    "textfield": "text", "textarea": "textarea", "select": "select", "checkbox": "checkbox",
+    "checkboxes": "checkbox", "radio": "radio", "radios": "radio", "email": "email", "tel": "tel",
+    "date": "date", "number": "number",
+}
+NOT_FIELDS = {"markup", "submit", "button", "html", "fieldset"}
+VALIDATIONS = {"email": "email", "phone": "phone", "postalcode": "postal_code_us"}
+
+
+@dataclass(frozen=True)
+class NGPSettings:
+    base_url: str
+    api_key: str | None = None
+
+
+class NGPSettingsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
+    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> NGPSettings:
+        return NGPSettings(base_url=data["base_url"].rstrip("/"), api_key=data["api_key"])
+
+
+@dataclass(frozen=True)
+class NGPForm:
+    form_id: str
+    phone_region: str = "US"
+
+
+class NGPFormSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    form_id = fields.Raw(required=True)
+    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> NGPForm:
+        form_id = str(data["form_id"]).strip()
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", form_id):
+            from marshmallow import ValidationError
+
+            raise ValidationError({"form_id": ["letters, digits, '-' or '_'"]})
+        return NGPForm(form_id=form_id, phone_region=data["phone_region"].upper())
+
+
+def _options(raw: Any, name: str) -> tuple[Option, ...] | None:
+    """Inline option arrays in the shapes seen ({val,label,display}, {value,label}, strings, a mapping)."""
+    if isinstance(raw, str):
+        named = NAMED_LISTS.get(raw.lower())
+        if named is None:
+            # Inferred: other named lists exist (countries?). Without the list, accept free text.
+            log.warning("ngp: element %s uses an unknown named list %r; accepting free text", name, raw)
+        return named
+    if isinstance(raw, Mapping):
+        return tuple(Option(str(k), str(v)) for k, v in raw.items())
+    if isinstance(raw, list):
+        out: list[Option] = []
+        for item in raw:
+            if isinstance(item, Mapping):
+                value = item.get("val", item.get("value", item.get("key")))
+                if value is None:
+                    continue
+                label = item.get("label", item.get("display", item.get("text", value)))
+                out.append(Option(str(value), str(label)))
+            elif isinstance(item, str | int | float):
+                out.append(Option(str(item), str(item)))
+        return tuple(out) or None
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _spec(element: Mapping[str, Any], kind: str, phone_region: str) -> FieldSpec | None:
+    name = str(element["name"])
+    options = _options(element.get("options"), name) if "options" in element else None
+    ftype = FIELD_ELEMENTS.get(kind, "text")
+    if ftype in ("select", "radio") and options is None:
+        ftype = "text"
+    if ftype == "text" and options:
+        ftype = "select"
+    fmt = None
+    raw_validation = element.get("validation")
+    if raw_validation:
+        fmt = VALIDATIONS.get(str(raw_validation).lower())
+        if fmt is None:
+            log.warning("ngp: element %s has an unknown validation %r; not checked", name, raw_validation)
+        elif fmt == "email":
+            ftype = "email"
+        elif fmt == "phone":
+            ftype = "tel"
+    query = element.get("queryString")
+    aliases = (str(query),) if isinstance(query, str) and query and query != name else ()
+    minimum = element.get("valueMin")
+    maximum = element.get("valueMax")
+    return FieldSpec(
+        name=name,
+        label=str(element.get("title") or element.get("label") or name),
+        type=ftype,
+        required=bool(element.get("required")),
+        max_length=_int_or_none(element.get("maxlength")),
+        options=options,
+        multiple=kind == "checkboxes" and options is not None,
+        format=fmt,
+        phone_region=phone_region,
+        minimum=float(minimum) if isinstance(minimum, int | float) and ftype == "number" else None,
+        maximum=float(maximum) if isinstance(maximum, int | float) and ftype == "number" else None,
+        aliases=aliases,
+    )
+
+
+def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Definition:
+    """NGP's form definition -> the relay's Definition (pure; unknown element types never crash it)."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("form_elements"), list):
+        raise DefinitionError("ngp: the form definition has no form_elements list")
+    specs: list[FieldSpec] = []
+    fixed: dict[str, Any] = {}
+    seen: set[str] = set()
+
+    def walk(elements: Iterable[Any], depth: int = 0) -> None:
+        if depth > 20:
+            raise DefinitionError("ngp: fieldsets nested too deeply")
+        for element in elements:
+            if not isinstance(element, Mapping):
+                continue
+            kind = str(element.get("type", "")).lower()
+            if kind == "fieldset":
+                children = element.get("children")
+                if isinstance(children, list):
+                    walk(children, depth + 1)
+                continue
+            if kind in NOT_FIELDS:
+                continue
+            name = element.get("name")
+            if not isinstance(name, str) or not name:
+                log.warning("ngp: skipping a %r element without a name", kind)
+                continue
+            if kind == "hidden":
+                fixed[name] = element.get("value", "")
+                continue
+            if CARD_FIELD.search(name):
+                # Card data is tokenised by NGP's own embed; the relay never takes it (PCI scope).
+                log.warning("ngp: not offering card element %s: card data never passes through the relay", name)
+                continue
+            if kind not in FIELD_ELEMENTS:
+                log.warning("ngp: unknown element type %r for %s; treating it as text", kind, name)
+            if name in seen:
+                continue
+            seen.add(name)
+            spec = _spec(element, kind, phone_region)
+            if spec is not None:
+                specs.append(spec)
+
+    walk(doc["form_elements"])
+    form_type = doc.get("type")
+    if not isinstance(form_type, str) or not form_type:
+        raise DefinitionError("ngp: the form definition has no type")
+    fixed["type"] = form_type
+    return Definition(
+        title=str(doc.get("title") or ""),
+        fields=tuple(specs),
+        fixed=fixed,
+        extra={"form_type": form_type, "form_id": str(doc.get("formId", ""))},
+    )
+
+
+def build_payload(definition: Definition, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Validated values -> the urlencoded pairs NGP takes: the form's fields, then its fixed values (pure)."""
+    pairs: list[tuple[str, str]] = []
+    fixed = definition.fixed
+    for spec in definition.fields:
+        if spec.name not in values or spec.name in fixed:
+            continue
+        value = values[spec.name]
+        if isinstance(value, list):
+            pairs += [(spec.name, to_text(v)) for v in value]
+        else:
+            pairs.append((spec.name, to_text(value)))
+    # Fixed values come last and only from the definition, so a submission can never override them.
+    pairs += [(name, to_text(value)) for name, value in fixed.items()]
+    return pairs
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def plain_text(markup: str) -> str:
+    """NGP's confirmation HTML as plain text for the JSON answer."""
+    parser = _Text()
+    parser.feed(markup)
+    parser.close()
+    return re.sub(r"\s+", " ", html.unescape("".join(parser.parts))).strip()
+
+
+GENERIC_REFUSAL = "The form could not be accepted. Please check your details and try again."
+
+
+def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
+    """NGP's answer -> an Outcome, or TryLater (pure). Decided by resultCode and errors, not status alone."""
+    if status in (408, 425, 429) or status >= 500:
+        raise TryLater(f"ngp: HTTP {status}", may_have_arrived=status >= 500)
+    if status in (401, 403):
+        raise TryLater(f"ngp: HTTP {status}: the relay's NGP credentials were refused")
+    if status == 404:
+        raise TryLater("ngp: HTTP 404: the form was not found (check form_id)")
+    if not isinstance(body, Mapping):
+        raise TryLater(f"ngp: HTTP {status} with a body that is not a JSON object", may_have_arrived=True)
+    errors = body.get("errors") or []
+    result = body.get("resultCode")
+    if result == "Success" and not errors and 200 <= status < 300:
+        page = body.get("page") if isinstance(body.get("page"), Mapping) else {}
+        message = None
+        content = page.get("confirmationPageContent")
+        if isinstance(content, str) and content.strip():
+            message = plain_text(content)[:2000] or None
+        redirect = None
+        for key in ("confirmationRedirectUrl", "redirectUrl", "confirmationUrl"):
+            # Inferred key names: the seed only shows DisplayContent confirmations.
+            url = page.get(key)
+            if isinstance(url, str) and url.startswith(("https://", "http://")):
+                redirect = url
+                break
+        return Outcome("delivered", message=message, redirect=redirect, upstream_status=status)
+    return _refusal(status, errors, definition)
+
+
+def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
+    by_name = {spec.name.lower(): spec.name for spec in definition.fields}
+    for spec in definition.fields:
+        for alias in spec.aliases:
+            by_name.setdefault(alias.lower(), spec.name)
+    field_errors: dict[str, list[str]] = {}
+    general: list[str] = []
+    for error in errors if isinstance(errors, list) else []:
+        if not isinstance(error, Mapping):
+            continue
+        text = str(error.get("text") or "").strip()[:500] or "This value was not accepted."
+        properties = error.get("properties") if isinstance(error.get("properties"), list) else []
+        named = [by_name[p.lower()] for p in properties if isinstance(p, str) and p.lower() in by_name]
+        for name in named:
+            field_errors.setdefault(name, []).append(text)
+        if not named:
+            general.append(text)
+    if field_errors:
+        return Outcome(
+            "invalid", message=" ".join(general) or None, errors=field_errors, upstream_status=status
+        )
+    return Outcome("rejected", message=" ".join(general) or GENERIC_REFUSAL, upstream_status=status)
+
+
+class NGP(Provider):
+    """NGP VAN forms: GET {base_url}/forms/{id} for the definition, POST the same URL to submit."""
+
+    name: ClassVar[str] = "ngp"
+    settings_schema: ClassVar[type[Schema]] = NGPSettingsSchema
+    form_schema: ClassVar[type[Schema]] = NGPFormSchema
+    needs_settings: ClassVar[bool] = False
+    # NGP deduplicates contacts by their details; a repeated petition post is matched to the same person.
+    uncertain_delivery: ClassVar[str] = "retry"
+
+    def __init__(self, settings: NGPSettings, relay: Any) -> None:
+        super().__init__(settings, relay)
+        if settings.api_key:
+            # HTTP Basic apiuser:<key> (confirmed); sent from the server only.
+            self.http.auth = ("apiuser", settings.api_key)
+
+    def url(self, form: FormConfig) -> str:
+        return f"{self.settings.base_url}/forms/{form.options.form_id}"
+
+    def definition(self, form: FormConfig) -> Definition:
+        response = self.request("GET", self.url(form), headers={"Accept": "application/json"})
+        if response.status_code == 404:
+            raise DefinitionError(f"ngp: no form {form.options.form_id} at {self.settings.base_url}")
+        if response.status_code in (401, 403):
+            raise DefinitionError(f"ngp: HTTP {response.status_code}: the API key was refused for this form")
+        if response.status_code != 200:
+            raise TryLater(f"ngp: definition fetch answered HTTP {response.status_code}")
+        doc = json_or_none(response)
+        if doc is None:
+            raise TryLater("ngp: definition fetch answered with something that is not JSON")
+        return definition_from_ngp(doc, form.options.phone_region)
+
+    def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
+        response = self.request(
+            "POST",
+            self.url(form),
+            data=build_payload(definition, submission.values),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
+                "Accept": "application/json",
+            },
+        )
+        return read_answer(response.status_code, json_or_none(response), definition)

@@ -1,0 +1,112 @@
+"""Negotiated answers: JSON for the snippet and API clients, redirects or escaped HTML for plain form posts."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from flask import Response, jsonify, redirect, render_template, request, url_for
+
+from formrelay.outcome import STATUS_HTTP, Outcome
+
+if TYPE_CHECKING:
+    from formrelay.relay import Form
+
+JSON_TYPES = ("application/json",)
+
+HTML_TITLES: Mapping[str, str] = {
+    "delivered": "Thank you",
+    "queued": "Thank you",
+    "invalid": "Please check the form",
+    "bad_request": "Something went wrong",
+    "not_found": "Form not found",
+    "method_not_allowed": "Not allowed",
+    "too_large": "Too much data",
+    "unsupported_media_type": "Something went wrong",
+    "rate_limited": "Too many attempts",
+    "rejected": "Not accepted",
+    "unavailable": "Please try again later",
+    "error": "Something went wrong",
+}
+
+
+def wants_json() -> bool:
+    """JSON when asked for explicitly, or when the body was JSON (contract section 3)."""
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        return True
+    return any(value in JSON_TYPES and quality > 0 for value, quality in request.accept_mimetypes)
+
+
+def json_answer(outcome: Outcome) -> Response:
+    response = jsonify(outcome.public())
+    response.status_code = outcome.http_status
+    if outcome.retry_after is not None:
+        response.headers["Retry-After"] = str(outcome.retry_after)
+    return response
+
+
+def safe_back_link(form: Form | None) -> str | None:
+    """Where 'go back' points: the form's error_url, else the page that posted (http/https only)."""
+    if form is not None and form.config.error_url:
+        return form.config.error_url
+    referrer = request.referrer
+    if referrer and urlsplit(referrer).scheme in ("http", "https"):
+        return referrer
+    return None
+
+
+def html_answer(outcome: Outcome, form: Form | None) -> Response:
+    back = safe_back_link(form)
+    labels: dict[str, str] = {}
+    if outcome.status == "invalid" and form is not None:
+        try:
+            labels = form.labels()
+        except Exception:  # the labels are a nicety; an error page must never fail
+            labels = {}
+    body = render_template(
+        "outcome.html",
+        title=HTML_TITLES.get(outcome.status, "Something went wrong"),
+        outcome=outcome,
+        form_title=_safe_title(form),
+        labels=labels,
+        back=back,
+    )
+    response = Response(body, status=outcome.http_status, mimetype="text/html")
+    if outcome.retry_after is not None:
+        response.headers["Retry-After"] = str(outcome.retry_after)
+    return response
+
+
+def _safe_title(form: Form | None) -> str | None:
+    if form is None:
+        return None
+    try:
+        return form.title()
+    except Exception:
+        return form.config.title or form.slug
+
+
+def respond(outcome: Outcome, form: Form) -> Response:
+    """The answer to a submission, in the shape the client asked for."""
+    if wants_json():
+        if outcome.ok and form.config.success_url and not outcome.redirect:
+            outcome = Outcome(**{**outcome.__dict__, "redirect": form.config.success_url})
+        return json_answer(outcome)
+    if outcome.ok:
+        target = form.config.success_url or url_for("forms.thanks", slug=form.slug, status=outcome.status)
+        return redirect(target, code=303)
+    if outcome.status == "invalid" and form.config.error_url:
+        return redirect(form.config.error_url, code=303)
+    return html_answer(outcome, form)
+
+
+def error_answer(status: str, message: str | None, errors: Mapping[str, list[str]] | None = None,
+                 retry_after: int | None = None, form: Form | None = None) -> Response:
+    """An error before or outside delivery (400, 404, 413, 415, 429, 503), negotiated like any answer."""
+    outcome = Outcome(status, message=message, errors=errors, retry_after=retry_after)
+    if wants_json() or request.method != "POST" or request.path.endswith(".json"):
+        response = json_answer(outcome)
+    else:
+        response = html_answer(outcome, form)
+    response.status_code = STATUS_HTTP.get(status, 500)
+    return response

@@ -1,0 +1,115 @@
+"""Sandbox providers: a small local HTTP server that answers like each CRM, for the demo and end-to-end tests.
+
+Nothing here is used when the relay talks to real providers. The sandbox records what it received and can be
+told to fail, so tests can check exactly what reached "the CRM".
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+@dataclass
+class SandboxState:
+    """What each fake provider received, and the failures it has been told to answer with."""
+
+    received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    delay: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, provider: str, item: dict[str, Any]) -> None:
+        with self.lock:
+            self.received[provider].append(item)
+
+    def count_call(self, provider: str, kind: str) -> None:
+        with self.lock:
+            self.calls[f"{provider}:{kind}"] += 1
+
+    def next_failure(self, provider: str) -> int | None:
+        with self.lock:
+            queue = self.failures.get(provider)
+            return queue.pop(0) if queue else None
+
+
+def state() -> SandboxState:
+    from flask import current_app
+
+    sandbox: SandboxState = current_app.extensions["sandbox"]
+    return sandbox
+
+
+control = Blueprint("control", __name__, url_prefix="/_control")
+
+
+@control.post("/fail")
+def fail() -> Any:
+    """{"provider": "ngp", "status": 503, "count": 3}: the next `count` submissions get `status`."""
+    spec = request.get_json(force=True)
+    with state().lock:
+        state().failures[spec["provider"]] += [int(spec.get("status", 503))] * int(spec.get("count", 1))
+    return jsonify({"ok": True})
+
+
+@control.post("/delay")
+def delay() -> Any:
+    spec = request.get_json(force=True)
+    state().delay[spec["provider"]] = float(spec.get("seconds", 0))
+    return jsonify({"ok": True})
+
+
+@control.get("/received/<provider>")
+def received(provider: str) -> Any:
+    with state().lock:
+        return jsonify(list(state().received.get(provider, [])))
+
+
+@control.get("/calls")
+def calls() -> Any:
+    with state().lock:
+        return jsonify(dict(state().calls))
+
+
+@control.post("/reset")
+def reset() -> Any:
+    sandbox = state()
+    with sandbox.lock:
+        sandbox.received.clear()
+        sandbox.calls.clear()
+        sandbox.failures.clear()
+        sandbox.delay.clear()
+    return jsonify({"ok": True})
+
+
+def create_sandbox() -> Flask:
+    """The sandbox app with every fake provider mounted under /<provider>/..."""
+    from formrelay.sandbox import ngp
+
+    app = Flask(__name__)
+    app.extensions["sandbox"] = SandboxState()
+    app.register_blueprint(control)
+    app.register_blueprint(ngp.bp)
+    return app
+
+
+class ServerThread:
+    """A WSGI app served on 127.0.0.1 in a daemon thread (tests and the demo)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"serve-{self.url}", daemon=True)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

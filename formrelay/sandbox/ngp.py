@@ -1,0 +1,91 @@
+"""A fake NGP forms API: serves definitions and answers submissions in NGP's envelopes."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from formrelay.sandbox import state
+
+bp = Blueprint("sandbox_ngp", __name__, url_prefix="/ngp/v2")
+
+PETITION: dict[str, Any] = {
+    "formId": "demo-petition",
+    "title": "Sign the clean air petition",
+    "type": "PetitionForm",
+    "status": "Active",
+    "form_elements": [
+        {"type": "fieldset", "name": "ContactInformation", "title": "Contact information", "children": [
+            {"type": "textfield", "name": "FirstName", "title": "First name", "required": True,
+             "maxlength": 20, "queryString": "fn"},
+            {"type": "textfield", "name": "LastName", "title": "Last name", "required": True,
+             "maxlength": 25, "queryString": "ln"},
+            {"type": "textfield", "name": "EmailAddress", "title": "Email", "required": True,
+             "maxlength": 100, "validation": "email", "queryString": "em"},
+            {"type": "textfield", "name": "Phone", "title": "Phone", "maxlength": 20, "validation": "phone"},
+            {"type": "textfield", "name": "AddressLine1", "title": "Street address", "maxlength": 100},
+            {"type": "textfield", "name": "City", "title": "City", "maxlength": 50},
+            {"type": "select", "name": "StateProvince", "title": "State", "options": "states"},
+            {"type": "textfield", "name": "PostalCode", "title": "ZIP code", "required": True,
+             "maxlength": 10, "validation": "postalCode", "queryString": "pc"},
+        ]},
+        {"type": "markup", "name": "Explain", "markup": "<p>Tell your representative you care.</p>"},
+        {"type": "textarea", "name": "Comments", "title": "Why do you care?", "maxlength": 1000},
+        {"type": "checkbox", "name": "SmsOptIn", "title": "Send me text updates"},
+        {"type": "hidden", "name": "YesSignMeUpForUpdatesForBinder", "value": True},
+        {"type": "submit", "name": "Submit", "title": "Sign"},
+    ],
+    "metadata": {},
+    "confirmation": {},
+    "errors": [],
+    "resultCode": "Success",
+}
+FORMS: dict[str, dict[str, Any]] = {"demo-petition": PETITION}
+
+
+@bp.get("/forms/<form_id>")
+@bp.get("/Forms/<form_id>")
+def definition(form_id: str) -> Any:
+    state().count_call("ngp", "definition")
+    form = FORMS.get(form_id)
+    if form is None:
+        return jsonify({"errors": [{"code": "NOT_FOUND", "text": "Form not found"}]}), 404
+    return jsonify(form)
+
+
+@bp.post("/forms/<form_id>")
+@bp.post("/Forms/<form_id>")
+def submit(form_id: str) -> Any:
+    sandbox = state()
+    sandbox.count_call("ngp", "submit")
+    delay = sandbox.delay.get("ngp")
+    if delay:
+        time.sleep(delay)
+    failure = sandbox.next_failure("ngp")
+    if failure:
+        return Response("<html><body>Service Unavailable</body></html>", status=failure, mimetype="text/html")
+    form = FORMS.get(form_id)
+    if form is None:
+        return jsonify({"errors": [{"code": "NOT_FOUND", "text": "Form not found"}]}), 404
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return jsonify({"errors": [{"code": "INVALID_PARAMETER", "text": "Expected a form post"}],
+                        "resultCode": "Failure"}), 400
+    fields = request.form.to_dict(flat=False)
+    errors = []
+    first = fields.get("FirstName", [""])[0]
+    if any(ch.isdigit() for ch in first):
+        errors.append({"properties": ["firstName"], "text": "First name may not contain numbers",
+                       "code": "INVALID_PARAMETER"})
+    if fields.get("LastName", [""])[0] == "Refused":
+        errors.append({"text": "This submission was refused by the campaign.", "code": "REFUSED"})
+    if errors:
+        return jsonify({"errors": errors, "resultCode": "Failure"})
+    sandbox.record("ngp", {"form_id": form_id, "fields": fields, "content_type": request.content_type})
+    return jsonify({
+        "page": {"confirmationActionType": "DisplayContent",
+                 "confirmationPageContent": "<p>Thank you for signing, <b>friend</b>!</p>"},
+        "response": {"submissionId": len(sandbox.received["ngp"])},
+        "errors": [],
+        "resultCode": "Success",
+    })

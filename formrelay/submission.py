@@ -1,0 +1,218 @@
+"""Turn a request body into form values, relay controls and page context, within the configured bounds."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Request
+
+from formrelay.config import RelaySettings
+from formrelay.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
+
+CONTROL_PREFIX = "_"
+# Values the snippet copies from the page URL; providers may pass them on (ENS txn1-5, AN referrer_data).
+CONTEXT_KEYS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer",
+)
+CONTEXT_MAX_LENGTH = 500
+
+Value = str | bool | list[str | bool]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission, ready for a provider: only the form's own fields, never a control."""
+
+    form: str
+    values: Mapping[str, Any]
+    context: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    received_at: float = field(default_factory=time.time)
+
+
+def _scalar(value: Any) -> str | bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    raise BadRequest("A JSON body must be one flat object: nested objects are not accepted.")
+
+
+def _from_json(raw: bytes) -> dict[str, Value]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("The body is not valid JSON in UTF-8.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("A JSON body must be one flat object.")
+    out: dict[str, Value] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            items = [_scalar(v) for v in value]
+            out[key] = [v for v in items if v is not None]
+        else:
+            scalar = _scalar(value)
+            if scalar is not None:
+                out[key] = scalar
+    return out
+
+
+def _add(out: dict[str, Value], key: str, value: str) -> None:
+    if key in out:
+        previous = out[key]
+        out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    else:
+        out[key] = value
+
+
+def _from_urlencoded(raw: bytes, limits: RelaySettings) -> dict[str, Value]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None
+    try:
+        pairs = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=limits.max_fields, encoding="utf-8", errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None
+    except ValueError:
+        raise TooLarge(f"Too many fields (at most {limits.max_fields}).") from None
+    out: dict[str, Value] = {}
+    for key, value in pairs:
+        _add(out, key, value)
+    return out
+
+
+def _from_multipart(request: Request) -> dict[str, Value]:
+    try:
+        form, files = request.form, request.files
+    except ValueError:
+        raise BadRequest("The multipart body cannot be read.") from None
+    if any(f.filename for f in files.values()):
+        raise BadRequest("File uploads are not accepted.")
+    out: dict[str, Value] = {}
+    for key, value in form.items(multi=True):
+        _add(out, key, value)
+    return out
+
+
+def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
+    """The submitted fields as {name: value or [values]}; 400/413/415 in the contract's shape."""
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+    mimetype = request.mimetype
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("Only UTF-8 is accepted.")
+    if mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        body = _from_json(_read(request, limits))
+    elif mimetype == "application/x-www-form-urlencoded":
+        body = _from_urlencoded(_read(request, limits), limits)
+    elif mimetype == "multipart/form-data":
+        body = _from_multipart(request)
+    else:
+        raise UnsupportedMediaType(
+            "Send application/json, application/x-www-form-urlencoded or multipart/form-data."
+        )
+    if len(body) > limits.max_fields:
+        raise TooLarge(f"Too many fields (at most {limits.max_fields}).")
+    return body
+
+
+def _read(request: Request, limits: RelaySettings) -> bytes:
+    # Read one byte past the limit so that a chunked body without Content-Length is bounded too.
+    raw = request.stream.read(limits.max_body_bytes + 1)
+    if len(raw) > limits.max_body_bytes:
+        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+    return raw
+
+
+def split_controls(body: Mapping[str, Value], field_names: set[str]) -> tuple[dict[str, Value], dict[str, str], dict[str, str]]:
+    """(values, controls, context): `_` names are controls, URL context is set apart unless the form has such a field."""
+    values: dict[str, Value] = {}
+    controls: dict[str, str] = {}
+    context: dict[str, str] = {}
+    for key, value in body.items():
+        if key.startswith(CONTROL_PREFIX):
+            bare = key[len(CONTROL_PREFIX):]
+            if bare in CONTEXT_KEYS and key not in field_names:
+                _put_context(context, bare, value)
+            else:
+                controls[bare] = _first_text(value)
+        elif key in CONTEXT_KEYS and key not in field_names:
+            _put_context(context, key, value)
+        else:
+            values[key] = value
+    return values, controls, context
+
+
+def _first_text(value: Value) -> str:
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return "" if isinstance(value, bool) else str(value)
+
+
+def _put_context(context: dict[str, str], key: str, value: Value) -> None:
+    text = _first_text(value).strip()[:CONTEXT_MAX_LENGTH]
+    if text:
+        context[key] = text
+
+
+# Payment card data must never be relayed, stored, queued or logged (PCI DSS scope).
+CARD_FIELD = re.compile(
+    r"(^|[^a-z])(cc|card|credit ?card|pan)[ _-]?(num(ber)?|no|cvv2?|cvc2?|csc|exp(iry|iration)?)|"
+    r"(^|[^a-z])(cvv2?|cvc2?|ccv|ccnumber|cardnumber|creditcardnumber|securitycode)($|[^a-z])",
+    re.IGNORECASE,
+)
+DIGITS_ONLY = re.compile(r"^[\d \-]{13,23}$")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2 == 1:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
+
+
+def looks_like_card_number(value: str) -> bool:
+    if not DIGITS_ONLY.match(value):
+        return False
+    digits = re.sub(r"\D", "", value)
+    return 13 <= len(digits) <= 19 and luhn_ok(digits)
+
+
+CARD_MESSAGE = (
+    "Card details cannot be sent through this form. Please use the secure payment page instead."
+)
+
+
+def reject_card_data(values: Mapping[str, Value], phone_fields: set[str]) -> None:
+    """422 when a submission carries card data, before anything could store, queue or log it."""
+    errors: dict[str, list[str]] = {}
+    for key, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        texts = [v for v in items if isinstance(v, str) and v.strip()]
+        if not texts:
+            continue
+        if CARD_FIELD.search(key.replace("[", " ").replace("]", " ")):
+            errors[key] = [CARD_MESSAGE]
+        elif key not in phone_fields and any(looks_like_card_number(t.strip()) for t in texts):
+            errors[key] = [CARD_MESSAGE]
+    if errors:
+        raise Invalid("Card details cannot be sent through this form.", errors=errors)

@@ -1,0 +1,98 @@
+"""Shared fixtures: app/client/runner (Flask tutorial style), providers faked with `responses`, and real local servers."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from formrelay import create_app
+from formrelay.sandbox import ServerThread, create_sandbox
+from formrelay.sandbox.ngp import PETITION
+
+NGP_BASE = "https://ngp.test/v2"
+NGP_FORM_URL = f"{NGP_BASE}/forms/demo-petition"
+NGP_KEY = "ngp-secret-key-0b1e6c1a-4f"
+
+NGP_SUCCESS = {
+    "page": {"confirmationActionType": "DisplayContent", "confirmationPageContent": "<p>Thanks &amp; welcome!</p>"},
+    "response": {},
+    "errors": [],
+    "resultCode": "Success",
+}
+
+
+def base_config(**relay: Any) -> dict[str, Any]:
+    """A config with one NGP form, rate limits off unless a test turns them on."""
+    return {
+        "relay": {"allowed_origins": ["https://www.example.org"], "rate_limit": "", **relay},
+        "providers": {"ngp": {"base_url": NGP_BASE, "api_key": NGP_KEY}},
+        "forms": {
+            "join": {"provider": "ngp", "form_id": "demo-petition", "success_url": "https://www.example.org/thanks"},
+        },
+    }
+
+
+@pytest.fixture
+def ngp_definition() -> dict[str, Any]:
+    return copy.deepcopy(PETITION)
+
+
+@pytest.fixture
+def config() -> dict[str, Any]:
+    return base_config()
+
+
+@pytest.fixture
+def mocked(ngp_definition: dict[str, Any]) -> Iterator[responses.RequestsMock]:
+    """Every upstream call is faked at the HTTP layer; an unexpected one fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(NGP_FORM_URL, json=ngp_definition)
+        yield rsps
+
+
+@pytest.fixture
+def app(config: dict[str, Any], mocked: responses.RequestsMock) -> Any:
+    app = create_app(config)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Any) -> Any:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ServerThread]:
+    """The sandbox providers on a real 127.0.0.1 port."""
+    server = ServerThread(create_sandbox()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start any WSGI app on 127.0.0.1; stopped after the test."""
+    started: list[ServerThread] = []
+
+    def start(app: Any) -> ServerThread:
+        server = ServerThread(app).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def received(sandbox: ServerThread, provider: str) -> list[dict[str, Any]]:
+    return requests.get(f"{sandbox.url}/_control/received/{provider}", timeout=5).json()

@@ -1,0 +1,4 @@
+"""WSGI entry point: `gunicorn wsgi:app` with FORMRELAY_CONFIG naming the TOML file."""
+from formrelay import create_app
+
+app = create_app()
