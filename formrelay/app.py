@@ -89,7 +89,7 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     limiter = Limiter(
         key_func=_client_key,
         app=app,
-        storage_uri=cfg.relay.rate_limit_storage,
+        storage_uri=cfg.relay.rate_limit_storage or cfg.shared_storage,
         # Our 429 handler sets Retry-After itself; the extension would add it to every answer.
         headers_enabled=False,
         strategy="moving-window",

@@ -31,7 +31,9 @@ class RelaySettings:
 
     allowed_origins: tuple[str, ...] = ()
     rate_limit: str = "10/minute;100/hour"
-    rate_limit_storage: str = "memory://"
+    rate_limit_storage: str | None = None
+    # One switch for scale-out: rate limits, provider budgets, queue and idempotency records all live here.
+    redis_url: str | None = None
     trusted_proxies: int = 0
     max_body_bytes: int = 64 * 1024
     max_fields: int = 100
@@ -66,6 +68,11 @@ class Config:
     secrets: frozenset[str] = frozenset()
     source: str = "<mapping>"
 
+    @property
+    def shared_storage(self) -> str:
+        """The `limits` storage URI for budgets: Redis when configured, else this process's memory."""
+        return self.relay.redis_url or "memory://"
+
     def origins_for(self, form: FormConfig) -> tuple[str, ...]:
         """The CORS allow-list of a form: its own, else the relay's."""
         return form.allowed_origins if form.allowed_origins is not None else self.relay.allowed_origins
@@ -92,7 +99,8 @@ class RelaySchema(Schema):
 
     allowed_origins = fields.List(fields.String(), load_default=list)
     rate_limit = fields.String(load_default="10/minute;100/hour", validate=_rate_limit_ok)
-    rate_limit_storage = fields.String(load_default="memory://")
+    rate_limit_storage = fields.String(load_default=None)
+    redis_url = fields.String(load_default=None, validate=validate.Regexp(r"^rediss?://", error="must start with redis:// or rediss://"))
     trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10))
     max_body_bytes = fields.Integer(load_default=64 * 1024, validate=validate.Range(min=1024, max=10 * 1024 * 1024))
     max_fields = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
