@@ -173,14 +173,24 @@ class Relay:
         except KeyError:
             raise FormNotFound(f"There is no form called {slug!r}.") from None
 
+    def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
+        """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
+        if target != "primary":
+            raise ValueError(f"unknown delivery target {target!r}")
+        return form.provider.deliver(form.config, form.definition, submission)
+
+    def defer(self, form: Form, submission: Submission, target: str, reason: TryLater) -> Outcome | None:
+        """Keep a delivery to try later, returning the 'queued' outcome; None when there is nowhere durable to keep it."""
+        return None
+
     def submit(self, form: Form, submission: Submission) -> Outcome:
-        """Deliver now; what cannot be delivered now is answered 'unavailable'."""
+        """Deliver now; what cannot be delivered now is deferred, or answered 'unavailable' if it can't be kept."""
         started = time.perf_counter()
         try:
-            outcome = form.provider.deliver(form.config, form.definition, submission)
+            outcome = self.attempt(form, submission)
         except TryLater as exc:
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
-            outcome = Outcome(
+            outcome = self.defer(form, submission, "primary", exc) or Outcome(
                 "unavailable",
                 message="We could not send this just now. Please try again in a few minutes.",
                 retry_after=int(exc.retry_after) if exc.retry_after else None,
