@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from formrelay import cors
+from formrelay.errors import Invalid
+from formrelay.outcome import Outcome
 from formrelay.relay import current_relay
 from formrelay.responses import respond
 from formrelay.submission import parse_body
@@ -11,19 +13,22 @@ from formrelay.submission import parse_body
 bp = Blueprint("forms", __name__)
 
 
-@bp.get("/v1/forms/<slug>")
+@bp.get("/v1/forms/<slug>", provide_automatic_options=False)
 def describe(slug: str) -> Response:
     """The form's public description, from the same schema that validates submissions."""
     return jsonify(current_relay().form(slug).describe())
 
 
-@bp.post("/v1/forms/<slug>")
+@bp.post("/v1/forms/<slug>", provide_automatic_options=False)
 def submit(slug: str) -> Response:
     """Find form -> parse body -> validate -> deliver -> negotiated answer."""
     relay = current_relay()
     form = relay.form(slug)
     body = parse_body(request, relay.config.relay)
-    submission = form.validate(body, idempotency_key=request.headers.get("Idempotency-Key"))
+    try:
+        submission = form.validate(body, idempotency_key=request.headers.get("Idempotency-Key"))
+    except Invalid as exc:
+        return respond(Outcome("invalid", message=exc.message, errors=exc.errors), form)
     outcome = relay.submit(form, submission)
     return respond(outcome, form)
 

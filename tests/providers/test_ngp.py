@@ -1,0 +1,184 @@
+"""NGP: definition -> fields, fields -> payload, answer -> outcome (pure), and the HTTP edges with responses."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+import responses
+
+from formrelay.errors import DefinitionError, TryLater
+from formrelay.fields import build_schema, describe_schema
+from formrelay.providers.ngp import US_STATES, build_payload, definition_from_ngp, plain_text, read_answer
+from tests.conftest import NGP_FORM_URL, NGP_SUCCESS
+
+
+def test_fieldsets_are_flattened_in_order_and_non_fields_left_out(ngp_definition):
+    definition = definition_from_ngp(ngp_definition)
+    assert [f.name for f in definition.fields] == [
+        "FirstName", "LastName", "EmailAddress", "Phone", "AddressLine1", "City", "StateProvince",
+        "PostalCode", "Comments", "SmsOptIn",
+    ]
+    assert definition.fixed == {"YesSignMeUpForUpdatesForBinder": True, "type": "PetitionForm"}
+    assert definition.title == "Sign the clean air petition"
+
+
+def test_types_labels_limits_validation_and_aliases(ngp_definition):
+    by_name = {f.name: f for f in definition_from_ngp(ngp_definition).fields}
+    assert by_name["EmailAddress"].type == "email" and by_name["EmailAddress"].max_length == 100
+    assert by_name["Phone"].type == "tel"
+    assert by_name["PostalCode"].format == "postal_code_us"
+    assert by_name["Comments"].type == "textarea"
+    assert by_name["SmsOptIn"].type == "checkbox"
+    assert by_name["FirstName"].aliases == ("fn",) and by_name["FirstName"].label == "First name"
+    assert by_name["FirstName"].required and not by_name["City"].required
+
+
+def test_states_named_list_is_resolved_to_codes():
+    definition = definition_from_ngp(ngp_definition_with([{"type": "select", "name": "State", "options": "states"}]))
+    options = definition.fields[0].options
+    values = [o.value for o in options]
+    assert len(values) == len(US_STATES) == 56
+    assert {"CA", "DC", "PR", "GU", "VI", "AS", "MP"} <= set(values)
+    assert options[values.index("DC")].label == "District of Columbia"
+
+
+def ngp_definition_with(elements, form_type="SignupForm"):
+    return {"title": "T", "type": form_type, "form_elements": elements}
+
+
+def test_inline_options_in_the_shapes_seen():
+    definition = definition_from_ngp(ngp_definition_with([
+        {"type": "select", "name": "Amount", "options": [{"val": "10", "label": "$10", "display": "$10"}, {"val": "25", "label": "$25"}]},
+        {"type": "radios", "name": "Size", "options": {"s": "Small", "l": "Large"}},
+        {"type": "checkboxes", "name": "Topics", "options": ["Air", "Water"]},
+    ]))
+    amount, size, topics = definition.fields
+    assert [(o.value, o.label) for o in amount.options] == [("10", "$10"), ("25", "$25")]
+    assert size.type == "radio" and [o.value for o in size.options] == ["s", "l"]
+    assert topics.multiple and topics.type == "checkbox"
+
+
+def test_unknown_types_and_validations_are_logged_and_handled(caplog):
+    with caplog.at_level(logging.WARNING):
+        definition = definition_from_ngp(ngp_definition_with([
+            {"type": "hologram", "name": "Mystery", "title": "Mystery"},
+            {"type": "textfield", "name": "Code", "validation": "luhn"},
+            {"type": "select", "name": "Country", "options": "countries"},
+            {"type": "markup", "markup": "<p>x</p>"},
+            {"type": "textfield"},
+            "not an element",
+        ]))
+    assert [(f.name, f.type) for f in definition.fields] == [("Mystery", "text"), ("Code", "text"), ("Country", "text")]
+    text = caplog.text
+    assert "hologram" in text and "luhn" in text and "countries" in text
+
+
+def test_card_elements_are_never_offered():
+    definition = definition_from_ngp(ngp_definition_with([
+        {"type": "textfield", "name": "CreditCardNumber"}, {"type": "textfield", "name": "CVV"},
+        {"type": "textfield", "name": "FirstName"},
+    ], form_type="ContributionForm"))
+    assert [f.name for f in definition.fields] == ["FirstName"]
+
+
+@pytest.mark.parametrize("doc", [None, [], {"form_elements": "x"}, {"form_elements": []}, {"type": "X"}])
+def test_malformed_definitions_are_definition_errors(doc):
+    with pytest.raises(DefinitionError):
+        definition_from_ngp(doc)
+
+
+def test_deeply_nested_fieldsets_are_bounded():
+    element = {"type": "textfield", "name": "Deep"}
+    for _ in range(50):
+        element = {"type": "fieldset", "children": [element]}
+    with pytest.raises(DefinitionError):
+        definition_from_ngp(ngp_definition_with([element]))
+
+
+def test_schema_and_description_come_from_the_same_specs(ngp_definition):
+    definition = definition_from_ngp(ngp_definition)
+    schema = build_schema("join", definition.fields)()
+    described = {f["name"]: f for f in describe_schema(schema)}
+    assert described["EmailAddress"] == {
+        "name": "EmailAddress", "label": "Email", "type": "email", "required": True, "max_length": 100,
+        "aliases": ["em"],
+    }
+    assert described["StateProvince"]["type"] == "select"
+    assert described["StateProvince"]["options"][0] == {"value": "AL", "label": "Alabama"}
+    errors = schema.validate({"FirstName": "x" * 21, "StateProvince": "ZZ", "PostalCode": "123"})
+    assert set(errors) == {"FirstName", "StateProvince", "PostalCode", "LastName", "EmailAddress"}
+
+
+def test_payload_keeps_fixed_values_last_and_unoverridable(ngp_definition):
+    definition = definition_from_ngp(ngp_definition)
+    pairs = build_payload(definition, {"FirstName": "Ann", "SmsOptIn": True, "type": "Hack", "Unknown": "x"})
+    assert pairs == [("FirstName", "Ann"), ("SmsOptIn", "true"),
+                     ("YesSignMeUpForUpdatesForBinder", "true"), ("type", "PetitionForm")]
+
+
+def test_multi_values_become_repeated_keys():
+    definition = definition_from_ngp(ngp_definition_with([{"type": "checkboxes", "name": "Topics", "options": ["Air", "Water"]}]))
+    assert build_payload(definition, {"Topics": ["Air", "Water"]})[:2] == [("Topics", "Air"), ("Topics", "Water")]
+
+
+def test_success_answer_gives_plain_text_message(ngp_definition):
+    outcome = read_answer(200, NGP_SUCCESS, definition_from_ngp(ngp_definition))
+    assert outcome.status == "delivered" and outcome.message == "Thanks & welcome!"
+
+
+def test_field_errors_map_case_insensitively_to_form_fields(ngp_definition):
+    body = {"resultCode": "Failure", "errors": [
+        {"properties": ["firstName"], "text": "First name may not contain numbers", "code": "INVALID_PARAMETER"},
+        {"properties": ["emailAddress", "postalCode"], "text": "Email and ZIP do not match"},
+    ]}
+    outcome = read_answer(400, body, definition_from_ngp(ngp_definition))
+    assert outcome.status == "invalid"
+    assert outcome.errors == {"FirstName": ["First name may not contain numbers"],
+                              "EmailAddress": ["Email and ZIP do not match"],
+                              "PostalCode": ["Email and ZIP do not match"]}
+
+
+def test_error_without_a_known_field_is_rejected_with_the_public_text(ngp_definition):
+    body = {"resultCode": "Failure", "errors": [{"properties": ["somethingElse"], "text": "Duplicate submission"}]}
+    outcome = read_answer(200, body, definition_from_ngp(ngp_definition))
+    assert outcome.status == "rejected" and outcome.message == "Duplicate submission"
+    empty = read_answer(200, {"resultCode": "Failure"}, definition_from_ngp(ngp_definition))
+    assert empty.status == "rejected" and empty.message
+
+
+@pytest.mark.parametrize(("status", "body"), [(500, None), (503, {"x": 1}), (429, None), (200, None), (200, ["list"]),
+                                              (401, {}), (404, {})])
+def test_outages_and_surprises_are_try_later(ngp_definition, status, body):
+    with pytest.raises(TryLater):
+        read_answer(status, body, definition_from_ngp(ngp_definition))
+
+
+def test_plain_text_strips_markup():
+    assert plain_text("<p>Hello <script>x</script><b>you</b></p>\n<p>!</p>") == "Hello xyou !"
+
+
+def test_timeout_becomes_try_later_without_url(app, mocked):
+    mocked.post(NGP_FORM_URL, body=requests.ReadTimeout("read timed out at https://ngp.test/v2?secret"))
+    relay = app.extensions["formrelay"]
+    form = relay.form("join")
+    with pytest.raises(TryLater) as info:
+        form.provider.deliver(form.config, form.definition, form.validate(
+            {"FirstName": "A", "LastName": "B", "EmailAddress": "a@b.org", "PostalCode": "12345"}))
+    assert "ngp.test" not in str(info.value) and info.value.may_have_arrived
+
+
+def test_definition_is_fetched_with_basic_auth_when_a_key_is_configured(app, mocked):
+    app.extensions["formrelay"].form("join").definition
+    get = [c for c in mocked.calls if c.request.method == "GET"][0]
+    assert get.request.headers["Authorization"].startswith("Basic ")
+
+
+def test_definition_errors(app, mocked):
+    form = app.extensions["formrelay"].form("join")
+    mocked.replace(responses.GET, NGP_FORM_URL, status=404, json={"errors": []})
+    with pytest.raises(DefinitionError, match="no form"):
+        form.provider.definition(form.config)
+    mocked.replace(responses.GET, NGP_FORM_URL, status=502, body="<html>")
+    with pytest.raises(TryLater):
+        form.provider.definition(form.config)
