@@ -104,7 +104,10 @@ class ServerThread:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name=f"serve-{self.url}", daemon=True)
+        # A short poll keeps shutdown quick: tests start and stop many servers.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"serve-{self.url}", daemon=True
+        )
 
     def start(self) -> ServerThread:
         self.thread.start()
