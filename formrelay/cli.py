@@ -103,3 +103,7 @@ def demo(host: str, port: int) -> None:
         _serve(app, host, port)
     finally:
         sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
