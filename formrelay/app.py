@@ -97,7 +97,7 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     )
     app.extensions[LIMITER] = limiter
     view = app.view_functions["forms.submit"]
-    app.view_functions["forms.submit"] = limiter.limit(
+    app.view_functions["forms.submit"] = limiter.limit(  # type: ignore[assignment]
         _form_limit, key_func=_client_key, methods=["POST"], exempt_when=lambda: _form_limit() == "",
     )(view)
 

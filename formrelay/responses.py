@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import Response, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay.outcome import STATUS_HTTP, Outcome
 
@@ -86,7 +87,7 @@ def _safe_title(form: Form | None) -> str | None:
         return form.config.title or form.slug
 
 
-def respond(outcome: Outcome, form: Form) -> Response:
+def respond(outcome: Outcome, form: Form) -> BaseResponse:
     """The answer to a submission, in the shape the client asked for."""
     if wants_json():
         if outcome.ok and form.config.success_url and not outcome.redirect:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay import cors
 from formrelay.errors import Invalid
@@ -20,7 +21,7 @@ def describe(slug: str) -> Response:
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
-def submit(slug: str) -> Response:
+def submit(slug: str) -> BaseResponse:
     """Find form -> parse body -> validate -> deliver -> negotiated answer."""
     relay = current_relay()
     form = relay.form(slug)

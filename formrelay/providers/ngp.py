@@ -269,7 +269,8 @@ def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
     errors = body.get("errors") or []
     result = body.get("resultCode")
     if result == "Success" and not errors and 200 <= status < 300:
-        page = body.get("page") if isinstance(body.get("page"), Mapping) else {}
+        raw_page = body.get("page")
+        page: Mapping[str, Any] = raw_page if isinstance(raw_page, Mapping) else {}
         message = None
         content = page.get("confirmationPageContent")
         if isinstance(content, str) and content.strip():
@@ -296,7 +297,8 @@ def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
         if not isinstance(error, Mapping):
             continue
         text = str(error.get("text") or "").strip()[:500] or "This value was not accepted."
-        properties = error.get("properties") if isinstance(error.get("properties"), list) else []
+        raw_properties = error.get("properties")
+        properties: list[Any] = raw_properties if isinstance(raw_properties, list) else []
         named = [by_name[p.lower()] for p in properties if isinstance(p, str) and p.lower() in by_name]
         for name in named:
             field_errors.setdefault(name, []).append(text)
