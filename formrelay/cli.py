@@ -41,11 +41,18 @@ def serve(config_path: str | None, host: str, port: int, threads: int) -> None:
     from formrelay.app import create_app
 
     _setup_logging()
+    from formrelay.queue import start_embedded_worker
+
     try:
         app = create_app(load_config(config_path))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    _serve(app, host, port, threads)
+    worker = start_embedded_worker(app)
+    try:
+        _serve(app, host, port, threads)
+    finally:
+        if worker is not None:
+            worker.stop()
 
 
 @main.command()
@@ -96,13 +103,123 @@ def demo(host: str, port: int) -> None:
     from formrelay.demo import create_demo_app
 
     _setup_logging()
+    from formrelay.queue import start_embedded_worker
+
     app, sandbox = create_demo_app()
+    worker = start_embedded_worker(app)
     click.echo(f"sandbox providers on {sandbox.url} (loopback only)", err=True)
     click.echo(f"open http://{host}:{port}/ to try the example forms", err=True)
     try:
         _serve(app, host, port)
     finally:
+        if worker is not None:
+            worker.stop()
         sandbox.stop()
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s"
+
+
+def _relay(config_path: str | None) -> Any:
+    from formrelay.relay import Relay
+
+    try:
+        return Relay(load_config(config_path))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--threads", default=None, type=int, help="worker threads (default: [queue] workers)")
+def worker(config_path: str | None, threads: int | None) -> None:
+    """Deliver queued submissions (for hosts that run the web part with embedded_worker = false)."""
+    import signal
+    import threading
+
+    from formrelay.queue import Worker
+
+    _setup_logging()
+    relay = _relay(config_path)
+    running = Worker(relay, threads).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"formrelay worker: {running.threads} thread(s)", err=True)
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    running.stop()
+    relay.close()
+
+
+@main.group()
+def queue() -> None:
+    """See and act on what is waiting or dead in the queue."""
+
+
+@queue.command("list")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Choice(["pending", "inflight", "done", "dead"]), default=None)
+@click.option("--limit", default=100, show_default=True)
+def queue_list(config_path: str | None, state: str | None, limit: int) -> None:
+    """One line per job: id, state, form, attempts, due time, last error. No personal data."""
+    relay = _relay(config_path)
+    stats = relay.queue_stats()
+    click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting "
+               f"{_age(stats['oldest_age'])}")
+    for job in relay.store.jobs(state, limit):
+        s = job.summary()
+        click.echo(f"{job.id}  {job.state:<8} {job.form:<16} {job.target:<8} attempts={job.attempts:<3} "
+                   f"due={s['due']}  {job.last_error or ''}")
+    relay.close()
+
+
+@queue.command("show")
+@click.argument("job_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--show-data", is_flag=True, help="include the supporter's personal data")
+def queue_show(job_id: str, config_path: str | None, show_data: bool) -> None:
+    """One job as JSON; the submitted values only with --show-data."""
+    import json
+
+    relay = _relay(config_path)
+    job = relay.store.get(job_id)
+    relay.close()
+    if job is None:
+        raise click.ClickException(f"no job {job_id}")
+    click.echo(json.dumps(job.summary(show_data), indent=2))
+
+
+@queue.command("retry")
+@click.argument("job_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+def queue_retry(job_id: str, config_path: str | None) -> None:
+    """Make a dead or waiting job due now."""
+    import time
+
+    relay = _relay(config_path)
+    ok = relay.store.retry(job_id, time.time())
+    relay.close()
+    if not ok:
+        raise click.ClickException(f"no job {job_id} to retry")
+    click.echo(f"{job_id} will be tried again now")
+
+
+@queue.command("drop")
+@click.argument("job_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.confirmation_option(prompt="Drop this submission for good?")
+def queue_drop(job_id: str, config_path: str | None) -> None:
+    """Delete a job for good (after an operator decided it must not be delivered)."""
+    relay = _relay(config_path)
+    ok = relay.store.drop(job_id)
+    relay.close()
+    if not ok:
+        raise click.ClickException(f"no job {job_id}")
+    click.echo(f"{job_id} dropped")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class Config:
     forms: Mapping[str, FormConfig]
     secrets: frozenset[str] = frozenset()
     source: str = "<mapping>"
+    queue: Any = None
 
     @property
     def shared_storage(self) -> str:
@@ -197,6 +198,13 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     except ValidationError as err:
         raise ConfigError(f"{source}: {_messages(err, 'relay')}") from None
 
+    from formrelay.queue import QueueSchema
+
+    try:
+        queue = QueueSchema().load(data.get("queue", {}))
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_messages(err, 'queue')}") from None
+
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
         cls = provider_class(name)
@@ -242,7 +250,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             aliases=common["aliases"],
             options=options,
         )
-    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source)
+    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

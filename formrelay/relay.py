@@ -1,6 +1,8 @@
 """The relay: configured forms with their cached definitions and schemas, and the delivery of submissions."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -15,6 +17,7 @@ from formrelay.errors import FormNotFound, Invalid, ProviderError, TryLater
 from formrelay.fields import WIDGET, Definition, FormSchema, build_schema, describe_schema, flatten_errors
 from formrelay.outcome import Outcome
 from formrelay.providers import provider_class
+from formrelay.queue import DEAD, Job, QueueSettings, Store, backoff, new_job, open_store, restore_submission
 from formrelay.submission import Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
@@ -150,11 +153,16 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
     return out, errors
 
 
+QUEUED_MESSAGE = "Thank you. We have your submission and will pass it on shortly."
+HELD = "held for an operator: the delivery may have arrived and a retry could double it"
+
+
 class Relay:
-    """The Flask extension: config, providers and forms, shared by every request."""
+    """The Flask extension: config, providers, forms and the durable queue, shared by every request."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.queue_settings: QueueSettings = config.queue or QueueSettings()
         self.providers: dict[str, Provider] = {}
         for name, settings in config.providers.items():
             cls = provider_class(name)
@@ -163,6 +171,17 @@ class Relay:
         self.forms: dict[str, Form] = {
             slug: Form(form, self.providers[form.provider], config) for slug, form in config.forms.items()
         }
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+
+    @property
+    def store(self) -> Store:
+        """The outbox (opened on first use, so that describing forms never touches it)."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self.queue_settings, self.config.relay.redis_url, self.config.source)
+        return self._store
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self
@@ -179,31 +198,134 @@ class Relay:
             raise ValueError(f"unknown delivery target {target!r}")
         return form.provider.deliver(form.config, form.definition, submission)
 
+    def rule(self, form: Form) -> str:
+        return form.provider.uncertain_delivery_for(form.config)
+
     def defer(self, form: Form, submission: Submission, target: str, reason: TryLater) -> Outcome | None:
-        """Keep a delivery to try later, returning the 'queued' outcome; None when there is nowhere durable to keep it."""
-        return None
+        """Store the delivery durably, then answer 'queued'; None when it must not or cannot be stored."""
+        if not form.provider.queueable(form.config):
+            return None
+        job = new_job(form.slug, target, submission)
+        if reason.may_have_arrived and self.rule(form) == "hold":
+            job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
+            log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
+        else:
+            job.due_at = time.time() + backoff(self.queue_settings, 1, reason.retry_after)
+            job.last_error = reason.reason
+        try:
+            self.store.put(job)
+        except Exception:
+            log.exception("form %s: could not store submission %s", form.slug, submission.id)
+            return None
+        return Outcome("queued", message=QUEUED_MESSAGE)
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
-        """Deliver now; what cannot be delivered now is deferred, or answered 'unavailable' if it can't be kept."""
+        """Deliver now, else keep it durably (202), else 503; repeats of an idempotency key get the first answer."""
+        key = self._idempotency_key(form, submission)
+        if key is not None:
+            prior = self._claim_key(key)
+            if prior is not None:
+                return prior
         started = time.perf_counter()
         try:
-            outcome = self.attempt(form, submission)
-        except TryLater as exc:
-            log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
-            outcome = self.defer(form, submission, "primary", exc) or Outcome(
-                "unavailable",
-                message="We could not send this just now. Please try again in a few minutes.",
-                retry_after=int(exc.retry_after) if exc.retry_after else None,
-            )
+            outcome = self._deliver_now(form, submission)
+        except BaseException:
+            if key is not None:
+                self.store.idem_release(key)
+            raise
+        if key is not None:
+            if outcome.status in ("delivered", "queued", "rejected"):
+                self.store.idem_store(key, json.dumps(outcome.public()), self.queue_settings.idempotency_ttl)
+            else:
+                self.store.idem_release(key)  # invalid or unavailable: the supporter may fix it and send again
         log.info(
             "form %s: submission %s %s in %.1f ms",
             form.slug, submission.id, outcome.status, (time.perf_counter() - started) * 1000,
         )
         return outcome
 
+    def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
+        try:
+            return self.attempt(form, submission)
+        except TryLater as exc:
+            log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
+            return self.defer(form, submission, "primary", exc) or Outcome(
+                "unavailable",
+                message="We could not send this just now. Please try again in a few minutes.",
+                retry_after=int(exc.retry_after) if exc.retry_after else None,
+            )
+
+    def _idempotency_key(self, form: Form, submission: Submission) -> str | None:
+        if not submission.idempotency_key:
+            return None
+        digest = hashlib.sha256(submission.idempotency_key.encode("utf-8", "replace")).hexdigest()
+        return f"{form.slug}:{digest}"
+
+    def _claim_key(self, key: str) -> Outcome | None:
+        """None when this request owns the key; else the first request's answer (waiting briefly if in flight)."""
+        ttl = self.queue_settings.idempotency_ttl
+        deadline = time.monotonic() + self.config.relay.timeout + self.config.relay.connect_timeout
+        while True:
+            prior = self.store.idem_claim(key, ttl)
+            if prior is None:
+                return None
+            if prior:
+                body = json.loads(prior)
+                return Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"),
+                               errors=body.get("errors"), retry_after=body.get("retry_after"))
+            if time.monotonic() > deadline:
+                return Outcome("queued", message=QUEUED_MESSAGE)
+            time.sleep(0.05)
+
+    def work(self, job: Job) -> None:
+        """One worker attempt at a claimed job: delivered -> done; refused -> dead letter; not now -> backoff."""
+        form = self.forms.get(job.form)
+        if form is None:
+            self.store.bury(job, f"form {job.form!r} is no longer configured")
+            return
+        if job.uncertain and self.rule(form) == "hold":
+            self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
+            return
+        submission = restore_submission(job.submission)
+        try:
+            outcome = self.attempt(form, submission, job.target)
+        except ProviderError as exc:
+            self._retry_later(form, job, exc)
+            return
+        except Exception as exc:  # a bug must not lose the job: keep it and back off
+            log.exception("queue: job %s failed unexpectedly", job.id)
+            self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
+            return
+        if outcome.status == "delivered":
+            self.store.finish(job, outcome.status)
+            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
+        else:
+            reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
+            self.store.bury(job, f"refused by the provider ({reason})")
+            log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, outcome.status)
+
+    def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
+        reason = getattr(exc, "reason", str(exc))
+        settings = self.queue_settings
+        if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form) == "hold":
+            self.store.bury(job, f"{reason}; {HELD}")
+        elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
+            self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
+            log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
+        else:
+            retry_after = exc.retry_after if isinstance(exc, TryLater) else None
+            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+
+    def queue_stats(self) -> dict[str, Any]:
+        """Depth, oldest waiting age and dead letters, for readiness and metrics."""
+        stats = self.store.stats(time.time())
+        return {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead, "inflight": stats.inflight}
+
     def close(self) -> None:
         for provider in self.providers.values():
             provider.close()
+        if self._store is not None:
+            self._store.close()
 
 
 def current_relay() -> Relay:

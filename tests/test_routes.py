@@ -154,11 +154,13 @@ def test_ngp_general_refusal_is_502_with_its_public_text(client, mocked):
     {"body": requests.ReadTimeout("read timeout")},
     {"body": requests.ConnectionError("refused")},
 ])
-def test_outage_is_503_unavailable(client, mocked, fake):
+def test_outage_is_queued_durably(app, client, mocked, fake):
     mocked.post(NGP_FORM_URL, **fake)
     answer = client.post("/v1/forms/join", json=VALID)
-    assert answer.status_code == 503
-    assert answer.get_json()["status"] == "unavailable" and answer.get_json()["ok"] is False
+    assert answer.status_code == 202
+    assert answer.get_json()["status"] == "queued" and answer.get_json()["ok"] is True
+    (job,) = app.extensions["formrelay"].store.jobs()
+    assert job.form == "join" and job.submission["values"]["EmailAddress"] == "ann@example.org"
 
 
 # -- submission: bodies --------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def test_plain_post_refusal_and_outage_get_html_pages(client, mocked):
     assert answer.status_code == 502 and "Closed &lt;now&gt;" in answer.get_data(as_text=True)
     mocked.replace(responses.POST, NGP_FORM_URL, status=503)
     answer = client.post("/v1/forms/join", data=VALID)
-    assert answer.status_code == 503 and answer.mimetype == "text/html"
+    assert answer.status_code == 303 and answer.headers["Location"] == "https://www.example.org/thanks"
 
 
 def test_accept_json_gets_json_even_for_form_posts(client):

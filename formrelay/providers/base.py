@@ -54,6 +54,14 @@ class Provider(ABC):
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         """Send one validated submission. Returns delivered/invalid/rejected, raises TryLater for 'not now'."""
 
+    def uncertain_delivery_for(self, form: FormConfig) -> str:
+        """The rule for a delivery that may have arrived: "retry" or "hold" (per form, e.g. per action type)."""
+        return self.uncertain_delivery
+
+    def queueable(self, form: FormConfig) -> bool:
+        """False for forms whose submissions must not be stored (payment pages): they get 503, never 202."""
+        return True
+
     def check(self, form: FormConfig) -> list[str]:
         """Problems an operator should know about (used by `formrelay check`); empty when all is well."""
         return []

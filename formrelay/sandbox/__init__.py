@@ -76,6 +76,16 @@ def calls() -> Any:
         return jsonify(dict(state().calls))
 
 
+@control.post("/recover")
+def recover() -> Any:
+    """End a simulated outage, keeping what was received."""
+    sandbox = state()
+    with sandbox.lock:
+        sandbox.failures.clear()
+        sandbox.delay.clear()
+    return jsonify({"ok": True})
+
+
 @control.post("/reset")
 def reset() -> Any:
     sandbox = state()

@@ -1,0 +1,538 @@
+"""The durable outbox: what the relay answered `queued` is kept (SQLite or Redis) until a provider has it.
+
+Jobs are claimed with a lease. A worker that dies mid-delivery leaves its lease to expire; the next claim hands
+the job back marked `uncertain`, and the provider's rule decides whether to retry it (upstream deduplicates)
+or hold it for an operator (a retry could double it). Idempotency records live in the same store.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, post_load, validate
+
+log = logging.getLogger(__name__)
+
+PENDING, INFLIGHT, DONE, DEAD = "pending", "inflight", "done", "dead"
+STATES = (PENDING, INFLIGHT, DONE, DEAD)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """[queue]: where jobs live and how hard the worker tries."""
+
+    path: str | None = None
+    max_attempts: int = 50
+    max_age: float = 7 * 24 * 3600.0
+    backoff_base: float = 5.0
+    backoff_cap: float = 3600.0
+    lease: float = 120.0
+    poll_interval: float = 0.5
+    workers: int = 2
+    embedded_worker: bool = True
+    idempotency_ttl: float = 24 * 3600.0
+    keep_done: float = 7 * 24 * 3600.0
+
+
+class QueueSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(load_default=None)
+    max_attempts = fields.Integer(load_default=50, validate=validate.Range(min=1, max=10_000))
+    max_age = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=1))
+    backoff_base = fields.Float(load_default=5.0, validate=validate.Range(min=0.001))
+    backoff_cap = fields.Float(load_default=3600.0, validate=validate.Range(min=0.001))
+    lease = fields.Float(load_default=120.0, validate=validate.Range(min=0.5))
+    poll_interval = fields.Float(load_default=0.5, validate=validate.Range(min=0.01, max=60))
+    workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
+    embedded_worker = fields.Boolean(load_default=True)
+    idempotency_ttl = fields.Float(load_default=24 * 3600.0, validate=validate.Range(min=1))
+    keep_done = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
+        return QueueSettings(**data)
+
+
+@dataclass
+class Job:
+    """One delivery to make: a validated submission, to the form's provider ("primary") or a follow-up target."""
+
+    id: str
+    form: str
+    target: str
+    submission: dict[str, Any]
+    created_at: float
+    due_at: float
+    attempts: int = 0
+    state: str = PENDING
+    last_error: str | None = None
+    lease_until: float | None = None
+    outcome: str | None = None
+    uncertain: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Job:
+        return cls(**json.loads(text))
+
+    def summary(self, show_data: bool = False) -> dict[str, Any]:
+        """What `formrelay queue` prints: never secrets; personal data only when asked for."""
+        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "submission"}
+        out["created"] = dt.datetime.fromtimestamp(self.created_at, dt.timezone.utc).isoformat(timespec="seconds")
+        out["due"] = dt.datetime.fromtimestamp(self.due_at, dt.timezone.utc).isoformat(timespec="seconds")
+        if show_data:
+            out["submission"] = self.submission
+        else:
+            out["fields"] = sorted(self.submission.get("values", {}))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def serialise_submission(submission: Any) -> dict[str, Any]:
+    return {
+        "form": submission.form,
+        "values": {k: _jsonable(v) for k, v in submission.values.items()},
+        "context": dict(submission.context),
+        "idempotency_key": submission.idempotency_key,
+        "id": submission.id,
+        "received_at": submission.received_at,
+    }
+
+
+def restore_submission(data: Mapping[str, Any]) -> Any:
+    from formrelay.submission import Submission
+
+    return Submission(
+        form=data["form"], values=data["values"], context=data.get("context", {}),
+        idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Stats:
+    depth: int
+    oldest_age: float | None
+    dead: int
+    inflight: int
+
+
+class Store(ABC):
+    """Where jobs and idempotency records live; every method is atomic across threads and processes."""
+
+    @abstractmethod
+    def put(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def claim(self, now: float, lease: float, limit: int) -> list[Job]:
+        """Due pending jobs, and inflight jobs whose lease expired (marked uncertain), now leased to the caller."""
+
+    @abstractmethod
+    def finish(self, job: Job, outcome: str) -> None: ...
+
+    @abstractmethod
+    def reschedule(self, job: Job, due_at: float, error: str) -> None: ...
+
+    @abstractmethod
+    def bury(self, job: Job, reason: str) -> None:
+        """Move to the dead letters: kept for an operator, never discarded silently."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]: ...
+
+    @abstractmethod
+    def drop(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    def stats(self, now: float) -> Stats: ...
+
+    @abstractmethod
+    def idem_claim(self, key: str, ttl: float) -> str | None:
+        """Reserve key; None if it was free (now ours), else the stored answer ('' while the first is in flight)."""
+
+    @abstractmethod
+    def idem_store(self, key: str, answer: str, ttl: float) -> None: ...
+
+    @abstractmethod
+    def idem_release(self, key: str) -> None: ...
+
+    def retry(self, job_id: str, now: float) -> bool:
+        """A dead or pending job made due now (operator's `formrelay queue retry`)."""
+        job = self.get(job_id)
+        if job is None or job.state == DONE:
+            return False
+        job.state, job.due_at, job.uncertain = PENDING, now, False
+        self.put(job)
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+class SQLiteStore(Store):
+    """One SQLite file (WAL), shared safely by the threads and processes of one host."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._tx() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, due_at REAL NOT NULL,"
+                " lease_until REAL, created_at REAL NOT NULL, body TEXT NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at)")
+            db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
+                       " expires_at REAL NOT NULL)")
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # queued means on disk, even on power loss
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _write(self, db: sqlite3.Connection, job: Job) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO jobs (id, state, due_at, lease_until, created_at, body) VALUES (?,?,?,?,?,?)",
+            (job.id, job.state, job.due_at, job.lease_until, job.created_at, job.to_json()),
+        )
+
+    def put(self, job: Job) -> None:
+        with self._tx() as db:
+            self._write(db, job)
+
+    def claim(self, now: float, lease: float, limit: int) -> list[Job]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT body, state FROM jobs WHERE (state = ? AND due_at <= ?) OR (state = ? AND lease_until <= ?)"
+                " ORDER BY due_at LIMIT ?",
+                (PENDING, now, INFLIGHT, now, limit),
+            ).fetchall()
+            jobs = []
+            for body, state in rows:
+                job = Job.from_json(body)
+                job.uncertain = state == INFLIGHT
+                job.state, job.lease_until = INFLIGHT, now + lease
+                job.attempts += 1
+                self._write(db, job)
+                jobs.append(job)
+            return jobs
+
+    def finish(self, job: Job, outcome: str) -> None:
+        job.state, job.outcome, job.lease_until = DONE, outcome, None
+        self.put(job)
+
+    def reschedule(self, job: Job, due_at: float, error: str) -> None:
+        job.state, job.due_at, job.last_error, job.lease_until = PENDING, due_at, error, None
+        self.put(job)
+
+    def bury(self, job: Job, reason: str) -> None:
+        job.state, job.last_error, job.lease_until = DEAD, reason, None
+        self.put(job)
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db().execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_json(row[0]) if row else None
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        if state:
+            rows = self._db().execute("SELECT body FROM jobs WHERE state = ? ORDER BY created_at LIMIT ?",
+                                      (state, limit)).fetchall()
+        else:
+            rows = self._db().execute("SELECT body FROM jobs ORDER BY created_at LIMIT ?", (limit,)).fetchall()
+        return [Job.from_json(r[0]) for r in rows]
+
+    def drop(self, job_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+    def purge_done(self, before: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE state = ? AND created_at < ?", (DONE, before))
+            db.execute("DELETE FROM idempotency WHERE expires_at < ?", (time.time(),))
+
+    def stats(self, now: float) -> Stats:
+        db = self._db()
+        depth, oldest = db.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE state IN (?, ?)", (PENDING, INFLIGHT)).fetchone()
+        dead = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (DEAD,)).fetchone()[0]
+        inflight = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (INFLIGHT,)).fetchone()[0]
+        return Stats(depth=depth, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight)
+
+    def idem_claim(self, key: str, ttl: float) -> str | None:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT answer, expires_at FROM idempotency WHERE key = ?", (key,)).fetchone()
+            if row and row[1] > now:
+                answer: str = row[0]
+                return answer
+            db.execute("INSERT OR REPLACE INTO idempotency (key, answer, expires_at) VALUES (?, '', ?)",
+                       (key, now + ttl))
+            return None
+
+    def idem_store(self, key: str, answer: str, ttl: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO idempotency (key, answer, expires_at) VALUES (?, ?, ?)",
+                       (key, answer, time.time() + ttl))
+
+    def idem_release(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM idempotency WHERE key = ? AND answer = ''", (key,))
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+# Claim atomically across hosts: due pending jobs, then expired leases, each moved to the inflight set.
+CLAIM_LUA = """
+local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+local function take(ids, uncertain)
+  for _, id in ipairs(ids) do
+    local body = redis.call('HGET', KEYS[3], id)
+    if body then
+      local job = cjson.decode(body)
+      job['uncertain'] = uncertain
+      job['state'] = 'inflight'
+      job['lease_until'] = now + lease
+      job['attempts'] = job['attempts'] + 1
+      body = cjson.encode(job)
+      redis.call('HSET', KEYS[3], id, body)
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[2], now + lease, id)
+      table.insert(out, body)
+    end
+  end
+end
+take(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit), true)
+local left = limit - #out
+if left > 0 then take(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, left), false) end
+return out
+"""
+
+
+class RedisStore(Store):
+    """Jobs in Redis: a hash of bodies, sorted sets for due times, leases and dead letters; shared by every host."""
+
+    def __init__(self, url: str, prefix: str = "formrelay") -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url)
+        self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
+        self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
+        self._claim = self.redis.register_script(CLAIM_LUA)
+
+    def _save(self, pipe: Any, job: Job) -> None:
+        pipe.hset(self.k_jobs, job.id, job.to_json())
+        for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
+            pipe.zrem(key, job.id)
+        if job.state == PENDING:
+            pipe.zadd(self.k_due, {job.id: job.due_at})
+        elif job.state == INFLIGHT:
+            pipe.zadd(self.k_inflight, {job.id: job.lease_until or time.time()})
+        elif job.state == DEAD:
+            pipe.zadd(self.k_dead, {job.id: time.time()})
+        elif job.state == DONE:
+            pipe.zadd(self.k_done, {job.id: time.time()})
+
+    def put(self, job: Job) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            self._save(pipe, job)
+            pipe.execute()
+
+    def claim(self, now: float, lease: float, limit: int) -> list[Job]:
+        bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
+        return [Job.from_json(b) for b in bodies]
+
+    def finish(self, job: Job, outcome: str) -> None:
+        job.state, job.outcome, job.lease_until = DONE, outcome, None
+        self.put(job)
+
+    def reschedule(self, job: Job, due_at: float, error: str) -> None:
+        job.state, job.due_at, job.last_error, job.lease_until = PENDING, due_at, error, None
+        self.put(job)
+
+    def bury(self, job: Job, reason: str) -> None:
+        job.state, job.last_error, job.lease_until = DEAD, reason, None
+        self.put(job)
+
+    def get(self, job_id: str) -> Job | None:
+        body = self.redis.hget(self.k_jobs, job_id)
+        return Job.from_json(body) if body else None
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        keys = {PENDING: [self.k_due], INFLIGHT: [self.k_inflight], DEAD: [self.k_dead], DONE: [self.k_done]}
+        wanted = keys[state] if state else [self.k_due, self.k_inflight, self.k_dead, self.k_done]
+        ids = [i for key in wanted for i in self.redis.zrange(key, 0, limit - 1)][:limit]
+        bodies = self.redis.hmget(self.k_jobs, ids) if ids else []
+        jobs = [Job.from_json(b) for b in bodies if b]
+        return sorted(jobs, key=lambda j: j.created_at)
+
+    def drop(self, job_id: str) -> bool:
+        with self.redis.pipeline(transaction=True) as pipe:
+            for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
+                pipe.zrem(key, job_id)
+            pipe.hdel(self.k_jobs, job_id)
+            return bool(pipe.execute()[-1])
+
+    def purge_done(self, before: float) -> None:
+        old = self.redis.zrangebyscore(self.k_done, "-inf", before)
+        if old:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.k_done, *old)
+                pipe.hdel(self.k_jobs, *old)
+                pipe.execute()
+
+    def stats(self, now: float) -> Stats:
+        due, inflight, dead = self.redis.zcard(self.k_due), self.redis.zcard(self.k_inflight), self.redis.zcard(self.k_dead)
+        ids = self.redis.zrange(self.k_due, 0, -1) + self.redis.zrange(self.k_inflight, 0, -1)
+        oldest = None
+        if ids:
+            created = [Job.from_json(b).created_at for b in self.redis.hmget(self.k_jobs, ids) if b]
+            oldest = min(created) if created else None
+        return Stats(depth=due + inflight, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight)
+
+    def idem_claim(self, key: str, ttl: float) -> str | None:
+        if self.redis.set(self.k_idem + key, "", nx=True, px=int(ttl * 1000)):
+            return None
+        answer = self.redis.get(self.k_idem + key)
+        return answer.decode() if isinstance(answer, bytes) else (answer or "")
+
+    def idem_store(self, key: str, answer: str, ttl: float) -> None:
+        self.redis.set(self.k_idem + key, answer, px=int(ttl * 1000))
+
+    def idem_release(self, key: str) -> None:
+        if self.redis.get(self.k_idem + key) == b"":
+            self.redis.delete(self.k_idem + key)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def open_store(settings: QueueSettings, redis_url: str | None, config_source: str) -> Store:
+    """Redis when the relay is scaled out; else a SQLite file next to the config (or a temp one for a mapping)."""
+    if redis_url:
+        return RedisStore(redis_url)
+    if settings.path:
+        return SQLiteStore(settings.path)
+    if config_source and config_source != "<mapping>":
+        return SQLiteStore(str(Path(config_source).resolve().parent / "formrelay-queue.sqlite3"))
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="formrelay-")) / "queue.sqlite3"
+    log.warning("queue: no [queue] path and no config file; using %s, which is not kept across restarts", path)
+    return SQLiteStore(str(path))
+
+
+def backoff(settings: QueueSettings, attempts: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** max(0, attempts - 1)))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after or 0.0)
+
+
+def new_job(form: str, target: str, submission: Any, due_at: float | None = None) -> Job:
+    now = time.time()
+    job_id = submission.id if target == "primary" else f"{submission.id}-{target}"
+    return Job(id=job_id or uuid.uuid4().hex, form=form, target=target, submission=serialise_submission(submission),
+               created_at=now, due_at=due_at if due_at is not None else now)
+
+
+class Worker:
+    """Claims due jobs and delivers them; runs in threads inside `serve`/`demo`, or alone as `formrelay worker`."""
+
+    def __init__(self, relay: Any, threads: int | None = None) -> None:
+        self.relay = relay
+        self.settings: QueueSettings = relay.queue_settings
+        self.threads = threads or self.settings.workers
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Worker:
+        for i in range(self.threads):
+            thread = threading.Thread(target=self.run, name=f"formrelay-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def run(self) -> None:
+        last_purge = 0.0
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+                if time.monotonic() - last_purge > 600:
+                    last_purge = time.monotonic()
+                    purge = getattr(self.relay.store, "purge_done", None)
+                    if purge:
+                        purge(time.time() - self.settings.keep_done)
+            except Exception:
+                log.exception("queue worker: unexpected error; carrying on")
+                worked = 0
+            if not worked:
+                self._stop.wait(self.settings.poll_interval)
+
+    def run_once(self, limit: int = 1) -> int:
+        """Claim and deliver up to `limit` jobs; the number handled."""
+        jobs = self.relay.store.claim(time.time(), self.settings.lease, limit)
+        for job in jobs:
+            self.relay.work(job)
+        return len(jobs)
+
+
+def start_embedded_worker(app: Any) -> Worker | None:
+    """The worker threads inside `serve`/`demo`/`wsgi:app`, unless [queue] embedded_worker = false."""
+    relay = app.extensions["formrelay"]
+    if not relay.queue_settings.embedded_worker:
+        return None
+    return Worker(relay).start()
