@@ -15,12 +15,30 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
     """The embedded default config: every form points at the local sandbox."""
     return {
         "relay": {"allowed_origins": ["*"], "rate_limit": "30/minute", "schema_ttl": 300},
-        "providers": {"ngp": {"base_url": f"{sandbox_url}/ngp/v2"}},
+        "providers": {
+            "ngp": {"base_url": f"{sandbox_url}/ngp/v2"},
+            "ens": {"base_url": f"{sandbox_url}/ens/service", "api_token": "sandbox-ens-api-token"},
+        },
         "forms": {
             "petition": {
                 "provider": "ngp",
                 "form_id": "demo-petition",
                 "title": "Sign the clean air petition (NGP sandbox)",
+            },
+            "write-your-mp": {
+                "provider": "ens",
+                "page_id": 12345,
+                "title": "Write to your MP (Engaging Networks sandbox)",
+                "fields": {
+                    "First Name": {"required": True},
+                    "Last Name": {"required": True},
+                    "Email Address": {"required": True, "label": "Email"},
+                    "Postcode": {"required": True},
+                    "Opt-in": {},
+                },
+                "contact_message": {"subject": "Clean air now", "message": "Dear MP, please act on clean air.",
+                                    "editable": True},
+                "demo": True,
             },
         },
     }

@@ -172,7 +172,7 @@ def _put_context(context: dict[str, str], key: str, value: Value) -> None:
 # Payment card data must never be relayed, stored, queued or logged (PCI DSS scope).
 CARD_FIELD = re.compile(
     r"(^|[^a-z])(cc|card|credit ?card|pan)[ _-]?(num(ber)?|no|cvv2?|cvc2?|csc|exp(iry|iration)?)|"
-    r"(^|[^a-z])(cvv2?|cvc2?|ccv|ccnumber|cardnumber|creditcardnumber|securitycode)($|[^a-z])",
+    r"(^|[^a-z])(cvv2?|cvc2?|ccv|ccvv|ccnumber|cardnumber|creditcardnumber|securitycode)($|[^a-z])",
     re.IGNORECASE,
 )
 DIGITS_ONLY = re.compile(r"^[\d \-]{13,23}$")

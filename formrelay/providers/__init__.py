@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 # never burden a relay that doesn't use it.
 REGISTRY: dict[str, str] = {
     "ngp": "formrelay.providers.ngp:NGP",
+    "ens": "formrelay.providers.ens:ENS",
 }
 
 

@@ -99,12 +99,13 @@ def reset() -> Any:
 
 def create_sandbox() -> Flask:
     """The sandbox app with every fake provider mounted under /<provider>/..."""
-    from formrelay.sandbox import ngp
+    from formrelay.sandbox import ens, ngp
 
     app = Flask(__name__)
     app.extensions["sandbox"] = SandboxState()
     app.register_blueprint(control)
     app.register_blueprint(ngp.bp)
+    app.register_blueprint(ens.bp)
     return app
 
 

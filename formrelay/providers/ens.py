@@ -1,0 +1,468 @@
+"""Engaging Networks (ENS) page processing: a cached ens-auth-token, fields checked against the account, budgeted calls."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from formrelay import logs
+from formrelay.budget import Budget
+from formrelay.config import FormConfig, RelaySettings
+from formrelay.errors import DefinitionError, TryLater
+from formrelay.fields import Definition, FieldSpec, Option, to_text
+from formrelay.outcome import Outcome
+from formrelay.providers.base import Provider, json_or_none
+from formrelay.submission import Submission
+
+log = logging.getLogger(__name__)
+
+INVALID_TOKEN = "Invalid ens-auth-token"
+API_LIMIT = "exceeded its api limit"
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")  # txn1..txn5 (confirmed)
+CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
+PUBLIC_REFUSAL = "The campaign's system did not accept this submission."
+
+# Known formats of standard supporter fields, by their `property` (OpenAPI supporter schema, confirmed).
+PROPERTY_FORMATS: Mapping[str, dict[str, Any]] = {
+    "emailAddress": {"type": "email", "max_length": 500},
+    "firstName": {"max_length": 500},
+    "lastName": {"max_length": 500},
+    "postcode": {"max_length": 200},
+    "phoneNumber": {"type": "tel", "max_length": 200},
+    "dateOfBirth": {"type": "date"},
+}
+# Inferred: other supporter fields publish no length; 500 matches the documented name fields.
+DEFAULT_FIELD_MAX = 500
+GEN_MAX = 2000
+QUESTION_WIDGETS = {"checkbox": "checkbox", "radio": "radio", "select": "select", "textarea": "textarea",
+                    "telephone": "tel", "calendar": "date", "text": "text"}
+
+
+@dataclass(frozen=True)
+class ENSSettings:
+    base_url: str
+    api_token: str
+    page_budget: str = "200/5minute"
+    budget_wait: float = 0.0
+    token_margin: float = 300.0
+
+
+class ENSSettingsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
+    api_token = fields.String(required=True, validate=validate.Length(min=1))
+    page_budget = fields.String(load_default="200/5minute")
+    budget_wait = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=30))
+    token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ENSSettings:
+        from limits import parse
+
+        try:
+            parse(data["page_budget"])
+        except ValueError:
+            raise ValidationError({"page_budget": ["not a rate such as '200/5minute'"]}) from None
+        data["base_url"] = data["base_url"].rstrip("/")
+        return ENSSettings(**data)
+
+
+@dataclass(frozen=True)
+class ENSField:
+    name: str
+    required: bool = False
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactMessage:
+    subject: str
+    message: str
+    editable: bool = False
+
+
+@dataclass(frozen=True)
+class ENSForm:
+    page_id: int
+    fields: tuple[ENSField, ...]
+    contact_message: ContactMessage | None = None
+    demo: bool = False
+    suppress_auto_responder: bool = False
+    appeal_code: str | None = None
+    tracking_id: str | None = None
+    campaign_references: tuple[str, ...] = ()
+    origin_source: Mapping[str, str] | None = None
+    locale: str | None = None
+    phone_region: str = "GB"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FieldSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    required = fields.Boolean(load_default=False)
+    label = fields.String(load_default=None)
+
+
+class ContactSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    subject = fields.String(required=True)
+    message = fields.String(required=True)
+    editable = fields.Boolean(load_default=False)
+
+
+class OriginSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    code = fields.String(required=True)
+    category = fields.String(required=True)
+
+
+class ENSFormSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    page_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
+    fields_ = fields.Dict(data_key="fields", keys=fields.String(), values=fields.Nested(FieldSchema), required=True,
+                          validate=validate.Length(min=1))
+    contact_message = fields.Nested(ContactSchema, load_default=None)
+    demo = fields.Boolean(load_default=False)
+    suppress_auto_responder = fields.Boolean(load_default=False)
+    appeal_code = fields.String(load_default=None)
+    tracking_id = fields.String(load_default=None)
+    campaign_references = fields.List(fields.String(), load_default=list, validate=validate.Length(max=5))
+    origin_source = fields.Nested(OriginSchema, load_default=None)
+    locale = fields.String(load_default=None)
+    phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ENSForm:
+        contact = data["contact_message"]
+        return ENSForm(
+            page_id=data["page_id"],
+            fields=tuple(ENSField(name, f["required"], f["label"]) for name, f in data["fields_"].items()),
+            contact_message=ContactMessage(**contact) if contact else None,
+            demo=data["demo"],
+            suppress_auto_responder=data["suppress_auto_responder"],
+            appeal_code=data["appeal_code"],
+            tracking_id=data["tracking_id"],
+            campaign_references=tuple(data["campaign_references"]),
+            origin_source=data["origin_source"],
+            locale=data["locale"],
+            phone_region=data["phone_region"].upper(),
+        )
+
+
+class AuthProblem(TryLater):
+    """The relay cannot authenticate (bad key, hourly API limit): an operator must know; submissions wait."""
+
+
+class TokenCache:
+    """One ens-auth-token for all threads, refreshed shortly before it expires, one authenticate at a time."""
+
+    def __init__(self, provider: ENS) -> None:
+        self.provider = provider
+        self.token: str | None = None
+        self.expires_at = 0.0
+        self.lock = threading.Lock()
+        self.authentications = 0
+
+    def get(self) -> str:
+        token = self.token
+        if token and time.monotonic() < self.expires_at:
+            return token
+        with self.lock:
+            if self.token and time.monotonic() < self.expires_at:
+                return self.token
+            self.token, lifetime = self.provider.authenticate()
+            self.authentications += 1
+            margin = min(self.provider.settings.token_margin, lifetime / 2)
+            self.expires_at = time.monotonic() + lifetime - margin
+            return self.token
+
+    def invalidate(self, token: str) -> None:
+        with self.lock:
+            if self.token == token:
+                self.token, self.expires_at = None, 0.0
+
+
+def field_spec(name: str, conf: ENSField, supporter_field: Mapping[str, Any] | None,
+               question: Mapping[str, Any] | None, detail: Any, phone_region: str) -> FieldSpec:
+    """One configured name -> FieldSpec, from the account's field or question (pure)."""
+    label = conf.label
+    if supporter_field is not None:
+        known = PROPERTY_FORMATS.get(str(supporter_field.get("property") or ""), {})
+        ftype = known.get("type", "text")
+        return FieldSpec(
+            name=name, label=label or name, type=ftype, required=conf.required,
+            max_length=known.get("max_length", None if ftype == "date" else DEFAULT_FIELD_MAX),
+            format="email" if ftype == "email" else ("phone" if ftype == "tel" else None),
+            phone_region=phone_region,
+        )
+    assert question is not None
+    qtype = str(question.get("type", "GEN")).upper()
+    locale = _first_locale(detail)
+    label = label or str(locale.get("label") or question.get("name") or name)
+    options = _question_options(locale)
+    widget = QUESTION_WIDGETS.get(str(locale.get("htmlFieldType", "")).lower())
+    if qtype == "OPT":
+        if widget in ("radio", "select"):
+            return FieldSpec(name=name, label=label, type=widget, required=conf.required,
+                             options=options or (Option("Y", "Yes"), Option("N", "No")))
+        return FieldSpec(name=name, label=label, type="checkbox", required=conf.required)
+    if qtype == "CONF":
+        return FieldSpec(name=name, label=label, type=widget if widget in ("radio", "select") else "select",
+                         required=conf.required,
+                         options=options or (Option("Y", "Yes"), Option("P", "Pending"), Option("N", "No")))
+    if options and widget in ("radio", "select", "checkbox"):
+        return FieldSpec(name=name, label=label, type=widget, required=conf.required, options=options,
+                         multiple=widget == "checkbox")
+    return FieldSpec(name=name, label=label, type=widget if widget in ("textarea", "date", "tel") else "text",
+                     required=conf.required, max_length=GEN_MAX,
+                     format="phone" if widget == "tel" else None, phone_region=phone_region)
+
+
+def _first_locale(detail: Any) -> Mapping[str, Any]:
+    if isinstance(detail, list) and detail and isinstance(detail[0], Mapping):
+        return detail[0]
+    return detail if isinstance(detail, Mapping) else {}
+
+
+def _question_options(locale: Mapping[str, Any]) -> tuple[Option, ...] | None:
+    content = locale.get("content")
+    data = content.get("data") if isinstance(content, Mapping) else None
+    if not isinstance(data, list):
+        return None
+    out = tuple(Option(str(d.get("value")), str(d.get("label", d.get("value"))))
+                for d in data if isinstance(d, Mapping) and d.get("value") is not None)
+    return out or None
+
+
+def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, Any],
+                  context: Mapping[str, str]) -> dict[str, Any]:
+    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser."""
+    questions_kind: Mapping[str, str] = definition.extra.get("questions", {})
+    supporter: dict[str, Any] = {}
+    questions: dict[str, str] = {}
+    for spec in definition.fields:
+        if spec.name not in values or spec.name in (CONTACT_SUBJECT, CONTACT_MESSAGE):
+            continue
+        value = values[spec.name]
+        if spec.name in questions_kind:
+            if isinstance(value, bool):
+                questions[spec.name] = "Y" if value else "N"
+            else:
+                questions[spec.name] = ",".join(to_text(v) for v in value) if isinstance(value, list) else to_text(value)
+        else:
+            supporter[spec.name] = ",".join(to_text(v) for v in value) if isinstance(value, list) else to_text(value)
+    if questions:
+        supporter["questions"] = questions
+    body: dict[str, Any] = {
+        "demo": form.demo,
+        "suppressAutoResponder": form.suppress_auto_responder,
+        "supporter": supporter,
+    }
+    if form.appeal_code:
+        body["appealCode"] = form.appeal_code
+    if form.tracking_id:
+        body["trackingId"] = form.tracking_id
+    if form.locale:
+        body["locale"] = form.locale
+    for i, key in enumerate(UTM_KEYS):
+        if context.get(key):
+            body[f"txn{i + 1}"] = context[key][:255]
+    for i, reference in enumerate(form.campaign_references[:5]):
+        body[f"txn{i + 6}"] = reference
+    if form.contact_message is not None:
+        subject, message = form.contact_message.subject, form.contact_message.message
+        if form.contact_message.editable:
+            subject = str(values.get(CONTACT_SUBJECT) or subject)
+            message = str(values.get(CONTACT_MESSAGE) or message)
+        body["contactMessage"] = {"subject": subject, "message": message}
+    return body
+
+
+def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
+    """ENS's answer -> Outcome or TryLater (pure). Success is HTTP 200 AND status SUCCESS, nothing else."""
+    if status != 200 or not isinstance(body, Mapping):
+        raise TryLater(f"ens: page processing answered HTTP {status}", may_have_arrived=status >= 500 or status == 200)
+    result = str(body.get("status", "")).upper()
+    if result == "SUCCESS":
+        supporter_id = body.get("supporterId")
+        return Outcome("delivered", upstream_status=status,
+                       reference=str(supporter_id) if supporter_id is not None else None)
+    if result == "ERROR":
+        text = str(body.get("error") or body.get("message") or "").strip()[:500]
+        lowered = text.lower()
+        named = [spec.name for spec in definition.fields if spec.name.lower() in lowered]
+        if named and text:
+            return Outcome("invalid", errors={named[0]: [text]}, upstream_status=status)
+        log.warning("ens: page processing refused a submission: %s", text or "(no text)")
+        return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+    raise TryLater(f"ens: page processing answered an unknown status {result!r}", may_have_arrived=True)
+
+
+class ENS(Provider):
+    """ENS pages: POST {base_url}/page/{page_id}/process with a cached ens-auth-token."""
+
+    name: ClassVar[str] = "ens"
+    settings_schema: ClassVar[type[Schema]] = ENSSettingsSchema
+    form_schema: ClassVar[type[Schema]] = ENSFormSchema
+    # ENS matches supporters by email address, so a repeated page process updates the same supporter;
+    # it may add a second page-participation record, which is better than losing the signature.
+    uncertain_delivery: ClassVar[str] = "retry"
+
+    def __init__(self, settings: ENSSettings, relay: RelaySettings) -> None:
+        super().__init__(settings, relay)
+        self.tokens = TokenCache(self)
+        # ENS allows 200 page-process calls per 5 minutes per source IP; the relay is one IP for everyone,
+        # and with Redis every host spends the same budget (inferred: hosts behind one NAT share that IP).
+        self.budget = Budget("ens-page-process", settings.page_budget, relay.redis_url or "memory://")
+        self.auth_state: dict[str, Any] = {"state": "not yet authenticated"}
+        self._lookups: dict[str, Any] = {}
+        self._lookup_lock = threading.Lock()
+
+    # -- authentication ----------------------------------------------------------------------------
+
+    def authenticate(self) -> tuple[str, float]:
+        """POST the API token as the raw body; (token, lifetime in seconds). Never logs the answer raw."""
+        response = self.request(
+            "POST", f"{self.settings.base_url}/authenticate", data=self.settings.api_token.encode("utf-8"),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        body = json_or_none(response)
+        if response.status_code == 200 and isinstance(body, Mapping) and body.get("ens-auth-token"):
+            token = str(body["ens-auth-token"])
+            logs.add_secrets([token])
+            try:
+                lifetime = float(body.get("expires", 3_600_000)) / 1000.0
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            self.auth_state = {"state": "ok", "since": time.time()}
+            return token, max(lifetime, 1.0)
+        message = str(body.get("message", "")) if isinstance(body, Mapping) else ""
+        if response.status_code == 401 and API_LIMIT in message:
+            problem = "the API user has exceeded its hourly API limit (5,000 calls)"
+        elif response.status_code == 401:
+            # The body echoes the key ("Invalid api key [<key>]"): it is never logged or passed on.
+            problem = "the API token was refused (check api_token, its whitelisted IPs, and the data centre in base_url)"
+        else:
+            problem = f"authenticate answered HTTP {response.status_code}"
+        self.auth_state = {"state": "failing", "problem": problem, "since": time.time()}
+        log.error("ens: cannot authenticate: %s", problem)
+        raise AuthProblem(f"ens: {problem}", retry_after=60)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An authenticated call; re-authenticates and retries once only on 'Invalid ens-auth-token'."""
+        for attempt in (1, 2):
+            token = self.tokens.get()
+            headers = {"ens-auth-token": token, "Accept": "application/json", **kwargs.pop("headers", {})}
+            response = self.request(method, f"{self.settings.base_url}{path}", headers=headers, **kwargs)
+            if response.status_code != 401:
+                return response
+            answer = json_or_none(response)
+            message = str(answer.get("message", "")) if isinstance(answer, Mapping) else ""
+            if INVALID_TOKEN in message and attempt == 1:
+                self.tokens.invalidate(token)
+                continue
+            if API_LIMIT in message:
+                self.auth_state = {"state": "failing", "problem": "hourly API limit exceeded", "since": time.time()}
+                log.error("ens: the API user has exceeded its hourly API limit")
+                raise AuthProblem("ens: the API user has exceeded its hourly API limit", retry_after=300)
+            raise AuthProblem(f"ens: HTTP 401 on {path.split('?')[0]}", retry_after=60)
+        raise AuthProblem("ens: the session token was refused twice", retry_after=60)
+
+    def _get_json(self, path: str) -> Any:
+        response = self.call("GET", path)
+        if response.status_code in (204, 404):
+            return None
+        if response.status_code != 200:
+            raise TryLater(f"ens: GET {path} answered HTTP {response.status_code}")
+        body = json_or_none(response)
+        if body is None:
+            raise TryLater(f"ens: GET {path} did not answer JSON")
+        return body
+
+    def _lookup(self, path: str) -> Any:
+        """Account-wide lists (fields, questions, question details), cached for the provider's lifetime."""
+        with self._lookup_lock:
+            if path in self._lookups:
+                return self._lookups[path]
+        value = self._get_json(path)
+        with self._lookup_lock:
+            self._lookups[path] = value
+        return value
+
+    # -- the provider interface ---------------------------------------------------------------------
+
+    def definition(self, form: FormConfig) -> Definition:
+        options: ENSForm = form.options
+        with self._lookup_lock:
+            self._lookups.clear()  # refreshed with the definition (schema_ttl)
+        supporter_fields = self._lookup("/supporter/fields") or []
+        questions = self._lookup("/supporter/questions") or []
+        by_field = {str(f.get("name")): f for f in supporter_fields if isinstance(f, Mapping)}
+        by_question = {str(q.get("name")): q for q in questions if isinstance(q, Mapping)}
+        specs: list[FieldSpec] = []
+        question_names: dict[str, str] = {}
+        missing = []
+        for conf in options.fields:
+            if conf.name in by_field:
+                specs.append(field_spec(conf.name, conf, by_field[conf.name], None, None, options.phone_region))
+            elif conf.name in by_question:
+                question = by_question[conf.name]
+                detail = self._lookup(f"/supporter/questions/{question.get('id')}")
+                specs.append(field_spec(conf.name, conf, None, question, detail, options.phone_region))
+                question_names[conf.name] = str(question.get("type", "GEN")).upper()
+            else:
+                missing.append(conf.name)
+        if missing:
+            raise DefinitionError(
+                f"ens: the account has no supporter field or question named {', '.join(repr(m) for m in missing)}"
+            )
+        contact = options.contact_message
+        if contact is not None and contact.editable:
+            specs.append(FieldSpec(CONTACT_SUBJECT, "Subject", max_length=200))
+            specs.append(FieldSpec(CONTACT_MESSAGE, "Your message", type="textarea", max_length=GEN_MAX))
+        page = self._get_json(f"/page/{options.page_id}")
+        if page is None:
+            raise DefinitionError(f"ens: no page {options.page_id} in this account")
+        title = str(page.get("title") or page.get("name") or "") if isinstance(page, Mapping) else ""
+        return Definition(title=title, fields=tuple(specs), extra={"questions": question_names})
+
+    def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
+        options: ENSForm = form.options
+        self.budget.take(wait=self.settings.budget_wait)
+        body = build_payload(options, definition, submission.values, submission.context)
+        response = self.call("POST", f"/page/{options.page_id}/process", json=body)
+        outcome = read_answer(response.status_code, json_or_none(response), definition)
+        if outcome.status == "delivered" and options.origin_source and outcome.reference:
+            self._origin_source(outcome.reference, options.origin_source)
+        return outcome
+
+    def _origin_source(self, supporter_id: str, origin: Mapping[str, str]) -> None:
+        """A second call after success; its failure is logged and never fails the submission."""
+        try:
+            response = self.call("POST", f"/supporter/{supporter_id}/originsource",
+                                 json={"code": origin["code"], "category": origin["category"]})
+            if response.status_code >= 300:
+                log.warning("ens: origin source for supporter %s answered HTTP %s", supporter_id, response.status_code)
+        except TryLater as exc:
+            log.warning("ens: origin source for supporter %s not recorded: %s", supporter_id, exc.reason)
+
+    def check(self, form: FormConfig) -> list[str]:
+        return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
+
+    def status(self) -> dict[str, Any]:
+        return {**self.auth_state, "authentications": self.tokens.authentications}

@@ -1,0 +1,286 @@
+"""ENS: token caching and re-authentication, schema from the account, payload, answers, budget, origin source."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+import responses
+
+from formrelay import create_app
+from formrelay.errors import DefinitionError, TryLater
+from formrelay.fields import Definition, FieldSpec
+from formrelay.providers.ens import ENSFormSchema, build_payload, read_answer
+from formrelay.sandbox.ens import FIELDS, PAGES, QUESTION_DETAIL, QUESTIONS
+
+BASE = "https://ens.test/ens/service"
+TOKEN = "ens-api-token-7f3e9b2a"
+VALID = {"First Name": "Ann", "Email Address": "ann@example.org", "Postcode": "SW1A 1AA"}
+
+
+def ens_config(**form):
+    return {
+        "relay": {"rate_limit": ""},
+        "providers": {"ens": {"base_url": BASE, "api_token": TOKEN}},
+        "forms": {"mp": {"provider": "ens", "page_id": 12345, "fields": {
+            "First Name": {"required": True}, "Email Address": {"required": True, "label": "Email"},
+            "Postcode": {}, "Opt-in": {}, "Volunteer": {}, "Why": {}, "Date of Birth": {}}, **form}},
+        "queue": {"embedded_worker": False},
+    }
+
+
+class FakeENS:
+    """ENS at the HTTP layer: counts authenticate calls and hands out numbered tokens."""
+
+    def __init__(self, rsps: responses.RequestsMock) -> None:
+        self.rsps = rsps
+        self.auth_calls = 0
+        self.auth_lock = threading.Lock()
+        self.auth_delay = 0.0
+        rsps.add_callback(responses.POST, f"{BASE}/authenticate", callback=self.authenticate)
+        rsps.get(f"{BASE}/supporter/fields", json=FIELDS)
+        rsps.get(f"{BASE}/supporter/questions", json=QUESTIONS)
+        for qid, detail in QUESTION_DETAIL.items():
+            rsps.get(f"{BASE}/supporter/questions/{qid}", json=detail)
+        rsps.get(f"{BASE}/page/12345", json=PAGES[12345])
+
+    def authenticate(self, request):
+        time.sleep(self.auth_delay)
+        with self.auth_lock:
+            self.auth_calls += 1
+            n = self.auth_calls
+        if request.body not in (TOKEN, TOKEN.encode()):
+            return 401, {}, json.dumps({"message": f"Invalid api key [{request.body!s}]"})
+        return 200, {}, json.dumps({"ens-auth-token": f"session-token-{n}-abcdef", "expires": 3_600_000})
+
+    def process(self, *answers):
+        """Queue answers for page processing, each (status, body)."""
+        queue = list(answers)
+
+        def callback(request):
+            status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+            return status, {}, body if isinstance(body, str) else json.dumps(body)
+
+        self.rsps.add_callback(responses.POST, f"{BASE}/page/12345/process", callback=callback)
+
+
+@pytest.fixture
+def ens():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeENS(rsps)
+
+
+@pytest.fixture
+def app(ens, tmp_path):
+    raw = ens_config()
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    return create_app(raw)
+
+
+def process_bodies(ens):
+    return [json.loads(c.request.body) for c in ens.rsps.calls if c.request.url.endswith("/process")]
+
+
+SUCCESS = (200, {"status": "SUCCESS", "id": 1, "supporterId": 77, "supporterEmailAddress": "ann@example.org"})
+
+
+# -- schema from the account ---------------------------------------------------------------------
+
+def test_description_uses_account_fields_questions_and_known_formats(app):
+    fields = {f["name"]: f for f in app.test_client().get("/v1/forms/mp").get_json()["fields"]}
+    assert fields["Email Address"] == {"name": "Email Address", "label": "Email", "type": "email",
+                                       "required": True, "max_length": 500}
+    assert fields["Postcode"]["max_length"] == 200 and fields["Date of Birth"]["type"] == "date"
+    assert fields["Opt-in"]["type"] == "checkbox" and fields["Opt-in"]["label"] == "Keep me updated by email"
+    assert fields["Volunteer"]["type"] == "radio"
+    assert [o["value"] for o in fields["Volunteer"]["options"]] == ["Y", "P", "N"]
+    assert fields["Why"]["type"] == "textarea" and fields["Why"]["max_length"] == 2000
+
+
+def test_formats_are_validated(app):
+    answer = app.test_client().post("/v1/forms/mp", json={
+        **VALID, "Email Address": "nope", "Date of Birth": "12/01/1990", "Volunteer": "Maybe", "Why": "x" * 2001})
+    assert answer.status_code == 422
+    assert set(answer.get_json()["errors"]) == {"Email Address", "Date of Birth", "Volunteer", "Why"}
+
+
+def test_a_name_the_account_lacks_is_a_config_error(ens):
+    raw = ens_config()
+    raw["forms"]["mp"]["fields"]["Shoe Size"] = {}
+    relay = create_app(raw).extensions["formrelay"]
+    with pytest.raises(DefinitionError, match="Shoe Size"):
+        relay.form("mp").definition
+    assert create_app(raw).test_client().get("/v1/forms/mp").status_code == 503
+
+
+def test_form_config_is_validated():
+    with pytest.raises(Exception):
+        ENSFormSchema().load({"page_id": 1})
+    with pytest.raises(Exception):
+        ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "campaign_references": ["1"] * 6})
+
+
+# -- authentication --------------------------------------------------------------------------------
+
+def test_a_thousand_submissions_cost_one_authenticate(ens):
+    raw = ens_config()
+    raw["providers"]["ens"]["page_budget"] = "2000/5minute"
+    ens.process(SUCCESS)
+    client = create_app(raw).test_client()
+    for i in range(1000):
+        assert client.post("/v1/forms/mp", json={**VALID, "Email Address": f"p{i}@example.org"}).status_code == 200
+    assert ens.auth_calls == 1
+    calls = [c for c in ens.rsps.calls if c.request.url.endswith("/authenticate")]
+    assert calls[0].request.body in (TOKEN, TOKEN.encode())  # the raw token, no JSON quotes
+    assert all(c.request.headers["ens-auth-token"] == "session-token-1-abcdef"
+               for c in ens.rsps.calls if c.request.url.endswith("/process"))
+
+
+def test_concurrent_first_use_authenticates_once(ens):
+    ens.auth_delay = 0.2
+    provider = create_app(ens_config()).extensions["formrelay"].providers["ens"]
+    tokens = []
+    threads = [threading.Thread(target=lambda: tokens.append(provider.tokens.get())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ens.auth_calls == 1 and len(set(tokens)) == 1
+
+
+def test_the_token_is_renewed_before_it_expires(app, ens):
+    ens.process(SUCCESS)
+    client = app.test_client()
+    client.post("/v1/forms/mp", json=VALID)
+    app.extensions["formrelay"].providers["ens"].tokens.expires_at = time.monotonic() - 1  # lifetime passed
+    client.post("/v1/forms/mp", json=VALID)
+    assert ens.auth_calls == 2
+
+
+def test_invalid_session_token_reauthenticates_and_retries_once(app, ens):
+    ens.process((401, {"message": "Invalid ens-auth-token"}), SUCCESS)
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 200 and ens.auth_calls == 2 and len(process_bodies(ens)) == 2
+
+
+def test_usage_limit_is_not_retried_and_the_submission_is_kept(app, ens):
+    ens.process((401, {"message": "The user with username [api] has exceeded its api limit."}))
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 202 and ens.auth_calls == 1 and len(process_bodies(ens)) == 1
+    status = app.extensions["formrelay"].providers["ens"].status()
+    assert status["state"] == "failing" and "limit" in status["problem"]
+
+
+def test_a_bad_key_is_reported_without_ever_showing_it(ens, caplog, tmp_path):
+    raw = ens_config()
+    raw["providers"]["ens"]["api_token"] = "wrong-key-0d9a8c7b"
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    app = create_app(raw)
+    with caplog.at_level(logging.DEBUG):
+        described = app.test_client().get("/v1/forms/mp")
+    assert described.status_code == 503
+    assert "wrong-key-0d9a8c7b" not in described.get_data(as_text=True) + str(described.headers)
+    assert "wrong-key-0d9a8c7b" not in caplog.text and "refused" in caplog.text
+    problems = app.extensions["formrelay"].providers["ens"].check(app.extensions["formrelay"].form("mp").config)
+    assert problems and "wrong-key" not in problems[0]
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+def test_error_status_is_rejected_with_a_public_message(app, ens):
+    ens.process((200, {"status": "ERROR", "error": "Gateway rule 12 blocked supporter 991"}))
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 502
+    assert answer.get_json()["status"] == "rejected" and "991" not in answer.get_json()["message"]
+
+
+def test_error_naming_a_field_is_422_on_it(app, ens):
+    ens.process((200, {"status": "ERROR", "error": "Field Postcode is not valid"}))
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 422 and answer.get_json()["errors"] == {"Postcode": ["Field Postcode is not valid"]}
+
+
+@pytest.mark.parametrize("answer", [(503, "<html>busy</html>"), (500, {}), (429, {}), (200, "<html>maintenance</html>"),
+                                    (200, {"status": "WHAT"})])
+def test_anything_unexpected_is_try_later_and_queued(app, ens, answer):
+    ens.process(answer)
+    assert app.test_client().post("/v1/forms/mp", json=VALID).status_code == 202
+
+
+def test_read_answer_needs_both_200_and_success():
+    definition = Definition("t", (FieldSpec("Postcode", "Postcode"),))
+    assert read_answer(200, {"status": "SUCCESS", "supporterId": 5}, definition).reference == "5"
+    with pytest.raises(TryLater):
+        read_answer(201, {"status": "SUCCESS"}, definition)
+
+
+# -- payload ---------------------------------------------------------------------------------------
+
+def test_payload_carries_supporter_questions_config_values_and_utm(ens):
+    raw = ens_config(appeal_code="AP1", tracking_id="TR9", campaign_references=["ref-a", "ref-b"],
+                     suppress_auto_responder=True, demo=True, locale="en-GB",
+                     contact_message={"subject": "Act", "message": "Dear MP"})
+    app = create_app(raw)
+    ens.process(SUCCESS)
+    app.test_client().post("/v1/forms/mp", json={
+        **VALID, "Opt-in": "on", "Volunteer": "P", "Why": "Asthma", "utm_source": "mail", "utm_term": "air",
+        "txn6": "from-browser", "appealCode": "HACK"})
+    (body,) = process_bodies(ens)
+    assert body["supporter"] == {"First Name": "Ann", "Email Address": "ann@example.org", "Postcode": "SW1A 1AA",
+                                 "questions": {"Opt-in": "Y", "Volunteer": "P", "Why": "Asthma"}}
+    assert body["txn1"] == "mail" and body["txn5"] == "air" and "txn2" not in body
+    assert body["txn6"] == "ref-a" and body["txn7"] == "ref-b"
+    assert body["appealCode"] == "AP1" and body["trackingId"] == "TR9" and body["locale"] == "en-GB"
+    assert body["demo"] is True and body["suppressAutoResponder"] is True
+    assert body["contactMessage"] == {"subject": "Act", "message": "Dear MP"}
+
+
+def test_editable_contact_message_comes_from_the_supporter(ens):
+    app = create_app(ens_config(contact_message={"subject": "Act", "message": "Dear MP", "editable": True}))
+    ens.process(SUCCESS)
+    app.test_client().post("/v1/forms/mp", json={**VALID, "contact_message": "My own words"})
+    body = process_bodies(ens)[0]
+    assert body["contactMessage"] == {"subject": "Act", "message": "My own words"}
+    assert "contact_message" not in body["supporter"]
+
+
+def test_unticked_opt_in_is_sent_as_n_only_when_explicit():
+    definition = Definition("t", (FieldSpec("Opt-in", "Opt", type="checkbox"),), extra={"questions": {"Opt-in": "OPT"}})
+    form = ENSFormSchema().load({"page_id": 1, "fields": {"Opt-in": {}}})
+    assert build_payload(form, definition, {"Opt-in": False}, {})["supporter"] == {"questions": {"Opt-in": "N"}}
+    assert build_payload(form, definition, {}, {})["supporter"] == {}
+
+
+@pytest.mark.parametrize("name", ["Credit Card Number", "ccnumber", "ccvv", "ccexpire", "Card CVV"])
+def test_card_fields_are_refused_for_ens_forms(app, ens, name):
+    answer = app.test_client().post("/v1/forms/mp", json={**VALID, name: "4111111111111111"})
+    assert answer.status_code == 422 and name in answer.get_json()["errors"]
+    assert process_bodies(ens) == []
+    assert app.extensions["formrelay"].store.jobs() == []
+
+
+# -- origin source and budget ----------------------------------------------------------------------
+
+def test_origin_source_follows_success_and_its_failure_never_fails_the_submission(ens):
+    app = create_app(ens_config(origin_source={"code": "web", "category": "formrelay"}))
+    ens.process(SUCCESS)
+    ens.rsps.post(f"{BASE}/supporter/77/originsource", json={"status": "SUCCESS"})
+    assert app.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+    (call,) = [c for c in ens.rsps.calls if "originsource" in c.request.url]
+    assert json.loads(call.request.body) == {"code": "web", "category": "formrelay"}
+    ens.rsps.replace(responses.POST, f"{BASE}/supporter/77/originsource", status=500)
+    assert app.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+
+
+def test_the_page_budget_holds_calls_back(ens, tmp_path):
+    raw = ens_config()
+    raw["providers"]["ens"]["page_budget"] = "3/5minute"
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    app = create_app(raw)
+    ens.process(SUCCESS)
+    codes = [app.test_client().post("/v1/forms/mp", json=VALID).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 202, 202]
+    assert len(process_bodies(ens)) == 3
+    assert len(app.extensions["formrelay"].store.jobs()) == 2

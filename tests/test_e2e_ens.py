@@ -1,0 +1,47 @@
+"""End to end: the relay and the sandbox ENS on 127.0.0.1, speaking real HTTP."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from formrelay import create_app
+from formrelay.sandbox.ens import API_TOKEN
+from tests.conftest import received
+
+pytestmark = pytest.mark.e2e
+VALID = {"First Name": "Ann", "Email Address": "ann@example.org", "Postcode": "SW1A 1AA"}
+
+
+@pytest.fixture
+def relay(sandbox, serve, tmp_path):
+    return serve(create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"ens": {"base_url": f"{sandbox.url}/ens/service", "api_token": API_TOKEN}},
+        "forms": {"mp": {"provider": "ens", "page_id": 12345, "campaign_references": ["spring"],
+                         "origin_source": {"code": "web", "category": "relay"},
+                         "fields": {"First Name": {"required": True}, "Email Address": {"required": True},
+                                    "Postcode": {}, "Opt-in": {}}}},
+        "queue": {"path": str(tmp_path / "q.sqlite3")},
+    }))
+
+
+def test_submission_is_processed_with_one_session(relay, sandbox):
+    for i in range(3):
+        answer = requests.post(f"{relay.url}/v1/forms/mp", json={**VALID, "Opt-in": "on", "utm_campaign": "air"}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["status"] == "delivered"
+    got = received(sandbox, "ens")
+    assert len(got) == 3
+    assert got[0]["body"]["supporter"]["questions"] == {"Opt-in": "Y"}
+    assert got[0]["body"]["txn3"] == "air" and got[0]["body"]["txn6"] == "spring"
+    assert len(received(sandbox, "ens-originsource")) == 3
+    calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
+    assert calls["ens:authenticate"] == 1
+
+
+def test_expired_session_and_outage(relay, sandbox):
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ens", "status": 401}, timeout=5)
+    assert requests.post(f"{relay.url}/v1/forms/mp", json=VALID, timeout=5).status_code == 200
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ens", "status": 503, "count": 1}, timeout=5)
+    assert requests.post(f"{relay.url}/v1/forms/mp", json=VALID, timeout=5).status_code == 202
+    refused = requests.post(f"{relay.url}/v1/forms/mp", json={**VALID, "Email Address": "x@refused.example"}, timeout=5)
+    assert refused.status_code == 502 and refused.json()["status"] == "rejected"
