@@ -18,6 +18,7 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
         "providers": {
             "ngp": {"base_url": f"{sandbox_url}/ngp/v2"},
             "ens": {"base_url": f"{sandbox_url}/ens/service", "api_token": "sandbox-ens-api-token"},
+            "actionnetwork": {"base_url": f"{sandbox_url}/actionnetwork/api/v2"},
         },
         "forms": {
             "petition": {
@@ -39,6 +40,16 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
                 "contact_message": {"subject": "Clean air now", "message": "Dear MP, please act on clean air.",
                                     "editable": True},
                 "demo": True,
+            },
+            "clean-air": {
+                "provider": "actionnetwork",
+                "action": "petition",
+                "action_id": "demo-clean-air",
+                "title": "Clean air petition (Action Network sandbox)",
+                "required": ["given_name", "postal_code"],
+                "add_tags": ["clean-air"],
+                "email_consent_field": "email_opt_in",
+                "sms_opt_in_field": "sms_opt_in",
             },
         },
     }

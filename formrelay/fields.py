@@ -61,6 +61,8 @@ class Definition:
     fields: tuple[FieldSpec, ...]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Groups of fields of which at least one must be given (e.g. an email or a phone number).
+    one_of: tuple[tuple[str, ...], ...] = ()
 
     def aliases(self) -> dict[str, str]:
         return {alias: spec.name for spec in self.fields for alias in spec.aliases}

@@ -126,10 +126,21 @@ class Form:
             messages = flatten_errors(err.messages if isinstance(err.messages, dict) else {"_form": err.messages})
             errors.update({k: v for k, v in messages.items() if k not in errors})
             data = None
+        errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
         if errors:
             raise Invalid("Some fields need attention.", errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
         return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+
+
+def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for group in definition.one_of:
+        if not any(data.get(name) not in (None, "", []) for name in group):
+            message = "Enter at least one of: " + ", ".join(labels.get(n, n) for n in group) + "."
+            for name in group:
+                errors[name] = [message]
+    return errors
 
 
 def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]) -> tuple[dict[str, Any], dict[str, list[str]]]:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "ngp": "formrelay.providers.ngp:NGP",
     "ens": "formrelay.providers.ens:ENS",
+    "actionnetwork": "formrelay.providers.actionnetwork:ActionNetwork",
 }
 
 

@@ -99,13 +99,14 @@ def reset() -> Any:
 
 def create_sandbox() -> Flask:
     """The sandbox app with every fake provider mounted under /<provider>/..."""
-    from formrelay.sandbox import ens, ngp
+    from formrelay.sandbox import actionnetwork, ens, ngp
 
     app = Flask(__name__)
     app.extensions["sandbox"] = SandboxState()
     app.register_blueprint(control)
     app.register_blueprint(ngp.bp)
     app.register_blueprint(ens.bp)
+    app.register_blueprint(actionnetwork.bp)
     return app
 
 

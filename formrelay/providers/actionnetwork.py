@@ -1,0 +1,302 @@
+"""Action Network (OSDI) action helpers: blind or keyed POSTs, consent-aware person records, 4 calls a second."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from formrelay.budget import Budget
+from formrelay.config import FormConfig, RelaySettings
+from formrelay.errors import DefinitionError, TryLater
+from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.outcome import Outcome
+from formrelay.providers.base import Provider, json_or_none
+from formrelay.submission import Submission
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://actionnetwork.org/api/v2"
+# action -> helper path (confirmed; survey inferred to work blind; signup needs a key)
+HELPERS: Mapping[str, str] = {
+    "petition": "/petitions/{id}/signatures",
+    "form": "/forms/{id}/submissions",
+    "event": "/events/{id}/attendances",
+    "advocacy_campaign": "/advocacy_campaigns/{id}/outreaches",
+    "survey": "/surveys/{id}/responses",
+    "signup": "/people",
+}
+# The OSDI jQuery plugin's flat names, so forms built for it keep working (CONTRACT section 5).
+STANDARD_FIELDS: tuple[tuple[str, str, str, int], ...] = (
+    ("given_name", "First name", "text", 255),
+    ("family_name", "Last name", "text", 255),
+    ("email_address", "Email", "email", 255),
+    ("phone_number", "Phone", "tel", 50),
+    ("street", "Street address", "text", 255),
+    ("locality", "City", "text", 255),
+    ("region", "State or region", "text", 255),
+    ("postal_code", "Postal code", "text", 50),
+    ("country", "Country", "text", 2),
+)
+ALIASES = {"email_address": ("email",), "phone_number": ("phone",)}
+PUBLIC_REFUSAL = "Action Network did not accept this submission."
+
+
+@dataclass(frozen=True)
+class ANSettings:
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None
+    rate: str = "4/second"
+    budget_wait: float = 2.0
+
+
+class ANSettingsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
+    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
+    rate = fields.String(load_default="4/second")
+    budget_wait = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=30))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ANSettings:
+        data["base_url"] = data["base_url"].rstrip("/")
+        return ANSettings(**data)
+
+
+@dataclass(frozen=True)
+class CustomField:
+    key: str
+    label: str
+    type: str = "text"
+    required: bool = False
+    options: tuple[Option, ...] | None = None
+    max_length: int | None = 1000
+
+
+@dataclass(frozen=True)
+class ANForm:
+    action: str
+    action_id: str | None
+    autoresponse: bool = True
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    custom_fields: tuple[CustomField, ...] = ()
+    email_consent_field: str | None = None
+    email_consent_label: str = "Email me updates"
+    sms_opt_in_field: str | None = None
+    sms_opt_in_label: str = "Text me updates"
+    phone_region: str = "US"
+    background: bool = False
+    labels: Mapping[str, str] | None = None
+
+
+class CustomFieldSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    label = fields.String(load_default=None)
+    type = fields.String(load_default="text", validate=validate.OneOf(FIELD_TYPES))
+    required = fields.Boolean(load_default=False)
+    options = fields.List(fields.String(), load_default=None)
+    max_length = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
+
+
+class ANFormSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    action = fields.String(required=True, validate=validate.OneOf(list(HELPERS)))
+    action_id = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    autoresponse = fields.Boolean(load_default=True)
+    add_tags = fields.List(fields.String(), load_default=list)
+    remove_tags = fields.List(fields.String(), load_default=list)
+    required = fields.List(fields.String(), load_default=list)
+    custom_fields = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
+                                values=fields.Nested(CustomFieldSchema), load_default=dict)
+    email_consent_field = fields.String(load_default=None)
+    email_consent_label = fields.String(load_default="Email me updates")
+    sms_opt_in_field = fields.String(load_default=None)
+    sms_opt_in_label = fields.String(load_default="Text me updates")
+    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
+    background = fields.Boolean(load_default=False)
+    labels = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> ANForm:
+        if data["action"] != "signup" and not data["action_id"]:
+            raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
+        known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
+        unknown = [name for name in data["required"] if name not in known]
+        if unknown:
+            raise ValidationError({"required": [f"unknown field(s): {', '.join(unknown)}"]})
+        customs = tuple(
+            CustomField(key=key, label=c["label"] or key, type=c["type"], required=c["required"],
+                        options=tuple(Option(o, o) for o in c["options"]) if c["options"] else None,
+                        max_length=c["max_length"])
+            for key, c in data["custom_fields"].items()
+        )
+        return ANForm(
+            action=data["action"], action_id=data["action_id"], autoresponse=data["autoresponse"],
+            add_tags=tuple(data["add_tags"]), remove_tags=tuple(data["remove_tags"]),
+            required=tuple(data["required"]), custom_fields=customs,
+            email_consent_field=data["email_consent_field"], email_consent_label=data["email_consent_label"],
+            sms_opt_in_field=data["sms_opt_in_field"], sms_opt_in_label=data["sms_opt_in_label"],
+            phone_region=data["phone_region"].upper(), background=data["background"], labels=data["labels"],
+        )
+
+
+def definition_for(form: ANForm, title: str) -> Definition:
+    """The OSDI person model, plus the form's custom fields and consent boxes, as fields (pure)."""
+    labels = form.labels or {}
+    specs = [
+        FieldSpec(
+            name=name, label=labels.get(name, label), type=ftype, required=name in form.required,
+            max_length=max_length, format="email" if ftype == "email" else ("phone" if ftype == "tel" else None),
+            phone_region=form.phone_region, phone_output="digits", aliases=ALIASES.get(name, ()),
+        )
+        for name, label, ftype, max_length in STANDARD_FIELDS
+    ]
+    if form.action in ("petition", "advocacy_campaign"):
+        specs.append(FieldSpec("comments", labels.get("comments", "Comments"), type="textarea",
+                               required="comments" in form.required, max_length=2000))
+    for custom in form.custom_fields:
+        name = f"custom[{custom.key}]"
+        specs.append(FieldSpec(
+            name=name, label=custom.label, type=custom.type, required=custom.required or name in form.required,
+            options=custom.options, max_length=custom.max_length if custom.type not in ("checkbox", "number", "date") else None,
+        ))
+    if form.email_consent_field:
+        specs.append(FieldSpec(form.email_consent_field, form.email_consent_label, type="checkbox"))
+    if form.sms_opt_in_field:
+        specs.append(FieldSpec(form.sms_opt_in_field, form.sms_opt_in_label, type="checkbox"))
+    return Definition(title=title, fields=tuple(specs), one_of=(("email_address", "phone_number"),))
+
+
+def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any]:
+    """Validated values -> the OSDI helper body (pure). Tags and triggers come from config only."""
+    person: dict[str, Any] = {}
+    for name in ("given_name", "family_name"):
+        if values.get(name):
+            person[name] = values[name]
+    if values.get("email_address"):
+        email: dict[str, Any] = {"address": values["email_address"]}
+        if form.email_consent_field and values.get(form.email_consent_field) is True:
+            email["status"] = "subscribed"
+        person["email_addresses"] = [email]
+    if values.get("phone_number"):
+        phone: dict[str, Any] = {"number": values["phone_number"], "number_type": "Mobile"}
+        # Mobile subscription needs an explicit opt-in; AN defaults to unsubscribed without it (confirmed).
+        if form.sms_opt_in_field and values.get(form.sms_opt_in_field) is True:
+            phone["status"] = "subscribed"
+        person["phone_numbers"] = [phone]
+    address: dict[str, Any] = {}
+    if values.get("street"):
+        address["address_lines"] = [values["street"]]
+    for name in ("locality", "region", "postal_code", "country"):
+        if values.get(name):
+            address[name] = values[name]
+    if address:
+        person["postal_addresses"] = [address]
+    custom = {
+        c.key: (",".join(to_text(v) for v in values[f"custom[{c.key}]"]) if isinstance(values[f"custom[{c.key}]"], list)
+                else to_text(values[f"custom[{c.key}]"]))
+        for c in form.custom_fields if f"custom[{c.key}]" in values
+    }
+    if custom:
+        person["custom_fields"] = custom
+    body: dict[str, Any] = {"person": person}
+    if form.add_tags:
+        body["add_tags"] = list(form.add_tags)
+    if form.remove_tags:
+        body["remove_tags"] = list(form.remove_tags)
+    if values.get("comments") and form.action in ("petition", "advocacy_campaign"):
+        body["comments"] = values["comments"]
+    referrer = {k: context[k] for k in ("source", "referrer") if context.get(k)}
+    if referrer:
+        # Inferred key: OSDI's referrer_data; AN's resources say action_network:referrer_data.
+        body["referrer_data"] = referrer
+    if form.autoresponse and form.action != "advocacy_campaign":
+        body["triggers"] = {"autoresponse": {"enabled": True}}
+    return body
+
+
+def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
+    """AN's answer -> Outcome or TryLater (pure)."""
+    if status == 429 or status >= 500 or status == 408:
+        raise TryLater(f"actionnetwork: HTTP {status}", may_have_arrived=status >= 500)
+    if status in (401, 403):
+        raise TryLater(f"actionnetwork: HTTP {status}: the API key was refused")
+    if status == 404:
+        raise TryLater("actionnetwork: HTTP 404: no such action (check action and action_id)")
+    if 200 <= status < 300:
+        if not keyed:
+            # A blind POST answers 200 {} for success and failure alike (confirmed): all we can say.
+            return Outcome("delivered", upstream_status=status)
+        if isinstance(body, Mapping) and (body.get("identifiers") or body.get("_links")):
+            ids = body.get("identifiers") or []
+            return Outcome("delivered", upstream_status=status, reference=str(ids[0]) if ids else None)
+        # With a key, an empty body means nothing was created (as the ControlShift client checks).
+        log.warning("actionnetwork: keyed POST answered %s without a created resource", status)
+        return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+    text = str(body.get("error", "")) if isinstance(body, Mapping) else ""
+    lowered = text.lower()
+    if "email" in lowered:
+        return Outcome("invalid", errors={"email_address": [text[:300]]}, upstream_status=status)
+    if "phone" in lowered:
+        return Outcome("invalid", errors={"phone_number": [text[:300]]}, upstream_status=status)
+    log.warning("actionnetwork: refused (HTTP %s): %s", status, text[:300] or "(no text)")
+    return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+
+
+class ActionNetwork(Provider):
+    """Action Network helpers; the key, when configured, is sent from the server only."""
+
+    name: ClassVar[str] = "actionnetwork"
+    settings_schema: ClassVar[type[Schema]] = ANSettingsSchema
+    form_schema: ClassVar[type[Schema]] = ANFormSchema
+    needs_settings: ClassVar[bool] = False
+
+    def __init__(self, settings: ANSettings, relay: RelaySettings) -> None:
+        super().__init__(settings, relay)
+        # AN allows 4 calls per second per key/IP: the relay holds calls back rather than earn a 429,
+        # across every thread, and across hosts when Redis is configured.
+        self.budget = Budget("actionnetwork", settings.rate, relay.redis_url or "memory://")
+
+    def uncertain_delivery_for(self, form: FormConfig) -> str:
+        # People and signatures are deduplicated by email/phone upstream; outreaches are not (confirmed).
+        return "hold" if form.options.action == "advocacy_campaign" else "retry"
+
+    def url(self, options: ANForm) -> str:
+        path = HELPERS[options.action].format(id=options.action_id)
+        suffix = "?background_request=true" if options.background else ""
+        return f"{self.settings.base_url}{path}{suffix}"
+
+    def definition(self, form: FormConfig) -> Definition:
+        options: ANForm = form.options
+        if options.action == "signup" and not self.settings.api_key:
+            raise DefinitionError("actionnetwork: action 'signup' posts to /people, which needs [providers.actionnetwork] api_key")
+        return definition_for(options, form.title or options.action.replace("_", " ").capitalize())
+
+    def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
+        options: ANForm = form.options
+        self.budget.take(wait=self.settings.budget_wait)
+        headers = {"Content-Type": "application/json", "Accept": "application/hal+json, application/json"}
+        if self.settings.api_key:
+            headers["OSDI-API-Token"] = self.settings.api_key
+        started = time.perf_counter()
+        response = self.request("POST", self.url(options), json=build_payload(options, submission.values,
+                                                                              submission.context), headers=headers)
+        log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
+                  (time.perf_counter() - started) * 1000)
+        return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key))
+
+    def check(self, form: FormConfig) -> list[str]:
+        if form.options.action == "signup" and not self.settings.api_key:
+            return ["action 'signup' needs [providers.actionnetwork] api_key"]
+        return []

@@ -1,0 +1,176 @@
+"""Action Network: URLs per action, OSDI bodies, blind vs keyed, consent, phones, tags, referrer, throttle, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+
+from formrelay import create_app
+from formrelay.config import ConfigError
+
+BASE = "https://an.test/api/v2"
+KEY = "an-key-5e6f7a8b9c"
+VALID = {"given_name": "Ann", "email_address": "Ann@Example.org"}
+CREATED = {"identifiers": ["action_network:abc"], "_links": {"osdi:person": {"href": "x"}}}
+
+
+def an_config(key: str | None = None, rate: str = "100/second", wait: float = 0, **form):
+    provider = {"base_url": BASE, "rate": rate, "budget_wait": wait}
+    if key:
+        provider["api_key"] = key
+    return {
+        "relay": {"rate_limit": ""},
+        "providers": {"actionnetwork": provider},
+        "forms": {"act": {"provider": "actionnetwork", "action": "petition", "action_id": "p-1", **form}},
+        "queue": {"embedded_worker": False},
+    }
+
+
+@pytest.fixture
+def an():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+def sent(an):
+    return [(c.request.url, c.request.headers, json.loads(c.request.body)) for c in an.calls]
+
+
+@pytest.mark.parametrize(("action", "path"), [
+    ("petition", "/petitions/p-1/signatures"), ("form", "/forms/p-1/submissions"),
+    ("event", "/events/p-1/attendances"), ("advocacy_campaign", "/advocacy_campaigns/p-1/outreaches"),
+    ("survey", "/surveys/p-1/responses"),
+])
+def test_each_action_posts_to_its_helper_blind(an, action, path, tmp_path):
+    an.post(f"{BASE}{path}", json={})
+    app = create_app(an_config(action=action))
+    answer = app.test_client().post("/v1/forms/act", json=VALID)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "delivered"
+    ((url, headers, body),) = sent(an)
+    assert url == f"{BASE}{path}" and "OSDI-API-Token" not in headers
+    assert body["person"]["email_addresses"] == [{"address": "Ann@example.org"}]
+
+
+def test_signup_posts_to_people_and_needs_a_key(an):
+    with pytest.raises(ConfigError, match="action_id"):
+        create_app(an_config(action="form", action_id=None))
+    blind = create_app(an_config(action="signup", action_id=None))
+    assert blind.test_client().get("/v1/forms/act").status_code == 503
+    an.post(f"{BASE}/people", json=CREATED)
+    keyed = create_app(an_config(key=KEY, action="signup", action_id=None))
+    assert keyed.test_client().post("/v1/forms/act", json=VALID).status_code == 200
+    assert sent(an)[0][0] == f"{BASE}/people" and sent(an)[0][1]["OSDI-API-Token"] == KEY
+
+
+def test_keyed_post_needs_a_created_resource(an):
+    an.post(f"{BASE}/petitions/p-1/signatures", json=CREATED)
+    client = create_app(an_config(key=KEY)).test_client()
+    assert client.post("/v1/forms/act", json=VALID).status_code == 200
+    an.replace(responses.POST, f"{BASE}/petitions/p-1/signatures", json={})
+    answer = client.post("/v1/forms/act", json=VALID)
+    assert answer.status_code == 502 and answer.get_json()["status"] == "rejected"
+    assert KEY not in answer.get_data(as_text=True)
+
+
+def test_full_person_body_with_address_custom_fields_comments_tags_and_referrer(an):
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    app = create_app(an_config(add_tags=["air", "volunteer"], remove_tags=["lapsed"],
+                               custom_fields={"Employer": {"label": "Where do you work?", "required": True}}))
+    app.test_client().post("/v1/forms/act", data={
+        **VALID, "family_name": "Lee", "phone": "(202) 555-0123", "street": "1 Main St", "locality": "Washington",
+        "region": "DC", "postal_code": "20009", "country": "US", "comments": "Clean air!", "custom[Employer]": "ACME",
+        "add_tags": "hacked", "_source": "fb-ad-1", "referrer": "partner-org"}, headers={"Accept": "application/json"})
+    ((_, _, body),) = sent(an)
+    assert body == {
+        "person": {
+            "given_name": "Ann", "family_name": "Lee",
+            "email_addresses": [{"address": "Ann@example.org"}],
+            "phone_numbers": [{"number": "12025550123", "number_type": "Mobile"}],
+            "postal_addresses": [{"address_lines": ["1 Main St"], "locality": "Washington", "region": "DC",
+                                  "postal_code": "20009", "country": "US"}],
+            "custom_fields": {"Employer": "ACME"},
+        },
+        "add_tags": ["air", "volunteer"], "remove_tags": ["lapsed"], "comments": "Clean air!",
+        "referrer_data": {"source": "fb-ad-1", "referrer": "partner-org"},
+        "triggers": {"autoresponse": {"enabled": True}},
+    }
+
+
+def test_consent_is_never_assumed(an):
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    client = create_app(an_config(email_consent_field="email_ok", sms_opt_in_field="sms_ok")).test_client()
+    base = {**VALID, "phone_number": "+44 20 7946 0958"}
+    client.post("/v1/forms/act", json=base)
+    client.post("/v1/forms/act", json={**base, "email_ok": "on", "sms_ok": "on"})
+    client.post("/v1/forms/act", json={**base, "email_ok": False, "sms_ok": "off"})
+    people = [b["person"] for _, _, b in sent(an)]
+    assert "status" not in people[0]["email_addresses"][0] and "status" not in people[0]["phone_numbers"][0]
+    assert people[1]["email_addresses"][0]["status"] == "subscribed"
+    assert people[1]["phone_numbers"][0] == {"number": "442079460958", "number_type": "Mobile", "status": "subscribed"}
+    assert "status" not in people[2]["email_addresses"][0] and "status" not in people[2]["phone_numbers"][0]
+
+
+def test_email_or_phone_is_required_and_more_can_be_required(an):
+    client = create_app(an_config(required=["postal_code"])).test_client()
+    errors = client.post("/v1/forms/act", json={"given_name": "Ann"}).get_json()["errors"]
+    assert set(errors) == {"email_address", "phone_number", "postal_code"}
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    phone_only = client.post("/v1/forms/act", json={"phone": "202-555-0123", "postal_code": "20009"})
+    assert phone_only.status_code == 200
+    bad_phone = client.post("/v1/forms/act", json={"phone": "12", "postal_code": "1"}).get_json()
+    assert "phone_number" in bad_phone["errors"]
+
+
+def test_autoresponse_and_renamed_fields_from_config(an):
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    raw = an_config(autoresponse=False, labels={"given_name": "Prénom"})
+    raw["forms"]["act"]["aliases"] = {"first": "given_name"}
+    app = create_app(raw)
+    described = {f["name"]: f for f in app.test_client().get("/v1/forms/act").get_json()["fields"]}
+    assert described["given_name"]["label"] == "Prénom"
+    app.test_client().post("/v1/forms/act", json={"first": "Ann", "email": "a@example.org"})
+    ((_, _, body),) = sent(an)
+    assert "triggers" not in body and body["person"]["given_name"] == "Ann"
+
+
+@pytest.mark.parametrize(("error", "field"), [("Email address is not valid", "email_address"),
+                                              ("Phone number must have a country code", "phone_number")])
+def test_a_400_naming_a_field_is_422(an, error, field):
+    an.post(f"{BASE}/petitions/p-1/signatures", status=400, json={"error": error})
+    answer = create_app(an_config()).test_client().post("/v1/forms/act", json=VALID)
+    assert answer.status_code == 422 and answer.get_json()["errors"] == {field: [error]}
+
+
+def test_other_400s_are_rejected_and_outages_are_queued(an, tmp_path):
+    an.post(f"{BASE}/petitions/p-1/signatures", status=400, json={"error": "Something odd"})
+    raw = an_config()
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    client = create_app(raw).test_client()
+    assert client.post("/v1/forms/act", json=VALID).status_code == 502
+    for status in (429, 500, 503):
+        an.replace(responses.POST, f"{BASE}/petitions/p-1/signatures", status=status, json={"error": "later"})
+        assert client.post("/v1/forms/act", json=VALID).status_code == 202
+
+
+def test_the_relay_holds_back_beyond_four_a_second(an, tmp_path):
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    raw = an_config(rate="4/minute")  # a wide window keeps the test free of timing
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    app = create_app(raw)
+    codes = [app.test_client().post("/v1/forms/act", json=VALID).status_code for _ in range(6)]
+    assert codes == [200, 200, 200, 200, 202, 202] and len(an.calls) == 4
+
+
+def test_waiting_for_a_slot_instead_of_queueing(an):
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    app = create_app(an_config(rate="2/second", wait=5))
+    codes = [app.test_client().post("/v1/forms/act", json=VALID).status_code for _ in range(3)]
+    assert codes == [200] * 3 and len(an.calls) == 3  # the third waited for a slot rather than queue
+
+
+def test_outreaches_are_held_not_retried_when_uncertain():
+    relay = create_app(an_config(action="advocacy_campaign")).extensions["formrelay"]
+    assert relay.rule(relay.form("act")) == "hold"
+    petition = create_app(an_config()).extensions["formrelay"]
+    assert petition.rule(petition.form("act")) == "retry"

@@ -1,0 +1,55 @@
+"""End to end: the relay and the sandbox Action Network on 127.0.0.1, speaking real HTTP."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from formrelay import create_app
+from formrelay.sandbox.actionnetwork import API_KEY
+from tests.conftest import received
+
+pytestmark = pytest.mark.e2e
+
+
+def relay_for(sandbox, serve, tmp_path, **provider):
+    return serve(create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2", **provider}},
+        "forms": {"sign": {"provider": "actionnetwork", "action": "petition", "action_id": "air",
+                           "add_tags": ["air"]}},
+        "queue": {"path": str(tmp_path / "q.sqlite3")},
+    }))
+
+
+def test_blind_petition_signature(sandbox, serve, tmp_path):
+    relay = relay_for(sandbox, serve, tmp_path)
+    answer = requests.post(f"{relay.url}/v1/forms/sign", data={"given_name": "Ann", "email": "ann@example.org"},
+                           headers={"Accept": "application/json"}, timeout=5)
+    assert answer.json() == {"ok": True, "status": "delivered"}
+    (got,) = received(sandbox, "actionnetwork")
+    assert got["path"].endswith("/petitions/air/signatures") and got["keyed"] is False
+    assert got["body"]["add_tags"] == ["air"]
+
+
+def test_keyed_signature_sends_the_key_server_side_only(sandbox, serve, tmp_path):
+    relay = relay_for(sandbox, serve, tmp_path, api_key=API_KEY)
+    answer = requests.post(f"{relay.url}/v1/forms/sign", json={"email": "ann@example.org"}, timeout=5)
+    assert answer.status_code == 200 and API_KEY not in answer.text + str(answer.headers)
+    assert received(sandbox, "actionnetwork")[0]["keyed"] is True
+
+
+def test_a_burst_from_many_threads_keeps_to_four_calls_a_second(sandbox, serve, tmp_path):
+    relay = relay_for(sandbox, serve, tmp_path, rate="4/second", budget_wait=10)
+
+    def sign(i: int) -> int:
+        return requests.post(f"{relay.url}/v1/forms/sign", json={"email": f"p{i}@example.org"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(sign, range(10)))
+    assert codes == [200] * 10
+    times = sorted(r["at"] for r in received(sandbox, "actionnetwork"))
+    assert len(times) == 10
+    # no window of one second holds more than four calls
+    assert all(times[i + 4] - times[i] >= 0.95 for i in range(len(times) - 4))
