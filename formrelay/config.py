@@ -56,6 +56,8 @@ class FormConfig:
     rate_limit: str | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     options: Any = None
+    # [forms.x.followup]: an EngageOne email after the form's own delivery succeeded
+    followup: Any = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class RelaySchema(Schema):
 
 
 COMMON_FORM_KEYS = frozenset(
-    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases"}
+    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup"}
 )
 
 
@@ -134,6 +136,7 @@ class CommonFormSchema(Schema):
     allowed_origins = fields.List(fields.String())
     rate_limit = fields.String(validate=_rate_limit_ok)
     aliases = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    followup = fields.Dict(load_default=None)
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
@@ -238,6 +241,16 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             options = cls.form_schema().load(own)
         except ValidationError as err:
             raise ConfigError(f"{source}: {_messages(err, where)}") from None
+        followup = None
+        if common.get("followup") is not None:
+            if "engageone" not in providers:
+                raise ConfigError(f"{source}: {where}.followup: needs a [providers.engageone] table")
+            from formrelay.providers.engageone import FollowupSchema
+
+            try:
+                followup = FollowupSchema().load(common["followup"])
+            except ValidationError as err:
+                raise ConfigError(f"{source}: {_messages(err, where + '.followup')}") from None
         origins = common.get("allowed_origins")
         forms[slug] = FormConfig(
             slug=slug,
@@ -249,6 +262,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             rate_limit=common.get("rate_limit"),
             aliases=common["aliases"],
             options=options,
+            followup=followup,
         )
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue)
 

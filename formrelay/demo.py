@@ -19,6 +19,11 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
             "ngp": {"base_url": f"{sandbox_url}/ngp/v2"},
             "ens": {"base_url": f"{sandbox_url}/ens/service", "api_token": "sandbox-ens-api-token"},
             "actionnetwork": {"base_url": f"{sandbox_url}/actionnetwork/api/v2"},
+            "engageone": {
+                "users_url": f"{sandbox_url}/engageone/users", "api_url": f"{sandbox_url}/engageone/api",
+                "client_id": "sa11bb.sandbox@communicate.engageone.co", "secret": "sandbox-engageone-secret",
+                "customer_id": "sa11bb",
+            },
         },
         "forms": {
             "petition": {
@@ -40,6 +45,18 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
                 "contact_message": {"subject": "Clean air now", "message": "Dear MP, please act on clean air.",
                                     "editable": True},
                 "demo": True,
+                "followup": {"campaign": "ThanksForWriting", "communication": "MPFollowUp",
+                             "dataset": {"first_name": "First Name"}},
+            },
+            "toolkit": {
+                "provider": "engageone",
+                "campaign": "ToolkitDownload",
+                "communication": "Toolkit",
+                "title": "Get the clean air toolkit (EngageOne sandbox)",
+                "sender": "team@example.org",
+                "sender_name": "Clean Air Team",
+                "fields": {"first_name": {"label": "First name", "required": True},
+                           "organisation": {"label": "Organisation"}},
             },
             "clean-air": {
                 "provider": "actionnetwork",

@@ -205,11 +205,25 @@ class Relay:
 
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
-        if target != "primary":
-            raise ValueError(f"unknown delivery target {target!r}")
-        return form.provider.deliver(form.config, form.definition, submission)
+        if target == "primary":
+            return form.provider.deliver(form.config, form.definition, submission)
+        if target == "followup" and form.config.followup is not None:
+            mailer = self.providers["engageone"]
+            return mailer.send_followup(form.config.followup, form.definition, submission)  # type: ignore[attr-defined]
+        raise ValueError(f"unknown delivery target {target!r}")
 
-    def rule(self, form: Form) -> str:
+    def after_delivery(self, form: Form, submission: Submission) -> None:
+        """Queue the form's follow-up email as a job of its own: it can't delay, fail or repeat the primary."""
+        if form.config.followup is None:
+            return
+        try:
+            self.store.put(new_job(form.slug, "followup", submission))
+        except Exception:
+            log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+
+    def rule(self, form: Form, target: str = "primary") -> str:
+        if target == "followup":
+            return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
 
     def defer(self, form: Form, submission: Submission, target: str, reason: TryLater) -> Outcome | None:
@@ -257,7 +271,7 @@ class Relay:
 
     def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
         try:
-            return self.attempt(form, submission)
+            outcome = self.attempt(form, submission)
         except TryLater as exc:
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
             return self.defer(form, submission, "primary", exc) or Outcome(
@@ -265,6 +279,9 @@ class Relay:
                 message="We could not send this just now. Please try again in a few minutes.",
                 retry_after=int(exc.retry_after) if exc.retry_after else None,
             )
+        if outcome.status == "delivered":
+            self.after_delivery(form, submission)
+        return outcome
 
     def _idempotency_key(self, form: Form, submission: Submission) -> str | None:
         if not submission.idempotency_key:
@@ -294,7 +311,7 @@ class Relay:
         if form is None:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
             return
-        if job.uncertain and self.rule(form) == "hold":
+        if job.uncertain and self.rule(form, job.target) == "hold":
             self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
         submission = restore_submission(job.submission)
@@ -309,6 +326,8 @@ class Relay:
             return
         if outcome.status == "delivered":
             self.store.finish(job, outcome.status)
+            if job.target == "primary":
+                self.after_delivery(form, submission)
             log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
@@ -318,7 +337,7 @@ class Relay:
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
-        if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form) == "hold":
+        if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
             self.store.bury(job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
             self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")

@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "ngp": "formrelay.providers.ngp:NGP",
     "ens": "formrelay.providers.ens:ENS",
     "actionnetwork": "formrelay.providers.actionnetwork:ActionNetwork",
+    "engageone": "formrelay.providers.engageone:EngageOne",
 }
 
 

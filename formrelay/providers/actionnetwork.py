@@ -14,7 +14,7 @@ from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import DefinitionError, TryLater
 from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.outcome import Outcome
-from formrelay.providers.base import Provider, json_or_none
+from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
 def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
     """AN's answer -> Outcome or TryLater (pure)."""
     if status == 429 or status >= 500 or status == 408:
-        raise TryLater(f"actionnetwork: HTTP {status}", may_have_arrived=status >= 500)
+        raise TryLater(f"actionnetwork: HTTP {status}", may_have_arrived=may_have_arrived(status))
     if status in (401, 403):
         raise TryLater(f"actionnetwork: HTTP {status}: the API key was refused")
     if status == 404:

@@ -90,6 +90,11 @@ class Provider(ABC):
         self.http.close()
 
 
+def may_have_arrived(status: int) -> bool:
+    """Whether an error status leaves it unknown if the upstream acted: 500/502/504 do; 503, 429 and 4xx don't."""
+    return status in (500, 502, 504)
+
+
 def json_or_none(response: requests.Response) -> Any:
     """The decoded JSON body, or None when it is not JSON (an HTML error page, an empty body)."""
     try:

@@ -16,7 +16,7 @@ from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import DefinitionError, TryLater
 from formrelay.fields import Definition, FieldSpec, Option, to_text
 from formrelay.outcome import Outcome
-from formrelay.providers.base import Provider, json_or_none
+from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
 def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
     """ENS's answer -> Outcome or TryLater (pure). Success is HTTP 200 AND status SUCCESS, nothing else."""
     if status != 200 or not isinstance(body, Mapping):
-        raise TryLater(f"ens: page processing answered HTTP {status}", may_have_arrived=status >= 500 or status == 200)
+        raise TryLater(f"ens: page processing answered HTTP {status}", may_have_arrived=may_have_arrived(status) or status == 200)
     result = str(body.get("status", "")).upper()
     if result == "SUCCESS":
         supporter_id = body.get("supporterId")

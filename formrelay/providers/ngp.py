@@ -15,7 +15,7 @@ from formrelay.config import FormConfig
 from formrelay.errors import DefinitionError, TryLater
 from formrelay.fields import Definition, FieldSpec, Option, to_text
 from formrelay.outcome import Outcome
-from formrelay.providers.base import Provider, json_or_none
+from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.submission import CARD_FIELD, Submission
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ GENERIC_REFUSAL = "The form could not be accepted. Please check your details and
 def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
     """NGP's answer -> an Outcome, or TryLater (pure). Decided by resultCode and errors, not status alone."""
     if status in (408, 425, 429) or status >= 500:
-        raise TryLater(f"ngp: HTTP {status}", may_have_arrived=status >= 500)
+        raise TryLater(f"ngp: HTTP {status}", may_have_arrived=may_have_arrived(status))
     if status in (401, 403):
         raise TryLater(f"ngp: HTTP {status}: the relay's NGP credentials were refused")
     if status == 404:

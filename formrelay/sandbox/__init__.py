@@ -99,7 +99,7 @@ def reset() -> Any:
 
 def create_sandbox() -> Flask:
     """The sandbox app with every fake provider mounted under /<provider>/..."""
-    from formrelay.sandbox import actionnetwork, ens, ngp
+    from formrelay.sandbox import actionnetwork, engageone, ens, ngp
 
     app = Flask(__name__)
     app.extensions["sandbox"] = SandboxState()
@@ -107,6 +107,7 @@ def create_sandbox() -> Flask:
     app.register_blueprint(ngp.bp)
     app.register_blueprint(ens.bp)
     app.register_blueprint(actionnetwork.bp)
+    app.register_blueprint(engageone.bp)
     return app
 
 

@@ -1,0 +1,295 @@
+"""EngageOne Communicate: transactional sends from a form (and follow-up emails for any form), with a cached JWT."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from formrelay import logs
+from formrelay.config import FormConfig, RelaySettings
+from formrelay.errors import TryLater
+from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.outcome import Outcome
+from formrelay.providers.base import Provider, json_or_none, may_have_arrived
+from formrelay.submission import Submission
+
+log = logging.getLogger(__name__)
+
+PUBLIC_REFUSAL = "The email could not be sent."
+SEND_KEYS = ("sender", "sender_name", "reply_to", "subject", "project")
+
+
+@dataclass(frozen=True)
+class EngageOneSettings:
+    users_url: str
+    api_url: str
+    client_id: str
+    secret: str
+    customer_id: str
+    token_margin: float = 300.0
+
+
+class EngageOneSettingsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    users_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default="https://usersapi.communicate.engageone.co")
+    api_url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
+    client_id = fields.String(required=True, validate=validate.Length(min=1))
+    secret = fields.String(required=True, validate=validate.Length(min=1))
+    customer_id = fields.String(required=True, validate=validate.Length(min=1))
+    token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> EngageOneSettings:
+        data["users_url"] = data["users_url"].rstrip("/")
+        data["api_url"] = data["api_url"].rstrip("/")
+        return EngageOneSettings(**data)
+
+
+@dataclass(frozen=True)
+class Send:
+    """What one transactional send needs: campaign, communication and the optional sender details."""
+
+    campaign: str
+    communication: str
+    email_json_path: str = "email"
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngageOneForm:
+    send: Send
+    fields: tuple[FieldSpec, ...]
+
+
+@dataclass(frozen=True)
+class Followup:
+    """[forms.x.followup]: an email sent after the form's own delivery succeeded."""
+
+    send: Send
+    email_field: str | None = None
+    dataset: Mapping[str, str] = field(default_factory=dict)  # data-set key -> the form's field name
+
+
+def _send_fields() -> dict[str, fields.Field]:
+    declared: dict[str, fields.Field] = {
+        "campaign": fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,100}$")),
+        "communication": fields.String(required=True, validate=validate.Length(min=1)),
+        "email_json_path": fields.String(load_default="email"),
+    }
+    for key in SEND_KEYS:
+        declared[key] = fields.String(load_default=None)
+    return declared
+
+
+def _send(data: Mapping[str, Any]) -> Send:
+    return Send(campaign=data["campaign"], communication=data["communication"],
+                email_json_path=data["email_json_path"],
+                options={k: data[k] for k in SEND_KEYS if data.get(k)})
+
+
+class DataFieldSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(load_default="text", validate=validate.OneOf(FIELD_TYPES))
+    label = fields.String(load_default=None)
+    required = fields.Boolean(load_default=False)
+    max_length = fields.Integer(load_default=500, validate=validate.Range(min=1, max=100_000))
+    options = fields.List(fields.String(), load_default=None)
+
+
+EngageOneFormBase = Schema.from_dict(
+    {**_send_fields(), "fields": fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
+                                             values=fields.Nested(DataFieldSchema), load_default=dict)},
+    name="EngageOneFormBase",
+)
+
+
+class EngageOneFormSchema(EngageOneFormBase):  # type: ignore[valid-type,misc]
+    class Meta:
+        unknown = RAISE
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> EngageOneForm:
+        declared = dict(data["fields"])
+        specs = [FieldSpec("email", "Email", type="email", required=True, max_length=254)]
+        for name, conf in declared.items():
+            if name == "email":
+                continue
+            specs.append(FieldSpec(
+                name=name, label=conf["label"] or name.replace("_", " ").capitalize(), type=conf["type"],
+                required=conf["required"],
+                max_length=conf["max_length"] if conf["type"] not in ("checkbox", "number", "date") else None,
+                options=tuple(Option(o, o) for o in conf["options"]) if conf["options"] else None,
+                format="email" if conf["type"] == "email" else ("phone" if conf["type"] == "tel" else None),
+            ))
+        return EngageOneForm(send=_send(data), fields=tuple(specs))
+
+
+FollowupBase = Schema.from_dict(
+    {**_send_fields(), "email_field": fields.String(load_default=None),
+     "dataset": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)},
+    name="FollowupBase",
+)
+
+
+class FollowupSchema(FollowupBase):  # type: ignore[valid-type,misc]
+    class Meta:
+        unknown = RAISE
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> Followup:
+        return Followup(send=_send(data), email_field=data["email_field"], dataset=data["dataset"])
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT, read without checking the signature (only to know when to refresh)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_body(send: Send, record: Mapping[str, Any]) -> dict[str, Any]:
+    """One record as the transactional send's dataset (pure)."""
+    body: dict[str, Any] = {
+        "communication": send.communication,
+        "dataset": [dict(record)],
+        "email_json_path": send.email_json_path,
+        "ignore_missing_fields": True,
+    }
+    body.update(send.options)
+    return body
+
+
+def record_from(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ([to_text(x) for x in v] if isinstance(v, list) else (v if isinstance(v, bool) else to_text(v)))
+            for k, v in values.items()}
+
+
+def followup_record(followup: Followup, definition: Definition, values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The follow-up's data-set record from the primary form's values; None without an email address (pure)."""
+    email_field = followup.email_field or next((f.name for f in definition.fields if f.type == "email"), None)
+    email = values.get(email_field) if email_field else None
+    if not email:
+        return None
+    record: dict[str, Any] = {followup.send.email_json_path: str(email)}
+    for key, source in followup.dataset.items():
+        if source in values:
+            value = values[source]
+            record[key] = [to_text(v) for v in value] if isinstance(value, list) else to_text(value)
+    return record
+
+
+def read_answer(status: int, body: Any) -> Outcome:
+    """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
+    if status == 429 or status >= 500 or status == 408:
+        raise TryLater(f"engageone: HTTP {status}", may_have_arrived=may_have_arrived(status))
+    if 200 <= status < 300 and isinstance(body, Mapping) and body.get("send_id"):
+        return Outcome("delivered", upstream_status=status, reference=str(body["send_id"]))
+    if 200 <= status < 300:
+        raise TryLater(f"engageone: HTTP {status} without a send_id", may_have_arrived=True)
+    log.warning("engageone: send refused with HTTP %s", status)
+    return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+
+
+class EngageOne(Provider):
+    """Transactional sends: POST {api_url}/campaigns/v2/{campaign}/transactional with a cached JWT."""
+
+    name: ClassVar[str] = "engageone"
+    settings_schema: ClassVar[type[Schema]] = EngageOneSettingsSchema
+    form_schema: ClassVar[type[Schema]] = EngageOneFormSchema
+    # A repeated send would mail the supporter twice: hold uncertain sends for an operator.
+    uncertain_delivery: ClassVar[str] = "hold"
+
+    def __init__(self, settings: EngageOneSettings, relay: RelaySettings) -> None:
+        super().__init__(settings, relay)
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._lock = threading.Lock()
+        self.authentications = 0
+        self.auth_state: dict[str, Any] = {"state": "not yet authenticated"}
+
+    def token(self) -> str:
+        token = self._token
+        if token and time.time() < self._refresh_at:
+            return token
+        with self._lock:
+            if self._token and time.time() < self._refresh_at:
+                return self._token
+            self._token = self._authenticate()
+            return self._token
+
+    def _authenticate(self) -> str:
+        response = self.request(
+            "POST", f"{self.settings.users_url}/authenticate",
+            json={"client_id": self.settings.client_id, "secret": self.settings.secret,
+                  "customer_id": self.settings.customer_id},
+            headers={"Accept": "application/json"},
+        )
+        body = json_or_none(response)
+        if response.status_code == 200 and isinstance(body, str) and body.count(".") == 2:
+            logs.add_secrets([body])
+            self.authentications += 1
+            expiry = jwt_expiry(body) or (time.time() + 3600)  # one hour seen in issued tokens (inferred)
+            lifetime = max(expiry - time.time(), 1.0)
+            self._refresh_at = time.time() + lifetime - min(self.settings.token_margin, lifetime / 2)
+            self.auth_state = {"state": "ok", "since": time.time()}
+            return body
+        problem = ("the client id, secret or customer id was refused" if response.status_code in (400, 401, 403)
+                   else f"authenticate answered HTTP {response.status_code}")
+        self.auth_state = {"state": "failing", "problem": problem, "since": time.time()}
+        log.error("engageone: cannot authenticate: %s", problem)
+        raise TryLater(f"engageone: {problem}", retry_after=60)
+
+    def _invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:
+                self._token, self._refresh_at = None, 0.0
+
+    def send(self, send: Send, record: Mapping[str, Any]) -> Outcome:
+        """One transactional send; refreshes the JWT once on 401."""
+        url = f"{self.settings.api_url}/campaigns/v2/{send.campaign}/transactional"
+        for attempt in (1, 2):
+            token = self.token()
+            response = self.request("POST", url, json=build_body(send, record), headers={
+                "Authorization": f"Bearer {token}", "PB-Customer-Id": self.settings.customer_id,
+                "Accept": "application/json"})
+            if response.status_code == 401 and attempt == 1:
+                self._invalidate(token)
+                continue
+            if response.status_code == 401:
+                raise TryLater("engageone: the token was refused twice", retry_after=60)
+            return read_answer(response.status_code, json_or_none(response))
+        raise TryLater("engageone: unreachable")  # pragma: no cover
+
+    def definition(self, form: FormConfig) -> Definition:
+        options: EngageOneForm = form.options
+        return Definition(title=form.title or options.send.communication, fields=options.fields)
+
+    def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
+        return self.send(form.options.send, record_from(submission.values))
+
+    def send_followup(self, followup: Followup, definition: Definition, submission: Submission) -> Outcome:
+        record = followup_record(followup, definition, submission.values)
+        if record is None:
+            return Outcome("rejected", message="no email address to send the follow-up to")
+        return self.send(followup.send, record)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.auth_state, "authentications": self.authentications}
+
+    def check(self, form: FormConfig) -> list[str]:
+        return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
+

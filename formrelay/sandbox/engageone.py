@@ -1,0 +1,61 @@
+"""A fake EngageOne Communicate: a Users API that issues JWTs, and transactional sends that need them."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from formrelay.sandbox import state
+
+bp = Blueprint("sandbox_engageone", __name__, url_prefix="/engageone")
+
+CUSTOMER_ID = "sa11bb"
+CLIENT_ID = f"{CUSTOMER_ID}.sandbox@communicate.engageone.co"
+SECRET = "sandbox-engageone-secret"
+LIFETIME = 3600
+_tokens: dict[str, float] = {}
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def make_jwt(lifetime: int = LIFETIME) -> str:
+    now = int(time.time())
+    token = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64({'sub': CLIENT_ID, 'iat': now, 'exp': now + lifetime, 'jti': uuid.uuid4().hex})}.c2lnbmF0dXJl"
+    _tokens[token] = now + lifetime
+    return token
+
+
+@bp.post("/users/authenticate")
+def authenticate() -> Any:
+    state().count_call("engageone", "authenticate")
+    body = request.get_json(force=True, silent=True) or {}
+    if (body.get("client_id"), body.get("secret"), body.get("customer_id")) != (CLIENT_ID, SECRET, CUSTOMER_ID):
+        return jsonify({"message": "Invalid credentials"}), 401
+    return jsonify(make_jwt())  # a bare JSON string, as the real Users API answers
+
+
+@bp.post("/api/campaigns/v2/<campaign>/transactional")
+def transactional(campaign: str) -> Any:
+    sandbox = state()
+    sandbox.count_call("engageone", "send")
+    auth = request.headers.get("Authorization", "")
+    token = auth.removeprefix("Bearer ")
+    if _tokens.get(token, 0) < time.time() or request.headers.get("PB-Customer-Id") != CUSTOMER_ID:
+        return jsonify({"message": "Unauthorized"}), 401
+    failure = sandbox.next_failure("engageone")
+    if failure == 401:
+        _tokens.pop(token, None)
+        return jsonify({"message": "Token expired"}), 401
+    if failure:
+        return jsonify({"message": "Service unavailable"}), failure
+    body = request.get_json(force=True, silent=True) or {}
+    if not body.get("dataset") or not body.get("communication"):
+        return jsonify({"message": "dataset and communication are required"}), 400
+    sandbox.record("engageone", {"campaign": campaign, "body": body})
+    return jsonify({"send_id": uuid.uuid4().hex})

@@ -1,0 +1,52 @@
+"""End to end: the relay and the sandbox EngageOne on 127.0.0.1, speaking real HTTP, follow-up included."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from formrelay import create_app
+from formrelay.queue import start_embedded_worker
+from formrelay.sandbox import engageone as fake
+from tests.conftest import received
+
+pytestmark = pytest.mark.e2e
+
+
+def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp_path):
+    app = create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {
+            "ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+            "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
+                          "client_id": fake.CLIENT_ID, "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID},
+        },
+        "forms": {
+            "toolkit": {"provider": "engageone", "campaign": "Toolkit", "communication": "ToolkitMail"},
+            "join": {"provider": "ngp", "form_id": "demo-petition",
+                     "followup": {"campaign": "Thanks", "communication": "ThanksMail",
+                                  "dataset": {"first_name": "FirstName"}}},
+        },
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "poll_interval": 0.02},
+    })
+    relay = serve(app)
+    worker = start_embedded_worker(app)
+    try:
+        answer = requests.post(f"{relay.url}/v1/forms/toolkit", json={"email": "ann@example.org"}, timeout=5)
+        assert answer.json() == {"ok": True, "status": "delivered"}
+        requests.post(f"{sandbox.url}/_control/fail", json={"provider": "engageone", "status": 401}, timeout=5)
+        answer = requests.post(f"{relay.url}/v1/forms/join", json={
+            "FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}, timeout=5)
+        assert answer.json()["status"] == "delivered"
+        deadline = time.monotonic() + 10
+        while len(received(sandbox, "engageone")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    sends = received(sandbox, "engageone")
+    assert [s["campaign"] for s in sends] == ["Toolkit", "Thanks"]
+    assert sends[1]["body"]["dataset"] == [{"email": "ann@example.org", "first_name": "Ann"}]
+    assert len(received(sandbox, "ngp")) == 1
+    calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
+    assert calls["engageone:authenticate"] == 2  # the first token, and one refresh after the 401
