@@ -1,9 +1,11 @@
 """`formrelay demo`: the relay wired to the sandbox providers, plus an example page at /."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, Response, render_template
 
 from formrelay.relay import current_relay
 from formrelay.sandbox import ServerThread, create_sandbox
@@ -11,10 +13,11 @@ from formrelay.sandbox import ServerThread, create_sandbox
 bp = Blueprint("demo", __name__)
 
 
-def demo_config(sandbox_url: str) -> dict[str, Any]:
+def demo_config(sandbox_url: str, queue_path: str | None = None) -> dict[str, Any]:
     """The embedded default config: every form points at the local sandbox."""
     return {
         "relay": {"allowed_origins": ["*"], "rate_limit": "30/minute", "schema_ttl": 300},
+        "queue": {"path": queue_path or str(Path(tempfile.mkdtemp(prefix="formrelay-demo-")) / "queue.sqlite3")},
         "providers": {
             "ngp": {"base_url": f"{sandbox_url}/ngp/v2"},
             "ens": {"base_url": f"{sandbox_url}/ens/service", "api_token": "sandbox-ens-api-token"},
@@ -72,11 +75,18 @@ def demo_config(sandbox_url: str) -> dict[str, Any]:
     }
 
 
+DEMO_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
 @bp.get("/")
-def index() -> str:
+def index() -> Response:
     relay = current_relay()
     forms = [form.describe() for form in relay.forms.values()]
-    return render_template("demo.html", title="formrelay demo", forms=forms)
+    response = Response(render_template("demo.html", title="formrelay demo", forms=forms), mimetype="text/html")
+    # The snippet runs under a strict policy: no inline script or style is needed.
+    response.headers["Content-Security-Policy"] = DEMO_CSP
+    return response
 
 
 def create_demo_app() -> tuple[Flask, ServerThread]:
