@@ -45,6 +45,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
 
     logs.install()
     logs.add_secrets(cfg.secrets)
+    logs.show_personal_data(cfg.logging.personal_data)
 
     from formrelay import __version__
 
@@ -97,9 +98,12 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     )
     app.extensions[LIMITER] = limiter
     view = app.view_functions["forms.submit"]
-    app.view_functions["forms.submit"] = limiter.limit(  # type: ignore[assignment]
-        _form_limit, key_func=_client_key, methods=["POST"], exempt_when=lambda: _form_limit() == "",
-    )(view)
+    per_client = limiter.limit(_form_limit, key_func=_client_key, methods=["POST"],
+                               exempt_when=lambda: _form_limit() == "")
+    # A ceiling for the whole relay, whoever sends: it protects the CRMs' budgets from a distributed flood.
+    ceiling = limiter.limit(lambda: cfg.relay.global_rate_limit, key_func=lambda: "all-clients", methods=["POST"],
+                            exempt_when=lambda: cfg.relay.global_rate_limit == "")
+    app.view_functions["forms.submit"] = ceiling(per_client(view))  # type: ignore[assignment]
 
 
 def _register_error_handlers(app: Flask) -> None:

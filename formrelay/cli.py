@@ -24,7 +24,7 @@ def main() -> None:
 
 
 def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
-    import waitress
+    import waitress  # type: ignore[import-untyped]
 
     click.echo(f"formrelay listening on http://{host}:{port}/", err=True)
     waitress.serve(app, host=host, port=port, threads=threads, ident="formrelay")

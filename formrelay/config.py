@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+)
 
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
@@ -41,6 +49,18 @@ class RelaySettings:
     schema_ttl: float = 900.0
     timeout: float = 10.0
     connect_timeout: float = 3.05
+    global_rate_limit: str = "600/minute"
+    secret_key: str | None = None
+    time_trap_min: float = 2.0
+    time_trap_max: float = 3 * 24 * 3600.0
+    require_origin: bool = False
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """[logging]: personal data in logs is masked unless switched on for debugging."""
+
+    personal_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,8 @@ class FormConfig:
     options: Any = None
     # [forms.x.followup]: an EngageOne email after the form's own delivery succeeded
     followup: Any = None
+    require_started: bool = False
+    captcha: Any = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,7 @@ class Config:
     secrets: frozenset[str] = frozenset()
     source: str = "<mapping>"
     queue: Any = None
+    logging: LoggingSettings = LoggingSettings()
 
     @property
     def shared_storage(self) -> str:
@@ -111,6 +134,11 @@ class RelaySchema(Schema):
     schema_ttl = fields.Float(load_default=900.0, validate=validate.Range(min=0))
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
     connect_timeout = fields.Float(load_default=3.05, validate=validate.Range(min=0.1, max=60))
+    global_rate_limit = fields.String(load_default="600/minute", validate=_rate_limit_ok)
+    secret_key = fields.String(load_default=None, validate=validate.Length(min=16))
+    time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
+    time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
+    require_origin = fields.Boolean(load_default=False)
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:
@@ -119,7 +147,8 @@ class RelaySchema(Schema):
 
 
 COMMON_FORM_KEYS = frozenset(
-    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup"}
+    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
+     "require_started", "captcha"}
 )
 
 
@@ -137,6 +166,19 @@ class CommonFormSchema(Schema):
     rate_limit = fields.String(validate=_rate_limit_ok)
     aliases = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     followup = fields.Dict(load_default=None)
+    require_started = fields.Boolean(load_default=False)
+    captcha = fields.Dict(load_default=None)
+
+
+class LoggingSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    personal_data = fields.Boolean(load_default=False)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> LoggingSettings:
+        return LoggingSettings(**data)
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
@@ -190,7 +232,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     from formrelay.providers import provider_class
 
     env = os.environ if env is None else env
-    unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "security", "metrics", "logging"}
+    unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
     if unknown_top:
         raise ConfigError(f"{source}: unknown top-level table(s): {', '.join(sorted(unknown_top))}")
     data = interpolate(dict(raw), env)
@@ -207,6 +249,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         queue = QueueSchema().load(data.get("queue", {}))
     except ValidationError as err:
         raise ConfigError(f"{source}: {_messages(err, 'queue')}") from None
+
+    try:
+        logging_settings = LoggingSchema().load(data.get("logging", {}))
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_messages(err, 'logging')}") from None
 
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
@@ -251,6 +298,14 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
                 followup = FollowupSchema().load(common["followup"])
             except ValidationError as err:
                 raise ConfigError(f"{source}: {_messages(err, where + '.followup')}") from None
+        captcha = None
+        if common.get("captcha") is not None:
+            from formrelay.abuse import CaptchaSchema
+
+            try:
+                captcha = CaptchaSchema().load(common["captcha"])
+            except ValidationError as err:
+                raise ConfigError(f"{source}: {_messages(err, where + '.captcha')}") from None
         origins = common.get("allowed_origins")
         forms[slug] = FormConfig(
             slug=slug,
@@ -263,8 +318,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             aliases=common["aliases"],
             options=options,
             followup=followup,
+            require_started=common["require_started"],
+            captcha=captcha,
         )
-    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue)
+    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
+                  logging=logging_settings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

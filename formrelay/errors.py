@@ -28,6 +28,11 @@ class BadRequest(RelayHTTPError):
     status = "bad_request"
 
 
+class Forbidden(RelayHTTPError):
+    code = 403
+    status = "forbidden"
+
+
 class FormNotFound(RelayHTTPError):
     code = 404
     status = "not_found"

@@ -106,8 +106,8 @@ class Phone(fields.String):
 class Checkbox(fields.Boolean):
     """An HTML checkbox: 'on' (or true/yes/1) when ticked, absent or false when not."""
 
-    truthy = TRUTHY | {True, 1}
-    falsy = FALSY | {False, 0}
+    truthy = TRUTHY | {True}
+    falsy = FALSY | {False}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if isinstance(value, str):

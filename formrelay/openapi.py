@@ -61,13 +61,23 @@ CONTROLS = {
 }
 
 
-def _answers(*statuses: str) -> dict[str, Any]:
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _answers(*statuses: str, html: bool = False) -> dict[str, Any]:
+    """Responses in the contract's JSON shape; with html, also the pages a plain form post gets."""
     out: dict[str, Any] = {}
     for status in statuses:
         code = str(STATUS_HTTP[status])
-        out.setdefault(code, {"description": status, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Outcome"}}}})
+        content: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/Outcome"}}}
+        if html:
+            content.update(HTML)
+        out.setdefault(code, {"description": status, "content": content})
         if code in ("429", "503", "202"):
             out[code]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    if html:
+        out["303"] = {"description": "a plain form post: see the form's success_url, error_url or thank-you page",
+                      "headers": {"Location": {"schema": {"type": "string"}}}}
     return out
 
 
@@ -121,8 +131,8 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
                         "multipart/form-data": {"schema": body_schema},
                     }},
                     "responses": _answers(
-                        "delivered", "queued", "bad_request", "too_large", "unsupported_media_type",
-                        "invalid", "rate_limited", "rejected", "unavailable",
+                        "delivered", "queued", "bad_request", "forbidden", "too_large", "unsupported_media_type",
+                        "invalid", "rate_limited", "rejected", "unavailable", html=True,
                     ),
                 },
                 "options": {"summary": "CORS preflight", "responses": {"204": {"description": "preflight"}}},

@@ -9,6 +9,7 @@ STATUS_HTTP: Mapping[str, int] = {
     "delivered": 200,
     "queued": 202,
     "bad_request": 400,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "too_large": 413,

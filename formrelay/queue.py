@@ -18,7 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +95,8 @@ class Job:
     def summary(self, show_data: bool = False) -> dict[str, Any]:
         """What `formrelay queue` prints: never secrets; personal data only when asked for."""
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "submission"}
-        out["created"] = dt.datetime.fromtimestamp(self.created_at, dt.timezone.utc).isoformat(timespec="seconds")
-        out["due"] = dt.datetime.fromtimestamp(self.due_at, dt.timezone.utc).isoformat(timespec="seconds")
+        out["created"] = dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(timespec="seconds")
+        out["due"] = dt.datetime.fromtimestamp(self.due_at, dt.UTC).isoformat(timespec="seconds")
         if show_data:
             out["submission"] = self.submission
         else:
@@ -410,7 +410,7 @@ class RedisStore(Store):
         keys = {PENDING: [self.k_due], INFLIGHT: [self.k_inflight], DEAD: [self.k_dead], DONE: [self.k_done]}
         wanted = keys[state] if state else [self.k_due, self.k_inflight, self.k_dead, self.k_done]
         ids = [i for key in wanted for i in self.redis.zrange(key, 0, limit - 1)][:limit]
-        bodies = self.redis.hmget(self.k_jobs, ids) if ids else []
+        bodies = self.redis.hmget(self.k_jobs, list(ids)) if ids else []  # type: ignore[arg-type]
         jobs = [Job.from_json(b) for b in bodies if b]
         return sorted(jobs, key=lambda j: j.created_at)
 
@@ -434,7 +434,7 @@ class RedisStore(Store):
         ids = self.redis.zrange(self.k_due, 0, -1) + self.redis.zrange(self.k_inflight, 0, -1)
         oldest = None
         if ids:
-            created = [Job.from_json(b).created_at for b in self.redis.hmget(self.k_jobs, ids) if b]
+            created = [Job.from_json(b).created_at for b in self.redis.hmget(self.k_jobs, ids) if b]  # type: ignore[arg-type]
             oldest = min(created) if created else None
         return Stats(depth=due + inflight, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight)
 

@@ -12,12 +12,30 @@ from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError, fields
 
+from formrelay import abuse
+from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.config import Config, FormConfig
-from formrelay.errors import FormNotFound, Invalid, ProviderError, TryLater
-from formrelay.fields import WIDGET, Definition, FormSchema, build_schema, describe_schema, flatten_errors
+from formrelay.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.fields import (
+    WIDGET,
+    Definition,
+    FormSchema,
+    build_schema,
+    describe_schema,
+    flatten_errors,
+)
 from formrelay.outcome import Outcome
 from formrelay.providers import provider_class
-from formrelay.queue import DEAD, Job, QueueSettings, Store, backoff, new_job, open_store, restore_submission
+from formrelay.queue import (
+    DEAD,
+    Job,
+    QueueSettings,
+    Store,
+    backoff,
+    new_job,
+    open_store,
+    restore_submission,
+)
 from formrelay.submission import Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
@@ -184,6 +202,7 @@ class Relay:
         }
         self._store: Store | None = None
         self._store_lock = threading.Lock()
+        self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
 
     @property
     def store(self) -> Store:
@@ -202,6 +221,45 @@ class Relay:
             return self.forms[slug]
         except KeyError:
             raise FormNotFound(f"There is no form called {slug!r}.") from None
+
+    def check_origin(self, form: Form, origin: str | None, referer: str | None, own: str) -> None:
+        """403 for a browser post from a site the form does not allow (Origin, else Referer)."""
+        allowed = self.config.origins_for(form.config)
+        if not abuse.origin_allowed(origin, referer, own, allowed, self.config.relay.require_origin):
+            abuse.count(form.slug, "origin not allowed")
+            log.info("form %s: refused a post from an origin it does not allow", form.slug)
+            raise Forbidden("This form does not accept submissions from this site.")
+
+    def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
+        """None for a person; for a bot the answer a person would get, with nothing delivered."""
+        reason = None
+        honeypot = body.get("_hp")
+        if honeypot not in (None, "", []):
+            reason = "honeypot filled"
+        else:
+            started = body.get("_started")
+            reason = self.time_trap.verdict(form.slug, started if isinstance(started, str) else None,
+                                            form.config.require_started)
+        if reason:
+            abuse.count(form.slug, reason)
+            log.info("form %s: discarded a submission (%s)", form.slug, reason)
+            return Outcome("delivered")
+        captcha = form.config.captcha
+        if captcha is None:
+            return None
+        token = body.get(captcha.field)
+        verdict = abuse.verify_captcha(captcha, token if isinstance(token, str) else None, remote_ip,
+                                       self.config.relay.timeout)
+        if verdict == "ok" or (verdict == "unavailable" and captcha.on_error == "accept"):
+            if verdict != "ok":
+                log.warning("form %s: CAPTCHA service unavailable; accepting as configured", form.slug)
+            return None
+        abuse.count(form.slug, f"captcha {verdict}")
+        if verdict == "unavailable":
+            log.warning("form %s: CAPTCHA service unavailable; refusing as configured", form.slug)
+            return Outcome("unavailable", message="Verification is unavailable just now. Please try again shortly.",
+                           retry_after=30)
+        return Outcome("invalid", message=CAPTCHA_MESSAGE, errors={captcha.field: [CAPTCHA_MESSAGE]})
 
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""

@@ -20,6 +20,7 @@ HTML_TITLES: Mapping[str, str] = {
     "queued": "Thank you",
     "invalid": "Please check the form",
     "bad_request": "Something went wrong",
+    "forbidden": "Not allowed",
     "not_found": "Form not found",
     "method_not_allowed": "Not allowed",
     "too_large": "Too much data",

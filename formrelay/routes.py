@@ -16,21 +16,23 @@ bp = Blueprint("forms", __name__)
 
 @bp.get("/v1/forms/<slug>", provide_automatic_options=False)
 def describe(slug: str) -> Response:
-    """The form's public description, from the same schema that validates submissions."""
-    return jsonify(current_relay().form(slug).describe())
+    """The form's public description, from the same schema that validates submissions, with a time-trap token."""
+    relay = current_relay()
+    return jsonify({**relay.form(slug).describe(), "started": relay.time_trap.issue(slug)})
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
 def submit(slug: str) -> BaseResponse:
-    """Find form -> parse body -> validate -> deliver -> negotiated answer."""
+    """Find form -> check origin -> parse body -> validate -> screen for abuse -> deliver -> negotiated answer."""
     relay = current_relay()
     form = relay.form(slug)
+    relay.check_origin(form, request.headers.get("Origin"), request.headers.get("Referer"), request.host_url)
     body = parse_body(request, relay.config.relay)
     try:
         submission = form.validate(body, idempotency_key=request.headers.get("Idempotency-Key"))
     except Invalid as exc:
         return respond(Outcome("invalid", message=exc.message, errors=exc.errors), form)
-    outcome = relay.submit(form, submission)
+    outcome = relay.screen(form, body, request.remote_addr) or relay.submit(form, submission)
     return respond(outcome, form)
 
 

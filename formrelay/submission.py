@@ -102,7 +102,8 @@ def _from_multipart(request: Request) -> dict[str, Value]:
         raise BadRequest("File uploads are not accepted.")
     out: dict[str, Value] = {}
     for key, value in form.items(multi=True):
-        _add(out, key, value)
+        if isinstance(key, str) and key:  # a part without a name carries no field
+            _add(out, key, value)
     return out
 
 
@@ -210,9 +211,7 @@ def reject_card_data(values: Mapping[str, Value], phone_fields: set[str]) -> Non
         texts = [v for v in items if isinstance(v, str) and v.strip()]
         if not texts:
             continue
-        if CARD_FIELD.search(key.replace("[", " ").replace("]", " ")):
-            errors[key] = [CARD_MESSAGE]
-        elif key not in phone_fields and any(looks_like_card_number(t.strip()) for t in texts):
+        if CARD_FIELD.search(key.replace("[", " ").replace("]", " ")) or key not in phone_fields and any(looks_like_card_number(t.strip()) for t in texts):
             errors[key] = [CARD_MESSAGE]
     if errors:
         raise Invalid("Card details cannot be sent through this form.", errors=errors)

@@ -9,8 +9,18 @@ import requests
 import responses
 
 from formrelay import create_app
-from formrelay.errors import TryLater
-from formrelay.queue import DEAD, DONE, INFLIGHT, PENDING, Job, QueueSettings, RedisStore, SQLiteStore, Worker, backoff
+from formrelay.queue import (
+    DEAD,
+    DONE,
+    INFLIGHT,
+    PENDING,
+    Job,
+    QueueSettings,
+    RedisStore,
+    SQLiteStore,
+    Worker,
+    backoff,
+)
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}

@@ -365,3 +365,10 @@ def test_the_api_key_never_reaches_a_response_or_log(client, mocked, caplog):
     assert NGP_KEY not in caplog.text and "[redacted]" in caplog.text
     # the key is sent upstream, server-side only
     assert any("Authorization" in c.request.headers for c in mocked.calls)
+
+
+def test_a_multipart_part_without_a_name_is_ignored(client, mocked):
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nnameless\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="FirstName"\r\n\r\nAnn\r\n--b--\r\n')
+    answer = client.post("/v1/forms/join", data=body, content_type="multipart/form-data; boundary=b", headers=JSON)
+    assert answer.status_code == 422 and "FirstName" not in answer.get_json()["errors"]

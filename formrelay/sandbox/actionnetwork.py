@@ -21,13 +21,15 @@ def _helper(aid: str | None = None) -> Any:
     sandbox.count_call("actionnetwork", "helper")
     failure = sandbox.next_failure("actionnetwork")
     if failure:
-        body = {"error": "You have exceeded your rate limit"} if failure == 429 else None
-        return (jsonify(body), failure) if body else Response("<html>Bad gateway</html>", status=failure)
+        if failure == 429:
+            return jsonify({"error": "You have exceeded your rate limit"}), failure
+        return Response("<html>Bad gateway</html>", status=failure)
     key = request.headers.get("OSDI-API-Token")
     if key is not None and key != API_KEY:
         return jsonify({"error": "API Key invalid or not present"}), 403
-    body = request.get_json(force=True, silent=True) or {}
-    person = body.get("person") or {}
+    posted = request.get_json(force=True, silent=True)
+    body: dict[str, Any] = posted if isinstance(posted, dict) else {}
+    person: dict[str, Any] = body["person"] if isinstance(body.get("person"), dict) else {}
     emails = person.get("email_addresses") or []
     if any("@" not in str(e.get("address", "")) for e in emails):
         return jsonify({"error": "Email address is not valid"}), 400

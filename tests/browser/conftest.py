@@ -124,7 +124,7 @@ def stack(tmp_path_factory) -> Iterator[dict[str, Any]]:
     proxy = ServerThread(site_app).start()  # the same app on another origin, so CORS applies to it
     state["site"], state["proxy"] = site.url, proxy.url
     app = create_app({
-        "relay": {"allowed_origins": [site.url], "rate_limit": ""},
+        "relay": {"allowed_origins": [site.url], "rate_limit": "", "time_trap_min": 0},
         "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"},
                   "join-redirect": {"provider": "ngp", "form_id": "demo-petition", "success_url": f"{site.url}/thanks",

@@ -24,7 +24,7 @@ FOLLOW_URL = f"{API}/campaigns/v2/Thanks/transactional"
 
 
 def jwt(lifetime: float, n: int = 0) -> str:
-    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")  # noqa: E731
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
     now = time.time()
     return f"{enc({'alg': 'HS256'})}.{enc({'iat': int(now), 'exp': now + lifetime, 'n': n})}.sig{n}"
 

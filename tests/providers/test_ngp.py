@@ -9,7 +9,13 @@ import responses
 
 from formrelay.errors import DefinitionError, TryLater
 from formrelay.fields import build_schema, describe_schema
-from formrelay.providers.ngp import US_STATES, build_payload, definition_from_ngp, plain_text, read_answer
+from formrelay.providers.ngp import (
+    US_STATES,
+    build_payload,
+    definition_from_ngp,
+    plain_text,
+    read_answer,
+)
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS
 
 
