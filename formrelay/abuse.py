@@ -19,6 +19,8 @@ import requests
 from itsdangerous import BadSignature, Signer
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from formrelay import metrics
+
 log = logging.getLogger(__name__)
 
 CAPTCHA_SERVICES: Mapping[str, tuple[str, str]] = {
@@ -38,6 +40,7 @@ def count(form: str, reason: str) -> None:
     """Count a discarded or refused submission (no personal data: form and reason only)."""
     with _counts_lock:
         _counts[(form, reason)] += 1
+    metrics.REJECTIONS.labels(form, reason).inc()
 
 
 def counts() -> dict[tuple[str, str], int]:

@@ -5,17 +5,18 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from formrelay import logs
+from formrelay import logs, metrics
 from formrelay.config import Config, load_config, parse_config
 from formrelay.errors import ProviderError, RelayHTTPError
 from formrelay.outcome import HTTP_STATUS
@@ -43,7 +44,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     else:
         cfg = load_config(config)
 
-    logs.install()
+    logs.configure(cfg.logging.format, cfg.logging.level)
     logs.add_secrets(cfg.secrets)
     logs.show_personal_data(cfg.logging.personal_data)
 
@@ -61,13 +62,15 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     relay = Relay(cfg)
     relay.init_app(app)
 
-    from formrelay import openapi, routes
+    from formrelay import openapi, operations, routes
 
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(operations.bp)
     _init_limiter(app, cfg)
     _register_error_handlers(app)
+    app.before_request(_request_id)
     app.after_request(_common_headers)
     return app
 
@@ -113,6 +116,7 @@ def _register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RelayHTTPError):
             return error_answer(exc.status, exc.message, exc.errors, exc.retry_after, form=form)
         if isinstance(exc, RateLimitExceeded):
+            metrics.REJECTIONS.labels(form.slug if form else "(unknown form)", "rate limited").inc()
             retry_after = _retry_after(exc)
             response = error_answer(
                 "rate_limited", "Too many submissions. Please wait a moment and try again.",
@@ -174,7 +178,15 @@ def _relay_or_none() -> Relay | None:
     return relay if isinstance(relay, Relay) else None
 
 
+def _request_id() -> None:
+    """Take the caller's X-Request-ID when it is sane (a proxy's or a load balancer's), else make one."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if logs.REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+
+
 def _common_headers(response: Response) -> Response:
+    if g.get("request_id"):
+        response.headers["X-Request-ID"] = g.request_id
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.mimetype == "text/html":
         response.headers.setdefault(

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import click
 
+from formrelay import logs
 from formrelay.config import ConfigError, load_config
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,12 +41,10 @@ def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
 def serve(config_path: str | None, host: str, port: int, threads: int) -> None:
     """Run the relay (waitress, a production WSGI server)."""
     from formrelay.app import create_app
-
-    _setup_logging()
     from formrelay.queue import start_embedded_worker
 
     try:
-        app = create_app(load_config(config_path))
+        app = create_app(load_config(config_path))  # sets up logging as [logging] says
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     worker = start_embedded_worker(app)
@@ -72,12 +72,18 @@ def check(config_path: str | None) -> None:
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
+        started = time.perf_counter()
         try:
             described = form.describe()
+            answered = form.provider.probe(form.config)
         except ProviderError as exc:
             problems += 1
             click.echo(f"  ERROR: {exc}")
+            hint = _hint(str(exc), form)
+            if hint:
+                click.echo(f"  hint: {hint}")
             continue
+        click.echo(f"  provider: {answered} in {(time.perf_counter() - started) * 1000:.0f} ms")
         click.echo(f"  title: {described['title']}")
         for f in described["fields"]:
             flags = ["required" if f["required"] else "optional"]
@@ -93,6 +99,25 @@ def check(config_path: str | None) -> None:
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo("\nok")
+
+
+def _hint(problem: str, form: Any) -> str | None:
+    """The usual mistake behind a failed check, in words an operator can act on."""
+    settings = form.provider.settings
+    url = getattr(settings, "base_url", None) or getattr(settings, "users_url", None) or "the provider"
+    if any(word in problem for word in ("connection failed", "connection timed out", "no answer within")):
+        extra = (" For ENS, the account's data centre decides the host: ca.engagingnetworks.app, "
+                 "us.engagingnetworks.app or us2.engagingnetworks.app." if form.config.provider == "ens" else "")
+        return f"{url} did not answer from this server: check base_url, DNS and outbound firewall rules.{extra}"
+    if "refused" in problem or "HTTP 401" in problem or "HTTP 403" in problem:
+        return ("the credentials were refused: check the key in the environment variable the config names"
+                + (", and that this server's address is on the API user's whitelist" if form.config.provider == "ens"
+                   else "") + ".")
+    if "not found" in problem or "no page" in problem or "HTTP 404" in problem:
+        return "check the form's id in the config against the CRM."
+    if "has no supporter field or question" in problem:
+        return "field names must be the account's own, spelled exactly (see the CRM's field list)."
+    return None
 
 
 @main.command()
@@ -140,8 +165,10 @@ def worker(config_path: str | None, threads: int | None) -> None:
 
     from formrelay.queue import Worker
 
-    _setup_logging()
     relay = _relay(config_path)
+    logs.configure(relay.config.logging.format, relay.config.logging.level)
+    logs.show_personal_data(relay.config.logging.personal_data)
+    logs.add_secrets(relay.config.secrets)
     running = Worker(relay, threads).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,6 +1,7 @@
 """Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -61,6 +62,17 @@ class LoggingSettings:
     """[logging]: personal data in logs is masked unless switched on for debugging."""
 
     personal_data: bool = False
+    format: str = "text"  # "text" or "json" (one object a line, for log shippers)
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: Prometheus at /metrics, for addresses in `allow` or a client with the bearer `token`."""
+
+    enabled: bool = True
+    token: str | None = None
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class Config:
     source: str = "<mapping>"
     queue: Any = None
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def shared_storage(self) -> str:
@@ -175,10 +188,32 @@ class LoggingSchema(Schema):
         unknown = RAISE
 
     personal_data = fields.Boolean(load_default=False)
+    format = fields.String(load_default="text", validate=validate.OneOf(["text", "json"]))
+    level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> LoggingSettings:
         return LoggingSettings(**data)
+
+
+def _network_ok(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an address or network (e.g. 10.0.0.0/8)") from None
+
+
+class MetricsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(load_default=True)
+    token = fields.String(load_default=None, validate=validate.Length(min=16))
+    allow = fields.List(fields.String(validate=_network_ok), load_default=lambda: ["127.0.0.1/32", "::1/128"])
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> MetricsSettings:
+        return MetricsSettings(enabled=data["enabled"], token=data["token"], allow=tuple(data["allow"]))
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
@@ -254,6 +289,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         logging_settings = LoggingSchema().load(data.get("logging", {}))
     except ValidationError as err:
         raise ConfigError(f"{source}: {_messages(err, 'logging')}") from None
+    try:
+        metrics_settings = MetricsSchema().load(data.get("metrics", {}))
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_messages(err, 'metrics')}") from None
 
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
@@ -322,7 +361,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             captcha=captcha,
         )
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
-                  logging=logging_settings)
+                  logging=logging_settings, metrics=metrics_settings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

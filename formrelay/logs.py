@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 
 MASK = "[redacted]"
@@ -77,3 +78,86 @@ def install() -> None:
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+# -- structured output ---------------------------------------------------------------------------------
+
+REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Attributes every LogRecord has; anything else on a record came from `extra=` and belongs in the JSON.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
+
+
+def request_id() -> str | None:
+    """The current request's id (taken from X-Request-ID when sane, else made), or None outside a request."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return None
+    return g.get("request_id")
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the request id on every record made while a request is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id()
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, request id, and the record's `extra` fields."""
+
+    converter = time.gmtime  # type: ignore[assignment]
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "request_id", None):
+            entry["request_id"] = record.request_id  # type: ignore[attr-defined]
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = record.exc_text or mask(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} [request {rid}]" if rid else line
+
+
+def configure(fmt: str = "text", level: str = "INFO") -> None:
+    """Send formrelay's records to stderr in `fmt`, unless the host (pytest, an embedding app) already did.
+
+    The handler hangs on the "formrelay" logger, so a server's own root configuration is left alone; when the
+    root logger already has handlers we add none (records propagate there), to avoid printing twice.
+    """
+    install()
+    logger = logging.getLogger("formrelay")
+    logger.setLevel(level)
+    ours = [h for h in logger.handlers if getattr(h, "_formrelay", False)]
+    for handler in ours:
+        logger.removeHandler(handler)
+    if logging.getLogger().handlers:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                handler.addFilter(RequestIdFilter())
+        return
+    handler = logging.StreamHandler()
+    handler._formrelay = True  # type: ignore[attr-defined]
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)

@@ -96,6 +96,16 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
         operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "serving", "content": {
             "application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
     )
+    ready = {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]}}}}}
+    spec.path(
+        path="/readyz",
+        operations={"get": {"summary": "Readiness: queue storage, providers' auth state, schema cache (details for "
+                                       "[metrics] allow/token only)",
+                            "responses": {"200": {"description": "ok or degraded", "content": ready},
+                                          "503": {"description": "the queue storage does not answer",
+                                                  "content": ready}}}},
+    )
     spec.path(path="/v1/openapi.json", operations={"get": {"summary": "This document", "responses": {"200": {
         "description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
     for slug, form in relay.forms.items():

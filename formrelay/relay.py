@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError, fields
 
-from formrelay import abuse
+from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.config import Config, FormConfig
 from formrelay.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
@@ -68,6 +68,7 @@ class Form:
         self._relay_config = relay_config
         self._loaded: Loaded | None = None
         self._lock = threading.Lock()
+        self.last_error: str | None = None
 
     def loaded(self) -> Loaded:
         """The cached definition and schema; refreshed after schema_ttl, the stale one kept if the refresh fails."""
@@ -86,6 +87,7 @@ class Form:
             try:
                 definition = self.provider.definition(self.config)
             except ProviderError as exc:
+                self.last_error = str(exc)
                 if current is not None:
                     log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, exc)
                     self._loaded = Loaded(current.definition, current.schema, time.monotonic())
@@ -93,6 +95,7 @@ class Form:
                 raise
             schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
             self._loaded = Loaded(definition, schema_cls(), time.monotonic())
+            self.last_error = None
             return self._loaded
         finally:
             self._lock.release()
@@ -100,6 +103,20 @@ class Form:
     @property
     def definition(self) -> Definition:
         return self.loaded().definition
+
+    def cache_state(self) -> dict[str, Any]:
+        """For readiness: whether the schema is loaded, how old it is, and the last refresh problem."""
+        current = self._loaded
+        state: dict[str, Any] = {"provider": self.config.provider}
+        if current is None:
+            state["schema"] = "failing" if self.last_error else "not loaded yet"
+        else:
+            state["schema"] = "stale" if self.last_error else "cached"
+            state["age"] = round(time.monotonic() - current.fetched_at, 1)
+            state["fields"] = len(current.definition.fields)
+        if self.last_error:
+            state["problem"] = self.last_error
+        return state
 
     @property
     def schema(self) -> FormSchema:
@@ -309,7 +326,6 @@ class Relay:
             prior = self._claim_key(key)
             if prior is not None:
                 return prior
-        started = time.perf_counter()
         try:
             outcome = self._deliver_now(form, submission)
         except BaseException:
@@ -321,10 +337,6 @@ class Relay:
                 self.store.idem_store(key, json.dumps(outcome.public()), self.queue_settings.idempotency_ttl)
             else:
                 self.store.idem_release(key)  # invalid or unavailable: the supporter may fix it and send again
-        log.info(
-            "form %s: submission %s %s in %.1f ms",
-            form.slug, submission.id, outcome.status, (time.perf_counter() - started) * 1000,
-        )
         return outcome
 
     def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
@@ -376,12 +388,15 @@ class Relay:
         try:
             outcome = self.attempt(form, submission, job.target)
         except ProviderError as exc:
+            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "not now").inc()
             self._retry_later(form, job, exc)
             return
         except Exception as exc:  # a bug must not lose the job: keep it and back off
+            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "error").inc()
             log.exception("queue: job %s failed unexpectedly", job.id)
             self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
             return
+        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, outcome.status).inc()
         if outcome.status == "delivered":
             self.store.finish(job, outcome.status)
             if job.target == "primary":

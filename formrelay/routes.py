@@ -1,15 +1,20 @@
 """The public routes: describe a form, take a submission, CORS preflight, and the built-in thank-you page."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from formrelay import cors
+from formrelay import cors, metrics
 from formrelay.errors import Invalid
 from formrelay.outcome import Outcome
 from formrelay.relay import current_relay
 from formrelay.responses import respond
 from formrelay.submission import parse_body
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("forms", __name__)
 
@@ -24,16 +29,41 @@ def describe(slug: str) -> Response:
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
 def submit(slug: str) -> BaseResponse:
     """Find form -> check origin -> parse body -> validate -> screen for abuse -> deliver -> negotiated answer."""
+    started = time.perf_counter()
     relay = current_relay()
     form = relay.form(slug)
     relay.check_origin(form, request.headers.get("Origin"), request.headers.get("Referer"), request.host_url)
     body = parse_body(request, relay.config.relay)
+    submission_id = None
     try:
         submission = form.validate(body, idempotency_key=request.headers.get("Idempotency-Key"))
     except Invalid as exc:
-        return respond(Outcome("invalid", message=exc.message, errors=exc.errors), form)
-    outcome = relay.screen(form, body, request.remote_addr) or relay.submit(form, submission)
+        outcome, counted = Outcome("invalid", message=exc.message, errors=exc.errors), "invalid"
+    else:
+        submission_id = submission.id
+        screened = relay.screen(form, body, request.remote_addr)
+        outcome = screened or relay.submit(form, submission)
+        counted = "discarded" if screened else outcome.status
+    record(form.slug, form.config.provider, counted, outcome, submission_id, started)
     return respond(outcome, form)
+
+
+def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_id: str | None,
+           started: float) -> None:
+    """One metric and one log line per submission: no field values, only what an operator needs."""
+    metrics.SUBMISSIONS.labels(slug, provider, counted).inc()
+    upstream_ms = g.get("upstream_ms")
+    log.info(
+        "form %s: submission %s %s in %.1f ms", slug, submission_id or "-", counted,
+        (time.perf_counter() - started) * 1000,
+        extra={
+            "event": "submission", "form": slug, "provider": provider, "outcome": counted,
+            "submission_id": submission_id, "upstream_status": outcome.upstream_status or g.get("upstream_status"),
+            "upstream_ms": round(upstream_ms, 1) if upstream_ms is not None else None,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "error_fields": sorted(outcome.errors) if outcome.errors else None,
+        },
+    )
 
 
 @bp.route("/v1/forms/<slug>", methods=["OPTIONS"], provide_automatic_options=False)

@@ -56,3 +56,67 @@ def test_demo_app_serves_the_example_page_and_a_working_form():
         assert answer.get_json()["status"] == "delivered"
     finally:
         sandbox.stop()
+
+
+def to_toml(table, prefix=""):
+    """Enough TOML for these configs: nested tables of strings, numbers, booleans and lists of strings."""
+    import json
+
+    plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and (plain or not table) else []
+    lines += [f'"{k}" = {json.dumps(v)}' for k, v in plain.items()]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines.append(to_toml(value, f'{prefix}."{key}"' if prefix else f'"{key}"'))
+    return "\n".join(lines)
+
+
+def check_demo(tmp_path, sandbox, change=lambda config: None):
+    from formrelay.demo import demo_config
+
+    config = demo_config(sandbox.url, str(tmp_path / "queue.sqlite3"))
+    change(config)
+    path = tmp_path / "formrelay.toml"
+    path.write_text(to_toml(config))
+    return CliRunner().invoke(main, ["check", "--config", str(path)])
+
+
+def test_check_says_which_providers_answer(tmp_path, sandbox):
+    result = check_demo(tmp_path, sandbox)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("provider: answered") == 4
+    assert "answered (authenticated)" in result.output  # EngageOne: a token was obtained
+    assert "API entry point: HTTP 200" in result.output  # Action Network
+    assert "sandbox-ens-api-token" not in result.output and "sandbox-engageone-secret" not in result.output
+
+
+def test_check_explains_a_refused_ens_token(tmp_path, sandbox):
+    result = check_demo(tmp_path, sandbox,
+                        lambda c: c["providers"]["ens"].update(api_token="not-the-sandbox-token"))
+    assert result.exit_code != 0
+    assert "[write-your-mp]" in result.output and "refused" in result.output
+    assert "whitelist" in result.output and "data centre" in result.output
+    assert "not-the-sandbox-token" not in result.output
+
+
+def test_check_explains_an_unreachable_provider(tmp_path, sandbox):
+    import socket
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+
+    def point_ens_nowhere(config):
+        config["providers"]["ens"]["base_url"] = f"{dead}/ens/service"
+
+    result = check_demo(tmp_path, sandbox, point_ens_nowhere)
+    assert result.exit_code != 0
+    assert f"hint: {dead}/ens/service did not answer" in result.output
+    assert "us.engagingnetworks.app" in result.output
+
+
+def test_check_explains_an_unknown_ens_field(tmp_path, sandbox):
+    result = check_demo(tmp_path, sandbox,
+                        lambda c: c["forms"]["write-your-mp"]["fields"].update({"Shoe Size": {}}))
+    assert result.exit_code != 0
+    assert "'Shoe Size'" in result.output and "spelled exactly" in result.output

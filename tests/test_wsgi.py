@@ -56,3 +56,45 @@ def test_formrelay_serve_answers_over_http(tmp_path, sandbox):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_metrics_count_every_gunicorn_worker(tmp_path, sandbox):
+    """Under gunicorn with the shipped config, any worker's /metrics counts the submissions of all workers."""
+    import shutil
+
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
+    assert gunicorn, "gunicorn is in the test extra"
+    path = config_file(tmp_path, sandbox.url)
+    with path.open("a") as f:
+        f.write(f'[queue]\npath = "{tmp_path / "queue.sqlite3"}"\n[relay]\nrate_limit = ""\n')
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    env = {**os.environ, "FORMRELAY_CONFIG": str(path), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    proc = subprocess.Popen([gunicorn, "-c", "python:formrelay.gunicorn_conf", "--workers", "3", "--threads", "2",
+                             "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        person = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "a@example.org", "PostalCode": "20009"}
+        for _ in range(30):
+            # a new connection each time, so gunicorn spreads them over its workers
+            answer = requests.post(f"{base}/v1/forms/join", json=person, timeout=5, headers={"Connection": "close"})
+            assert answer.json()["status"] == "delivered"
+        pids = {p.name.split("_")[-1].split(".")[0] for p in metrics_dir.glob("counter_*.db")}
+        assert len(pids) >= 2, "the submissions should have reached more than one worker"
+        for _ in range(5):  # whichever worker answers the scrape, it reports all 30
+            text = requests.get(f"{base}/metrics", timeout=5, headers={"Connection": "close"}).text
+            line = next(x for x in text.splitlines() if x.startswith("formrelay_submissions_total{")
+                        and 'outcome="delivered"' in x)
+            assert float(line.rsplit(" ", 1)[1]) == 30.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -296,6 +296,20 @@ class ActionNetwork(Provider):
                   (time.perf_counter() - started) * 1000)
         return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key))
 
+    def probe(self, form: FormConfig) -> str:
+        """GET the API entry point. That it exists at {base_url}/ follows OSDI (inferred for Action Network): any
+        HTTP answer proves the host right; 401/403 with a key means the key was refused. Nothing is submitted.
+        """
+        headers = {"Accept": "application/hal+json"}
+        if self.settings.api_key:
+            headers["OSDI-API-Token"] = self.settings.api_key
+        response = self.request("GET", f"{self.settings.base_url}/", headers=headers)
+        if response.status_code in (401, 403) and self.settings.api_key:
+            raise TryLater(f"actionnetwork: HTTP {response.status_code}: the API key was refused")
+        if response.status_code >= 500:
+            raise TryLater(f"actionnetwork: HTTP {response.status_code} from the API entry point")
+        return f"answered (API entry point: HTTP {response.status_code})"
+
     def check(self, form: FormConfig) -> list[str]:
         if form.options.action == "signup" and not self.settings.api_key:
             return ["action 'signup' needs [providers.actionnetwork] api_key"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -9,6 +10,7 @@ import requests
 from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 
+from formrelay import metrics
 from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import TryLater
 from formrelay.fields import Definition
@@ -66,6 +68,14 @@ class Provider(ABC):
         """Problems an operator should know about (used by `formrelay check`); empty when all is well."""
         return []
 
+    def probe(self, form: FormConfig) -> str:
+        """Ask the provider something harmless, for `formrelay check`: what answered. Raises ProviderError.
+
+        The default is for providers whose definition comes from upstream: fetching it (which check has just
+        done) already proved that the provider answers and accepts the relay's credentials.
+        """
+        return "answered (definition fetched)"
+
     def status(self) -> dict[str, Any]:
         """Secret-free state for the readiness view (e.g. auth state)."""
         return {}
@@ -73,8 +83,12 @@ class Provider(ABC):
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One upstream call with the relay's timeouts; network failures become TryLater without URLs or secrets."""
         kwargs.setdefault("timeout", self.timeout)
+        started = time.perf_counter()
+        status: int | None = None
         try:
-            return self.http.request(method, url, **kwargs)
+            response = self.http.request(method, url, **kwargs)
+            status = response.status_code
+            return response
         except requests.ConnectTimeout:
             raise TryLater(f"{self.name}: connection timed out") from None
         except requests.ReadTimeout:
@@ -85,9 +99,22 @@ class Provider(ABC):
             raise TryLater(f"{self.name}: connection failed", may_have_arrived=sent) from None
         except requests.RequestException as exc:
             raise TryLater(f"{self.name}: request failed ({exc.__class__.__name__})") from None
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.UPSTREAM_SECONDS.labels(self.name, metrics.upstream_result(status)).observe(elapsed)
+            note_upstream(status, elapsed)
 
     def close(self) -> None:
         self.http.close()
+
+
+def note_upstream(status: int | None, seconds: float) -> None:
+    """Remember the last upstream status and the total upstream time on the request, for its log line."""
+    from flask import g, has_request_context
+
+    if has_request_context():
+        g.upstream_status = status
+        g.upstream_ms = g.get("upstream_ms", 0.0) + seconds * 1000
 
 
 def may_have_arrived(status: int) -> bool:

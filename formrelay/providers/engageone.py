@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
-from formrelay import logs
+from formrelay import logs, metrics
 from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import TryLater
 from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
@@ -246,10 +246,12 @@ class EngageOne(Provider):
             lifetime = max(expiry - time.time(), 1.0)
             self._refresh_at = time.time() + lifetime - min(self.settings.token_margin, lifetime / 2)
             self.auth_state = {"state": "ok", "since": time.time()}
+            metrics.TOKEN_REFRESHES.labels("engageone", "ok").inc()
             return body
         problem = ("the client id, secret or customer id was refused" if response.status_code in (400, 401, 403)
                    else f"authenticate answered HTTP {response.status_code}")
         self.auth_state = {"state": "failing", "problem": problem, "since": time.time()}
+        metrics.TOKEN_REFRESHES.labels("engageone", "failed").inc()
         log.error("engageone: cannot authenticate: %s", problem)
         raise TryLater(f"engageone: {problem}", retry_after=60)
 
@@ -286,6 +288,10 @@ class EngageOne(Provider):
         if record is None:
             return Outcome("rejected", message="no email address to send the follow-up to")
         return self.send(followup.send, record)
+
+    def probe(self, form: FormConfig) -> str:
+        self.token()
+        return "answered (authenticated)"
 
     def status(self) -> dict[str, Any]:
         return {**self.auth_state, "authentications": self.authentications}

@@ -7,10 +7,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-from formrelay import logs
+from formrelay import logs, metrics
 from formrelay.budget import Budget
 from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import DefinitionError, TryLater
@@ -350,16 +351,21 @@ class ENS(Provider):
             except (TypeError, ValueError):
                 lifetime = 3600.0
             self.auth_state = {"state": "ok", "since": time.time()}
+            metrics.TOKEN_REFRESHES.labels("ens", "ok").inc()
             return token, max(lifetime, 1.0)
         message = str(body.get("message", "")) if isinstance(body, Mapping) else ""
         if response.status_code == 401 and API_LIMIT in message:
             problem = "the API user has exceeded its hourly API limit (5,000 calls)"
         elif response.status_code == 401:
             # The body echoes the key ("Invalid api key [<key>]"): it is never logged or passed on.
-            problem = "the API token was refused (check api_token, its whitelisted IPs, and the data centre in base_url)"
+            host = urlsplit(self.settings.base_url).netloc
+            problem = (f"the API token was refused by {host}: check api_token, that this server's address is "
+                       "whitelisted for the API user, and that the account lives in this data centre "
+                       "(ca., us. or us2.engagingnetworks.app)")
         else:
             problem = f"authenticate answered HTTP {response.status_code}"
         self.auth_state = {"state": "failing", "problem": problem, "since": time.time()}
+        metrics.TOKEN_REFRESHES.labels("ens", "failed").inc()
         log.error("ens: cannot authenticate: %s", problem)
         raise AuthProblem(f"ens: {problem}", retry_after=60)
 
@@ -463,6 +469,9 @@ class ENS(Provider):
 
     def check(self, form: FormConfig) -> list[str]:
         return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
+
+    def probe(self, form: FormConfig) -> str:
+        return "answered (authenticated; supporter fields and questions fetched)"
 
     def status(self) -> dict[str, Any]:
         return {**self.auth_state, "authentications": self.tokens.authentications}

@@ -16,6 +16,15 @@ HELPER_ROUTES = ("/petitions/<aid>/signatures", "/forms/<aid>/submissions", "/ev
                  "/advocacy_campaigns/<aid>/outreaches", "/surveys/<aid>/responses")
 
 
+@bp.get("/")
+def entry_point() -> Any:
+    key = request.headers.get("OSDI-API-Token")
+    if key is not None and key != API_KEY:
+        return jsonify({"error": "API Key invalid or not present"}), 403
+    return jsonify({"motd": "Welcome to the (sandbox) Action Network OSDI API v2 Entry Point!",
+                    "_links": {"osdi:petitions": {"href": request.base_url + "petitions"}}})
+
+
 def _helper(aid: str | None = None) -> Any:
     sandbox = state()
     sandbox.count_call("actionnetwork", "helper")

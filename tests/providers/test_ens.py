@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-from marshmallow import ValidationError
 import responses
+from marshmallow import ValidationError
 
 from formrelay import create_app
 from formrelay.errors import DefinitionError, TryLater

@@ -1,0 +1,147 @@
+"""Prometheus metrics: what the relay did (counters, histograms) and what it holds now (queue, auth state).
+
+Counters and histograms live in prometheus-client's registry. Under gunicorn with several workers each worker
+counts for itself; with PROMETHEUS_MULTIPROC_DIR set (the shipped gunicorn config sets it), every worker writes
+its values to files there and a scrape of any worker sums them all. What the relay *holds* (queue depth, the
+oldest waiting submission, dead letters) is read from the shared queue storage at scrape time, so it is the
+same from whichever worker answers. Labels are form slugs, provider names, status words and reasons: never
+personal data, and never anything a client chose (unknown slugs are not counted by name).
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+if TYPE_CHECKING:
+    from formrelay.config import MetricsSettings
+    from formrelay.relay import Relay
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+SUBMISSIONS = Counter(
+    "formrelay_submissions", "Submissions answered, by form, provider and outcome (the contract's status word).",
+    ["form", "provider", "outcome"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "formrelay_upstream_request_seconds", "Time for one call to a provider, by provider and result.",
+    ["provider", "result"], buckets=LATENCY_BUCKETS,
+)
+TOKEN_REFRESHES = Counter(
+    "formrelay_token_refreshes", "Authentications made to obtain a provider token (ENS, EngageOne).",
+    ["provider", "result"],
+)
+REJECTIONS = Counter(
+    "formrelay_rejections", "Submissions refused or discarded before delivery: rate limits, spam traps, CAPTCHA, origin.",
+    ["form", "reason"],
+)
+QUEUE_ATTEMPTS = Counter(
+    "formrelay_queue_attempts", "Worker delivery attempts of queued submissions, by form, target and result.",
+    ["form", "target", "result"],
+)
+
+
+def upstream_result(status: int | None) -> str:
+    """'2xx', '4xx', '5xx' ... or 'error' when no answer came."""
+    return f"{status // 100}xx" if status else "error"
+
+
+class RelayCollector(Collector):
+    """Gauges read at scrape time from the relay's shared state."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self.relay.queue_stats()
+        except Exception as exc:  # a scrape must not fail because the queue storage is down
+            log.warning("metrics: queue storage unavailable (%s)", exc.__class__.__name__)
+            up = GaugeMetricFamily("formrelay_queue_storage_up", "1 when the queue storage answered this scrape.")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("formrelay_queue_storage_up", "1 when the queue storage answered this scrape.")
+        up.add_metric([], 1)
+        yield up
+        for name, key, text in (
+            ("formrelay_queue_depth", "depth", "Submissions waiting for delivery (due and in flight)."),
+            ("formrelay_queue_inflight", "inflight", "Submissions a worker is delivering now."),
+            ("formrelay_queue_dead_letters", "dead", "Submissions set aside for an operator."),
+        ):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], float(stats[key]))
+            yield gauge
+        oldest = GaugeMetricFamily("formrelay_queue_oldest_age_seconds",
+                                   "Age of the oldest submission still waiting (0 when none).")
+        oldest.add_metric([], float(stats["oldest_age"] or 0.0))
+        yield oldest
+        auth = GaugeMetricFamily("formrelay_provider_auth_ok",
+                                 "1 when the provider's last authentication worked, 0 when failing (this process).",
+                                 labels=["provider"])
+        for name, provider in self.relay.providers.items():
+            state = provider.status().get("state")
+            if state in ("ok", "failing"):
+                auth.add_metric([name], 1.0 if state == "ok" else 0.0)
+        yield auth
+
+
+def exposition(relay: Relay) -> tuple[bytes, str]:
+    """The text a scrape gets: this process's (or all workers') metrics plus the relay's gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Forward(REGISTRY))
+    registry.register(RelayCollector(relay))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Forward(Collector):
+    """The default registry's metrics, inside a registry of our own (so the relay gauges are per app)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+
+
+def allowed(settings: MetricsSettings, remote_addr: str | None, authorization: str | None) -> bool:
+    """A scrape is allowed from an address in `allow`, or with `Authorization: Bearer <token>`."""
+    if settings.token and authorization:
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            return True
+    if not remote_addr:
+        return False
+    try:
+        address = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.allow)
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's child_exit hook: drop a dead worker's live gauges from the multiprocess files."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
