@@ -166,6 +166,15 @@ def worker_pids(master: int) -> list[int]:
     return sorted(found)
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all jiffies, steal jiffies) from /proc/stat: steal is time the hypervisor gave to someone else."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return sum(values[:8]), (values[7] if len(values) > 7 else 0)
+
+
 def peak_rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -424,22 +433,60 @@ def _package(filename: str, function: str) -> str:
     return "stdlib " + (parts[-2] if parts[-1] == "__init__.py" else path.stem)
 
 
-def _profiled(client: Any, count: int) -> tuple[Any, float]:
-    """cProfile of `count` NGP posts through a Flask test client; (profile, ms per post)."""
+def _profiled(clients: dict[str, Any], count: int, chunk: int = 50) -> dict[str, tuple[Any, float]]:
+    """cProfile of `count` NGP posts through each Flask test client, alternating in chunks so that drift on a
+    shared machine hits all alike; {name: (profile, ms per post)}."""
     import cProfile
 
-    for _ in range(20):
-        client.post("/v1/forms/join", json=NGP_BODY)
-    profiler = cProfile.Profile()
-    t0 = time.perf_counter()
-    profiler.enable()
-    for _ in range(count):
-        response = client.post("/v1/forms/join", json=NGP_BODY)
-        if response.status_code != 200:
-            profiler.disable()
-            raise RuntimeError(f"profiled post answered {response.status_code}")
-    profiler.disable()
-    return profiler, (time.perf_counter() - t0) / count * 1000
+    for client in clients.values():
+        for _ in range(20):
+            client.post("/v1/forms/join", json=NGP_BODY)
+    profilers = {name: cProfile.Profile() for name in clients}
+    spent = dict.fromkeys(clients, 0.0)
+    done = 0
+    while done < count:
+        n = min(chunk, count - done)
+        for name, client in clients.items():
+            profiler = profilers[name]
+            t0 = time.perf_counter()
+            profiler.enable()
+            try:
+                for _ in range(n):
+                    response = client.post("/v1/forms/join", json=NGP_BODY)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"profiled post to {name} answered {response.status_code}")
+            finally:
+                profiler.disable()
+            spent[name] += time.perf_counter() - t0
+        done += n
+    return {name: (profilers[name], spent[name] / count * 1000) for name in clients}
+
+
+def _by_function(relay: Any, forwarder: Any, count: int, top: int = 25) -> list[tuple[str, float, float]]:
+    import pstats
+
+    def own(profiler: Any) -> dict[str, float]:
+        raw: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        return {f"{fn.split('site-packages/')[-1].split('/lib/python3')[-1]}:{line} {func}": v[2] * 1000 / count
+                for (fn, line, func), v in raw.items()}
+
+    r, f = own(relay), own(forwarder)
+    rows = [(name, r.get(name, 0.0), f.get(name, 0.0)) for name in set(r) | set(f)]
+    return sorted(rows, key=lambda row: row[1] - row[2], reverse=True)[:top]
+
+
+def _relay_steps(profiler: Any, count: int, top: int = 25) -> list[tuple[str, float]]:
+    """Cumulative ms per submission of the relay's own functions and the libraries it adds over the forwarder."""
+    import pstats
+
+    raw: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    picked = []
+    for (filename, line, function), v in raw.items():
+        if "/formrelay/" in filename or any(f"/{lib}/" in filename for lib in (
+                "flask_limiter", "limits", "marshmallow", "email_validator", "prometheus_client")):
+            where = filename.split("site-packages/")[-1].split("/formrelay/")[-1]
+            picked.append((f"{where}:{line} {function}", v[3] * 1000 / count))
+    return sorted(picked, key=lambda row: row[1], reverse=True)[:top]
 
 
 def _ms_by_package(profiler: Any, count: int) -> Counter[str]:
@@ -467,15 +514,16 @@ def profile_submissions(fake: str, workdir: Path, count: int, out: Path, schema_
     cfg = relay_config(fake, workdir)
     cfg["queue"] = {"path": str(workdir / "profile-queue.sqlite3")}
     app = create_app(cfg)
-    relay_prof, relay_ms = _profiled(app.test_client(), count)
-    app.extensions["formrelay"].close()
-
     os.environ["FORWARDER_UPSTREAM"] = f"{fake}/ngp/v2/forms/demo-petition"
     spec = importlib.util.spec_from_file_location("bench_forwarder", HERE / "forwarder.py")
     assert spec is not None and spec.loader is not None
     forwarder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(forwarder)
-    fwd_prof, fwd_ms = _profiled(forwarder.app.test_client(), count)
+    try:
+        profiled = _profiled({"relay": app.test_client(), "forwarder": forwarder.app.test_client()}, count)
+    finally:
+        app.extensions["formrelay"].close()
+    (relay_prof, relay_ms), (fwd_prof, fwd_ms) = profiled["relay"], profiled["forwarder"]
 
     relay_pkg, fwd_pkg = _ms_by_package(relay_prof, count), _ms_by_package(fwd_prof, count)
     rows = sorted(((name, relay_pkg[name], fwd_pkg[name]) for name in set(relay_pkg) | set(fwd_pkg)),
@@ -483,11 +531,18 @@ def profile_submissions(fake: str, workdir: Path, count: int, out: Path, schema_
 
     buf = io.StringIO()
     buf.write(f"cProfile of {count} NGP submissions each through the relay and through the minimal forwarder, "
-              f"in-process (Flask test client -> app -> requests -> the gunicorn fake provider on loopback).\n"
+              f"in-process (Flask test client -> app -> requests -> the gunicorn fake provider on loopback), "
+              f"alternating in chunks of 50.\n"
               f"Under the profiler: relay {relay_ms:.2f} ms, forwarder {fwd_ms:.2f} ms per submission.\n\n"
               f"== own time per submission by package, ms (sorted by relay - forwarder) ==\n"
               f"{'relay':>8}{'forwarder':>10}{'extra':>8}  package\n")
     buf.writelines(f"{r:8.3f}{f:10.3f}{r - f:8.3f}  {name}\n" for name, r, f in rows if r >= 0.0005 or f >= 0.0005)
+    buf.write("\n== own time per submission by function, ms: the 25 largest relay - forwarder differences ==\n"
+              f"{'relay':>8}{'forwarder':>10}{'extra':>8}  function\n")
+    buf.writelines(f"{r:8.3f}{f:10.3f}{r - f:8.3f}  {name}\n"
+                   for name, r, f in _by_function(relay_prof, fwd_prof, count))
+    buf.write("\n== relay: its own steps and the libraries it adds, cumulative ms per submission ==\n")
+    buf.writelines(f"{ms:8.3f}  {name}\n" for name, ms in _relay_steps(relay_prof, count))
     buf.write("\n== relay: top 25 by cumulative time ==\n")
     pstats.Stats(relay_prof, stream=buf).sort_stats("cumulative").print_stats(25)
     buf.write("\n== relay: top 25 by own time ==\n")
@@ -510,7 +565,8 @@ def profile_submissions(fake: str, workdir: Path, count: int, out: Path, schema_
         pstats.Stats(p2, stream=buf).sort_stats("cumulative").print_stats(25)
     out.write_text(buf.getvalue())
     return {"relay_ms": round(relay_ms, 3), "forwarder_ms": round(fwd_ms, 3),
-            "extra_ms_by_package": [(name, round(r - f, 3)) for name, r, f in rows]}
+            "extra_ms_by_package": [(name, round(r - f, 3)) for name, r, f in rows],
+            "relay_steps_ms": [(name, round(ms, 3)) for name, ms in _relay_steps(relay_prof, count)]}
 
 
 # -- main --------------------------------------------------------------------------------------------------------
@@ -539,6 +595,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     started = time.monotonic()
+    cpu_at_start = cpu_times()
     workdir = Path(tempfile.mkdtemp(prefix="formrelay-bench-"))
     servers = Servers(workdir)
     finished = False
@@ -654,6 +711,7 @@ def main() -> int:
         finished = True
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the servers", file=sys.stderr)
+        finished = True  # nothing to look into: no logs to keep
         return 130
     finally:
         servers.stop_all()
@@ -735,7 +793,11 @@ def main() -> int:
         out.append(f"profile failed: {profile_error}")
 
     elapsed = time.monotonic() - started
-    out += ["", f"total run time {elapsed:.0f} s"]
+    cpu_at_end = cpu_times()
+    jiffies = cpu_at_end[0] - cpu_at_start[0]
+    steal_pct = round((cpu_at_end[1] - cpu_at_start[1]) / jiffies * 100, 1) if jiffies > 0 else None
+    out += ["", f"total run time {elapsed:.0f} s; CPU steal during the run "
+                f"{'n/a' if steal_pct is None else f'{steal_pct:g} %'} (a busy host makes runs vary)"]
     print("\n".join(out))
 
     results = {
@@ -756,6 +818,7 @@ def main() -> int:
                     for k, (v, ok) in checks.items()},
         "profile": profile_note,
         "run_time_s": round(elapsed, 1),
+        "cpu_steal_pct": steal_pct,
     }
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0

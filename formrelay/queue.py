@@ -184,6 +184,10 @@ class Store(ABC):
     @abstractmethod
     def idem_release(self, key: str) -> None: ...
 
+    @abstractmethod
+    def idem_forget(self, key: str, suffix: str) -> None:
+        """Delete key if its stored answer ends with " <suffix>" (a shared token that was refused or expired)."""
+
     def retry(self, job_id: str, now: float) -> bool:
         """A dead or pending job made due now (operator's `formrelay queue retry`)."""
         job = self.get(job_id)
@@ -322,6 +326,12 @@ class SQLiteStore(Store):
         with self._tx() as db:
             db.execute("DELETE FROM idempotency WHERE key = ? AND answer = ''", (key,))
 
+    def idem_forget(self, key: str, suffix: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
+            if row and str(row[0]).endswith(" " + suffix):
+                db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -451,8 +461,19 @@ class RedisStore(Store):
         if self.redis.get(self.k_idem + key) == b"":
             self.redis.delete(self.k_idem + key)
 
+    def idem_forget(self, key: str, suffix: str) -> None:
+        # Compare and delete in one step, so a token a peer has just stored is not dropped.
+        self.redis.eval(FORGET_LUA, 1, self.k_idem + key, " " + suffix)
+
     def close(self) -> None:
         self.redis.close()
+
+
+FORGET_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, -string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def open_store(settings: QueueSettings, redis_url: str | None, config_source: str) -> Store:

@@ -219,6 +219,9 @@ class Relay:
         }
         self._store: Store | None = None
         self._store_lock = threading.Lock()
+        for provider in self.providers.values():
+            for token in provider.shared_tokens():
+                token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
         self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
 
     @property

@@ -1,10 +1,15 @@
 """The small interface every provider implements, and the HTTP plumbing they share."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from marshmallow import Schema
@@ -47,6 +52,14 @@ class Provider(ABC):
         self.http.mount("https://", adapter)
         self.http.mount("http://", adapter)
         self.http.headers["User-Agent"] = USER_AGENT
+        # requests re-reads the proxy and CA variables from the environment on every call (about 0.2 ms and
+        # 160 lookups a request, measured in benchmarks/profile.txt). They are read once per host instead
+        # (HTTPS_PROXY, HTTP_PROXY, NO_PROXY: see _proxies) and once here for the CA bundle.
+        self.http.trust_env = False
+        self._proxies_by_host: dict[str, dict[str, str]] = {}
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.http.verify = bundle
 
     @abstractmethod
     def definition(self, form: FormConfig) -> Definition:
@@ -76,6 +89,10 @@ class Provider(ABC):
         """
         return "answered (definition fetched)"
 
+    def shared_tokens(self) -> list[SharedToken]:
+        """The tokens this provider obtains, so the Relay can share them through its store."""
+        return []
+
     def status(self) -> dict[str, Any]:
         """Secret-free state for the readiness view (e.g. auth state)."""
         return {}
@@ -83,6 +100,7 @@ class Provider(ABC):
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One upstream call with the relay's timeouts; network failures become TryLater without URLs or secrets."""
         kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("proxies", self._proxies(url))
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -104,8 +122,121 @@ class Provider(ABC):
             metrics.UPSTREAM_SECONDS.labels(self.name, metrics.upstream_result(status)).observe(elapsed)
             note_upstream(status, elapsed)
 
+    def _proxies(self, url: str) -> dict[str, str]:
+        host = urlsplit(url).netloc
+        found = self._proxies_by_host.get(host)
+        if found is None:
+            found = self._proxies_by_host[host] = requests.utils.get_environ_proxies(url)
+        return found
+
     def close(self) -> None:
         self.http.close()
+
+
+class SharedToken:
+    """A provider's session token: one for all threads, and, through the relay's store, for every worker and host.
+
+    Without sharing, each gunicorn worker would authenticate on its own, and ENS counts every authenticate
+    against the API user's 5,000 calls an hour. With the store attached (SQLite on one host, Redis across
+    hosts) one process authenticates while the others wait briefly for its token. The token sits in the
+    store until it expires; it is a session token, not the API key, and it is masked in logs like every
+    other secret. If the store fails, the process authenticates for itself: a token is never worth a 503.
+    """
+
+    WAIT_FOR_PEER = 10.0  # seconds to wait for another process's authenticate before doing our own
+
+    def __init__(self, provider: str, identity: str, obtain: Callable[[], tuple[str, float]],
+                 margin: Callable[[float], float]) -> None:
+        self.key = f"token:{provider}:{hashlib.sha256(identity.encode()).hexdigest()[:24]}"
+        self.obtain = obtain  # -> (token, lifetime in seconds); raises ProviderError
+        self.margin = margin  # lifetime -> seconds to refresh before the end
+        self.store: Callable[[], Any] | None = None  # set by the Relay: its outbox store
+        self.token: str | None = None
+        self.expires_at = 0.0  # wall clock: comparable across processes
+        self.lock = threading.Lock()
+        self.authentications = 0
+
+    def get(self) -> str:
+        token = self.token
+        if token and time.time() < self.expires_at:
+            return token
+        with self.lock:
+            if self.token and time.time() < self.expires_at:
+                return self.token
+            store = self._store()
+            shared = self._from_peers(store) if store is not None else None
+            if shared is None:
+                shared = self._authenticate(store)
+            self.token, self.expires_at = shared
+            return self.token
+
+    def invalidate(self, token: str) -> None:
+        with self.lock:
+            if self.token == token:
+                self.token, self.expires_at = None, 0.0
+            store = self._store()
+            if store is not None:
+                try:
+                    store.idem_forget(self.key, token)
+                except Exception:
+                    log.warning("%s: could not drop a refused token from the shared store", self.key)
+
+    def _store(self) -> Any:
+        if self.store is None:
+            return None
+        try:
+            return self.store()
+        except Exception:
+            log.warning("%s: shared store unavailable; authenticating in this process", self.key)
+            return None
+
+    def _from_peers(self, store: Any) -> tuple[str, float] | None:
+        """A live token another process stored, or None when this process is to authenticate (and has claimed it)."""
+        deadline = time.monotonic() + self.WAIT_FOR_PEER
+        while True:
+            try:
+                held = store.idem_claim(self.key, self.WAIT_FOR_PEER + 5)
+            except Exception:
+                log.warning("%s: shared store unavailable; authenticating in this process", self.key)
+                return None
+            if held is None:
+                return None  # ours to fetch
+            if held:
+                stamp, _, token = held.partition(" ")
+                try:
+                    expires_at = float(stamp)
+                except ValueError:
+                    expires_at = 0.0
+                if token and time.time() < expires_at:
+                    from formrelay import logs
+
+                    logs.add_secrets([token])
+                    return token, expires_at
+                store.idem_forget(self.key, token)  # expired or unreadable: claim again
+                continue
+            if time.monotonic() > deadline:
+                return None  # a peer's authenticate is stuck: do our own
+            time.sleep(0.05)
+
+    def _authenticate(self, store: Any) -> tuple[str, float]:
+        try:
+            token, lifetime = self.obtain()
+        except BaseException:
+            if store is not None:
+                try:
+                    store.idem_release(self.key)
+                except Exception:
+                    pass
+            raise
+        self.authentications += 1
+        usable = max(lifetime - self.margin(lifetime), 1.0)
+        expires_at = time.time() + usable
+        if store is not None:
+            try:
+                store.idem_store(self.key, f"{expires_at:.3f} {token}", usable)
+            except Exception:
+                log.warning("%s: could not share the new token", self.key)
+        return token, expires_at
 
 
 def note_upstream(status: int | None, seconds: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,12 @@ from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import TryLater
 from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.outcome import Outcome
-from formrelay.providers.base import Provider, json_or_none, may_have_arrived
+from formrelay.providers.base import (
+    Provider,
+    SharedToken,
+    json_or_none,
+    may_have_arrived,
+)
 from formrelay.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -215,23 +219,19 @@ class EngageOne(Provider):
 
     def __init__(self, settings: EngageOneSettings, relay: RelaySettings) -> None:
         super().__init__(settings, relay)
-        self._token: str | None = None
-        self._refresh_at = 0.0
-        self._lock = threading.Lock()
-        self.authentications = 0
+        self.tokens = SharedToken(
+            "engageone", f"{settings.users_url} {settings.client_id} {settings.customer_id} {settings.secret}",
+            self._authenticate, lambda lifetime: min(self.settings.token_margin, lifetime / 2))
         self.auth_state: dict[str, Any] = {"state": "not yet authenticated"}
 
-    def token(self) -> str:
-        token = self._token
-        if token and time.time() < self._refresh_at:
-            return token
-        with self._lock:
-            if self._token and time.time() < self._refresh_at:
-                return self._token
-            self._token = self._authenticate()
-            return self._token
+    @property
+    def authentications(self) -> int:
+        return self.tokens.authentications
 
-    def _authenticate(self) -> str:
+    def token(self) -> str:
+        return self.tokens.get()
+
+    def _authenticate(self) -> tuple[str, float]:
         response = self.request(
             "POST", f"{self.settings.users_url}/authenticate",
             json={"client_id": self.settings.client_id, "secret": self.settings.secret,
@@ -241,13 +241,10 @@ class EngageOne(Provider):
         body = json_or_none(response)
         if response.status_code == 200 and isinstance(body, str) and body.count(".") == 2:
             logs.add_secrets([body])
-            self.authentications += 1
             expiry = jwt_expiry(body) or (time.time() + 3600)  # one hour seen in issued tokens (inferred)
-            lifetime = max(expiry - time.time(), 1.0)
-            self._refresh_at = time.time() + lifetime - min(self.settings.token_margin, lifetime / 2)
             self.auth_state = {"state": "ok", "since": time.time()}
             metrics.TOKEN_REFRESHES.labels("engageone", "ok").inc()
-            return body
+            return body, max(expiry - time.time(), 1.0)
         problem = ("the client id, secret or customer id was refused" if response.status_code in (400, 401, 403)
                    else f"authenticate answered HTTP {response.status_code}")
         self.auth_state = {"state": "failing", "problem": problem, "since": time.time()}
@@ -256,9 +253,7 @@ class EngageOne(Provider):
         raise TryLater(f"engageone: {problem}", retry_after=60)
 
     def _invalidate(self, token: str) -> None:
-        with self._lock:
-            if self._token == token:
-                self._token, self._refresh_at = None, 0.0
+        self.tokens.invalidate(token)
 
     def send(self, send: Send, record: Mapping[str, Any]) -> Outcome:
         """One transactional send; refreshes the JWT once on 401."""
@@ -292,6 +287,9 @@ class EngageOne(Provider):
     def probe(self, form: FormConfig) -> str:
         self.token()
         return "answered (authenticated)"
+
+    def shared_tokens(self) -> list[SharedToken]:
+        return [self.tokens]
 
     def status(self) -> dict[str, Any]:
         return {**self.auth_state, "authentications": self.authentications}

@@ -17,7 +17,12 @@ from formrelay.config import FormConfig, RelaySettings
 from formrelay.errors import DefinitionError, TryLater
 from formrelay.fields import Definition, FieldSpec, Option, to_text
 from formrelay.outcome import Outcome
-from formrelay.providers.base import Provider, json_or_none, may_have_arrived
+from formrelay.providers.base import (
+    Provider,
+    SharedToken,
+    json_or_none,
+    may_have_arrived,
+)
 from formrelay.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -169,35 +174,6 @@ class AuthProblem(TryLater):
     """The relay cannot authenticate (bad key, hourly API limit): an operator must know; submissions wait."""
 
 
-class TokenCache:
-    """One ens-auth-token for all threads, refreshed shortly before it expires, one authenticate at a time."""
-
-    def __init__(self, provider: ENS) -> None:
-        self.provider = provider
-        self.token: str | None = None
-        self.expires_at = 0.0
-        self.lock = threading.Lock()
-        self.authentications = 0
-
-    def get(self) -> str:
-        token = self.token
-        if token and time.monotonic() < self.expires_at:
-            return token
-        with self.lock:
-            if self.token and time.monotonic() < self.expires_at:
-                return self.token
-            self.token, lifetime = self.provider.authenticate()
-            self.authentications += 1
-            margin = min(self.provider.settings.token_margin, lifetime / 2)
-            self.expires_at = time.monotonic() + lifetime - margin
-            return self.token
-
-    def invalidate(self, token: str) -> None:
-        with self.lock:
-            if self.token == token:
-                self.token, self.expires_at = None, 0.0
-
-
 def field_spec(name: str, conf: ENSField, supporter_field: Mapping[str, Any] | None,
                question: Mapping[str, Any] | None, detail: Any, phone_region: str) -> FieldSpec:
     """One configured name -> FieldSpec, from the account's field or question (pure)."""
@@ -326,7 +302,8 @@ class ENS(Provider):
 
     def __init__(self, settings: ENSSettings, relay: RelaySettings) -> None:
         super().__init__(settings, relay)
-        self.tokens = TokenCache(self)
+        self.tokens = SharedToken("ens", f"{settings.base_url} {settings.api_token}", self.authenticate,
+                                  lambda lifetime: min(self.settings.token_margin, lifetime / 2))
         # ENS allows 200 page-process calls per 5 minutes per source IP; the relay is one IP for everyone,
         # and with Redis every host spends the same budget (inferred: hosts behind one NAT share that IP).
         self.budget = Budget("ens-page-process", settings.page_budget, relay.redis_url or "memory://")
@@ -472,6 +449,9 @@ class ENS(Provider):
 
     def probe(self, form: FormConfig) -> str:
         return "answered (authenticated; supporter fields and questions fetched)"
+
+    def shared_tokens(self) -> list[SharedToken]:
+        return [self.tokens]
 
     def status(self) -> dict[str, Any]:
         return {**self.auth_state, "authentications": self.tokens.authentications}

@@ -1,6 +1,7 @@
 """NGP VAN (NGP 7) forms: definition -> fields, submission -> urlencoded POST, answer -> outcome."""
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -245,6 +246,7 @@ class _Text(HTMLParser):
         self.parts.append(data)
 
 
+@functools.lru_cache(maxsize=256)  # a form's confirmation text is the same for every submission
 def plain_text(markup: str) -> str:
     """NGP's confirmation HTML as plain text for the JSON answer."""
     parser = _Text()

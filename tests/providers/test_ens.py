@@ -152,11 +152,12 @@ def test_concurrent_first_use_authenticates_once(ens):
     assert ens.auth_calls == 1 and len(set(tokens)) == 1
 
 
-def test_the_token_is_renewed_before_it_expires(app, ens):
+def test_the_token_is_renewed_before_it_expires(app, ens, monkeypatch):
     ens.process(SUCCESS)
     client = app.test_client()
     client.post("/v1/forms/mp", json=VALID)
-    app.extensions["formrelay"].providers["ens"].tokens.expires_at = time.monotonic() - 1  # lifetime passed
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # an hour later, here and in the shared store
     client.post("/v1/forms/mp", json=VALID)
     assert ens.auth_calls == 2
 
@@ -286,3 +287,61 @@ def test_the_page_budget_holds_calls_back(ens, tmp_path):
     assert codes == [200, 200, 200, 202, 202]
     assert len(process_bodies(ens)) == 3
     assert len(app.extensions["formrelay"].store.jobs()) == 2
+
+
+# -- one token for every worker and host that shares the store -----------------------------------------
+
+def workers_sharing(tmp_path, count, store=None):
+    """`count` relays as separate gunicorn workers would be: own memory, one queue store."""
+    apps = []
+    for _ in range(count):
+        raw = ens_config()
+        if store is None:
+            raw["queue"]["path"] = str(tmp_path / "shared.sqlite3")
+        else:
+            raw["relay"]["redis_url"] = store
+            raw["relay"]["rate_limit"] = ""
+        apps.append(create_app(raw))
+    return apps
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "redis"])
+def test_workers_sharing_a_store_authenticate_once(ens, tmp_path, storage, request):
+    store = request.getfixturevalue("redis_url") if storage == "redis" else None
+    ens.process(SUCCESS)
+    ens.auth_delay = 0.2  # so the workers' first submissions overlap the one authenticate
+    apps = workers_sharing(tmp_path, 3, store)
+    threads = [threading.Thread(target=lambda a=a: a.test_client().post("/v1/forms/mp", json=VALID)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a in apps:
+        assert a.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+    assert ens.auth_calls == 1
+    tokens = {c.request.headers["ens-auth-token"] for c in ens.rsps.calls if c.request.url.endswith("/process")}
+    assert tokens == {"session-token-1-abcdef"} and len(process_bodies(ens)) == 6
+
+
+def test_a_refused_shared_token_is_replaced_once_for_everyone(ens, tmp_path):
+    ens.process(SUCCESS)
+    first, second = workers_sharing(tmp_path, 2)
+    assert first.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+    ens.process((401, {"message": "Invalid ens-auth-token"}), SUCCESS)  # the session ended early upstream
+    assert first.test_client().post("/v1/forms/mp", json=VALID).status_code == 200  # re-authenticates
+    assert second.test_client().post("/v1/forms/mp", json=VALID).status_code == 200  # takes the new one
+    assert ens.auth_calls == 2
+    last = [c.request.headers["ens-auth-token"] for c in ens.rsps.calls if c.request.url.endswith("/process")][-1]
+    assert last == "session-token-2-abcdef"
+
+
+def test_a_failing_store_does_not_stop_authentication(ens, tmp_path):
+    from tests.conftest import free_port
+
+    raw = ens_config()
+    raw["relay"]["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    raw["relay"]["rate_limit"] = ""
+    raw["relay"]["global_rate_limit"] = ""
+    ens.process(SUCCESS)
+    provider = create_app(raw).extensions["formrelay"].providers["ens"]
+    assert provider.tokens.get() == "session-token-1-abcdef" and ens.auth_calls == 1

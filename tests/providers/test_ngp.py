@@ -188,3 +188,19 @@ def test_definition_errors(app, mocked):
     mocked.replace(responses.GET, NGP_FORM_URL, status=502, body="<html>")
     with pytest.raises(TryLater):
         form.provider.definition(form.config)
+
+
+def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
+    """The sessions don't re-read the environment per call, but HTTPS_PROXY and NO_PROXY still apply per host."""
+    from formrelay.config import parse_config
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "ngp-direct.test")
+    from formrelay.relay import Relay
+
+    relay = Relay(parse_config({"providers": {"ngp": {"base_url": "https://ngp.test/v2"}},
+                                "forms": {"join": {"provider": "ngp", "form_id": "x"}}}))
+    provider = relay.providers["ngp"]
+    assert provider._proxies("https://ngp.test/v2/forms/x")["https"] == "http://proxy.internal:3128"
+    assert "https" not in provider._proxies("https://ngp-direct.test/v2/forms/x")
+    assert provider.http.trust_env is False
