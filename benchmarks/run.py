@@ -688,6 +688,7 @@ def main() -> int:
         pct = relay["rps"] / fwd["rps"] * 100 if fwd["rps"] else 0.0
         added = relay["p50_ms"] - direct["p50_ms"]
         added_1 = unloaded["relay"]["p50_ms"] - unloaded["direct"]["p50_ms"]
+        fwd_added_1 = unloaded["forwarder"]["p50_ms"] - unloaded["direct"]["p50_ms"]
         peak = max(rss_values) if rss_values else float("nan")
         checks = {
             "throughput_vs_forwarder_pct": (round(pct, 1), pct >= TARGETS["throughput_vs_forwarder_pct"]),
@@ -751,6 +752,8 @@ def main() -> int:
         f"{'<= 2 ms':<10}{verdict(checks['added_p50_ms'][1])}",
         f"{'added p50 latency, relay - direct (1 conn)':<48}{added_1:>9.2f} ms  "
         f"{'<= 2 ms':<10}{verdict(checks['added_p50_ms_1_connection'][1])}",
+        f"{'  of which the bare forwarder already adds':<48}{fwd_added_1:>9.2f} ms",
+        f"{'  relay over the bare forwarder (1 conn)':<48}{added_1 - fwd_added_1:>9.2f} ms",
         f"{'peak RSS per relay worker (VmHWM, max)':<48}{peak:>8.1f} MiB  {'< 80 MiB':<10}"
         f"{verdict(checks['peak_rss_mib'][1])}",
         f"{'  each worker':<48}{', '.join(f'{v:.1f}' for v in rss_values):>12}",

@@ -90,6 +90,10 @@ def _form_limit() -> str:
 
 
 def _init_limiter(app: Flask, cfg: Config) -> None:
+    per_client = bool(cfg.relay.rate_limit or any(form.rate_limit for form in cfg.forms.values()))
+    ceiling = bool(cfg.relay.global_rate_limit)
+    if not (per_client or ceiling):
+        return  # limits the config turns off cost nothing: Flask-Limiter's hooks would run on every request
     limiter = Limiter(
         key_func=_client_key,
         app=app,
@@ -101,11 +105,10 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     )
     app.extensions[LIMITER] = limiter
     view: Any = app.view_functions["forms.submit"]
-    # Limits the config turns off cost nothing per request: the view is only wrapped for limits that exist.
-    if cfg.relay.rate_limit or any(form.rate_limit for form in cfg.forms.values()):
+    if per_client:
         view = limiter.limit(_form_limit, key_func=_client_key, methods=["POST"],
                              exempt_when=lambda: _form_limit() == "")(view)
-    if cfg.relay.global_rate_limit:
+    if ceiling:
         # A ceiling for the whole relay, whoever sends: it protects the CRMs' budgets from a distributed flood.
         view = limiter.limit(lambda: cfg.relay.global_rate_limit, key_func=lambda: "all-clients",
                              methods=["POST"])(view)
