@@ -221,7 +221,16 @@ class SQLiteStore(Store):
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL needs a lock that SQLite does not wait for (no busy handler), so
+            # workers opening the store at the same moment would fail with "database is locked": retry.
+            for attempt in range(200):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 199:
+                        raise
+                    time.sleep(0.025)
             db.execute("PRAGMA synchronous=FULL")  # queued means on disk, even on power loss
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db

@@ -107,6 +107,21 @@ def _need(what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
+def wait_until_serving(url: str, proc: Any, timeout: float = 30) -> None:
+    """Poll {url}/healthz until a freshly started server process answers; fail if it exits or takes too long."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(f"{url}/healthz", timeout=1)
+            return
+        except requests.ConnectionError:
+            assert proc.poll() is None, f"{url}: the server process exited"
+            assert time.monotonic() < deadline, f"{url}: the server did not start within {timeout} s"
+            time.sleep(0.05)
+
+
 def free_port() -> int:
     import socket
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, received
+from tests.conftest import free_port, received, wait_until_serving
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +54,7 @@ class Relay:
             [sys.executable, "-m", "formrelay.cli", "serve", "--config", str(config), "--port", str(self.port)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(config.with_suffix(".log"), "w"), env={**os.environ},
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(f"{self.url}/healthz", timeout=1)
-                return
-            except requests.ConnectionError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, "relay did not start"
-                time.sleep(0.05)
+        wait_until_serving(self.url, self.proc, 20)
 
     def post(self, body: dict, **kw) -> requests.Response:
         return requests.post(f"{self.url}/v1/forms/join", json=body, timeout=10, **kw)

@@ -262,3 +262,27 @@ def test_concurrent_repeats_cause_one_delivery(tmp_path, sandbox, serve):
         t.join()
     calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
     assert calls["ngp:submit"] == 1 and results == [200] * 4
+
+
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """gunicorn starts its workers together: each opens the same new SQLite file; none may fail."""
+    import threading
+
+    from formrelay.queue import SQLiteStore
+
+    failures = []
+    for trial in range(20):
+        path = str(tmp_path / f"q{trial}.sqlite3")
+
+        def open_and_use(path=path):
+            try:
+                SQLiteStore(path).idem_claim("k", 10)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=open_and_use) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []

@@ -5,10 +5,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
+
+from tests.conftest import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,14 +42,8 @@ def test_formrelay_serve_answers_over_http(tmp_path, sandbox):
     proc = subprocess.Popen([sys.executable, "-m", "formrelay.cli", "serve", "--config", str(path), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "relay did not start"
-                time.sleep(0.1)
+        wait_until_serving(f"http://127.0.0.1:{port}", proc, 20)
+        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert answer.json()["status"] == "ok"
         posted = requests.post(f"http://127.0.0.1:{port}/v1/forms/join", json={
             "FirstName": "Ann", "LastName": "Lee", "EmailAddress": "a@example.org", "PostalCode": "20009"}, timeout=5)
@@ -75,14 +70,7 @@ def test_metrics_count_every_gunicorn_worker(tmp_path, sandbox):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+        wait_until_serving(base, proc)
         person = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "a@example.org", "PostalCode": "20009"}
         for _ in range(30):
             # a new connection each time, so gunicorn spreads them over its workers

@@ -196,8 +196,9 @@ class SharedToken:
         while True:
             try:
                 held = store.idem_claim(self.key, self.WAIT_FOR_PEER + 5)
-            except Exception:
-                log.warning("%s: shared store unavailable; authenticating in this process", self.key)
+            except Exception as exc:
+                log.warning("%s: shared store unavailable (%s); authenticating in this process", self.key,
+                            exc.__class__.__name__)
                 return None
             if held is None:
                 return None  # ours to fetch
