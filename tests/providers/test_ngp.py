@@ -204,3 +204,20 @@ def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
     assert provider._proxies("https://ngp.test/v2/forms/x")["https"] == "http://proxy.internal:3128"
     assert "https" not in provider._proxies("https://ngp-direct.test/v2/forms/x")
     assert provider.http.trust_env is False
+
+
+def test_each_schema_instance_gets_its_own_copy_of_every_field(ngp_definition):
+    """Fields are copied per instance (our quick copy must behave like marshmallow's): binding one instance's
+    field to its schema must not touch another instance's."""
+    from formrelay.fields import build_schema
+    from formrelay.providers.ngp import definition_from_ngp
+
+    cls = build_schema("join", definition_from_ngp(ngp_definition).fields)
+    first, second = cls(), cls()
+    for name, field in first.fields.items():
+        other = second.fields[name]
+        assert field is not other and type(field) is type(other)
+        assert field.parent is first and other.parent is second
+        assert field.validators == other.validators and field.metadata == other.metadata
+    assert first.load({"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org",
+                       "PostalCode": "20009"})["EmailAddress"] == "ann@example.org"
