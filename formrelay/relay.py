@@ -69,6 +69,8 @@ class Form:
         self._loaded: Loaded | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        # What the provider last told a person who got through: a caught bot is shown the same words.
+        self.success_message: str | None = None
 
     def loaded(self) -> Loaded:
         """The cached definition and schema; refreshed after schema_ttl, the stale one kept if the refresh fails."""
@@ -263,7 +265,7 @@ class Relay:
         if reason:
             abuse.count(form.slug, reason)
             log.info("form %s: discarded a submission (%s)", form.slug, reason)
-            return Outcome("delivered")
+            return Outcome("delivered", message=form.success_message)
         captcha = form.config.captcha
         if captcha is None:
             return None
@@ -353,6 +355,7 @@ class Relay:
                 retry_after=int(exc.retry_after) if exc.retry_after else None,
             )
         if outcome.status == "delivered":
+            form.success_message = outcome.message
             self.after_delivery(form, submission)
         return outcome
 

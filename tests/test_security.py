@@ -30,6 +30,14 @@ def upstream_posts(mocked):
 
 # -- honeypot and time-trap ----------------------------------------------------------------------
 
+def test_a_caught_bot_sees_the_same_words_as_the_last_person_who_got_through(mocked):
+    client = app_with(mocked).test_client()
+    person = client.post("/v1/forms/join", json=VALID).get_json()
+    bot = client.post("/v1/forms/join", json={**VALID, "_hp": "http://spam.example"}).get_json()
+    assert person["message"] == "Thanks & welcome!" and bot == person
+    assert len(upstream_posts(mocked)) == 1
+
+
 def test_a_filled_honeypot_gets_a_fake_success_and_nothing_is_delivered(mocked):
     client = app_with(mocked).test_client()
     before = abuse.counts().get(("join", "honeypot filled"), 0)
