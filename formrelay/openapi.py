@@ -106,6 +106,18 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
                                           "503": {"description": "the queue storage does not answer",
                                                   "content": ready}}}},
     )
+    spec.path(
+        path="/metrics",
+        operations={"get": {"summary": "Prometheus metrics, for [metrics] allow-listed addresses or the bearer token",
+                            "responses": {
+                                "200": {"description": "Prometheus text exposition",
+                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                "403": {"description": "not an operator", "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Outcome"}}}},
+                                "404": {"description": "[metrics] enabled = false", "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Outcome"}}}},
+                            }}},
+    )
     spec.path(path="/v1/openapi.json", operations={"get": {"summary": "This document", "responses": {"200": {
         "description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}})
     for slug, form in relay.forms.items():
