@@ -50,6 +50,7 @@ FIELD_ELEMENTS = {
     "date": "date", "number": "number",
 }
 NOT_FIELDS = {"markup", "submit", "button", "html", "fieldset"}
+# Inferred: NGP VAN serves US campaigns, so `postalCode` is checked as a US ZIP (12345 or 12345-6789).
 VALIDATIONS = {"email": "email", "phone": "phone", "postalcode": "postal_code_us"}
 
 
