@@ -16,7 +16,7 @@ from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from formrelay import logs, metrics
+from formrelay import abuse, logs
 from formrelay.config import Config, load_config, parse_config
 from formrelay.errors import ProviderError, RelayHTTPError
 from formrelay.outcome import HTTP_STATUS
@@ -122,7 +122,7 @@ def _register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RelayHTTPError):
             return error_answer(exc.status, exc.message, exc.errors, exc.retry_after, form=form)
         if isinstance(exc, RateLimitExceeded):
-            metrics.REJECTIONS.labels(form.slug if form else "(unknown form)", "rate limited").inc()
+            abuse.count(form.slug if form else "(unknown form)", "rate limited")
             retry_after = _retry_after(exc)
             response = error_answer(
                 "rate_limited", "Too many submissions. Please wait a moment and try again.",

@@ -273,26 +273,18 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     data = interpolate(dict(raw), env)
     secrets = frozenset(collect_secrets(data))
 
-    try:
-        relay = RelaySchema().load(data.get("relay", {}))
-    except ValidationError as err:
-        raise ConfigError(f"{source}: {_messages(err, 'relay')}") from None
-
     from formrelay.queue import QueueSchema
 
-    try:
-        queue = QueueSchema().load(data.get("queue", {}))
-    except ValidationError as err:
-        raise ConfigError(f"{source}: {_messages(err, 'queue')}") from None
+    def section(schema: Schema, name: str) -> Any:
+        try:
+            return schema.load(data.get(name, {}))
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, name)}") from None
 
-    try:
-        logging_settings = LoggingSchema().load(data.get("logging", {}))
-    except ValidationError as err:
-        raise ConfigError(f"{source}: {_messages(err, 'logging')}") from None
-    try:
-        metrics_settings = MetricsSchema().load(data.get("metrics", {}))
-    except ValidationError as err:
-        raise ConfigError(f"{source}: {_messages(err, 'metrics')}") from None
+    relay = section(RelaySchema(), "relay")
+    queue = section(QueueSchema(), "queue")
+    logging_settings = section(LoggingSchema(), "logging")
+    metrics_settings = section(MetricsSchema(), "metrics")
 
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():

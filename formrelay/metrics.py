@@ -68,15 +68,14 @@ class RelayCollector(Collector):
         self.relay = relay
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("formrelay_queue_storage_up", "1 when the queue storage answered this scrape.")
         try:
             stats = self.relay.queue_stats()
         except Exception as exc:  # a scrape must not fail because the queue storage is down
             log.warning("metrics: queue storage unavailable (%s)", exc.__class__.__name__)
-            up = GaugeMetricFamily("formrelay_queue_storage_up", "1 when the queue storage answered this scrape.")
             up.add_metric([], 0)
             yield up
             return
-        up = GaugeMetricFamily("formrelay_queue_storage_up", "1 when the queue storage answered this scrape.")
         up.add_metric([], 1)
         yield up
         for name, key, text in (

@@ -53,14 +53,14 @@ def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_
     """One metric and one log line per submission: no field values, only what an operator needs."""
     metrics.SUBMISSIONS.labels(slug, provider, counted).inc()
     upstream_ms = g.get("upstream_ms")
+    latency_ms = (time.perf_counter() - started) * 1000
     log.info(
-        "form %s: submission %s %s in %.1f ms", slug, submission_id or "-", counted,
-        (time.perf_counter() - started) * 1000,
+        "form %s: submission %s %s in %.1f ms", slug, submission_id or "-", counted, latency_ms,
         extra={
             "event": "submission", "form": slug, "provider": provider, "outcome": counted,
             "submission_id": submission_id, "upstream_status": outcome.upstream_status or g.get("upstream_status"),
             "upstream_ms": round(upstream_ms, 1) if upstream_ms is not None else None,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "latency_ms": round(latency_ms, 1),
             "error_fields": sorted(outcome.errors) if outcome.errors else None,
         },
     )
