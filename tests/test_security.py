@@ -50,12 +50,12 @@ def test_a_filled_honeypot_gets_a_fake_success_and_nothing_is_delivered(mocked):
 
 
 def test_time_trap_tokens(mocked):
-    app = app_with(mocked, time_trap_min=0.3)
+    app = app_with(mocked, time_trap_min=1.0)
     client = app.test_client()
     token = client.get("/v1/forms/join").get_json()["started"]
     client.post("/v1/forms/join", json={**VALID, "_started": token})
     assert upstream_posts(mocked) == []  # too fast
-    time.sleep(0.35)
+    time.sleep(1.05)
     client.post("/v1/forms/join", json={**VALID, "_started": token})
     assert len(upstream_posts(mocked)) == 1
     client.post("/v1/forms/join", json={**VALID, "_started": token[:-2] + "xx"})

@@ -72,17 +72,22 @@ def test_metrics_count_every_gunicorn_worker(tmp_path, sandbox):
     try:
         wait_until_serving(base, proc)
         person = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "a@example.org", "PostalCode": "20009"}
-        for _ in range(30):
-            # a new connection each time, so gunicorn spreads them over its workers
+        def serving_pids():
+            return {p.name.split("_")[-1].split(".")[0] for p in metrics_dir.glob("counter_*.db")}
+
+        posted = 0
+        # A new connection each time; gunicorn does not promise to spread them, so post until two workers
+        # have counted some (bounded), and expect every scrape to report all that were posted.
+        while posted < 30 or (len(serving_pids()) < 2 and posted < 300):
             answer = requests.post(f"{base}/v1/forms/join", json=person, timeout=5, headers={"Connection": "close"})
             assert answer.json()["status"] == "delivered"
-        pids = {p.name.split("_")[-1].split(".")[0] for p in metrics_dir.glob("counter_*.db")}
-        assert len(pids) >= 2, "the submissions should have reached more than one worker"
-        for _ in range(5):  # whichever worker answers the scrape, it reports all 30
+            posted += 1
+        assert len(serving_pids()) >= 2, "the submissions should have reached more than one worker"
+        for _ in range(5):  # whichever worker answers the scrape, it reports all of them
             text = requests.get(f"{base}/metrics", timeout=5, headers={"Connection": "close"}).text
             line = next(x for x in text.splitlines() if x.startswith("formrelay_submissions_total{")
                         and 'outcome="delivered"' in x)
-            assert float(line.rsplit(" ", 1)[1]) == 30.0
+            assert float(line.rsplit(" ", 1)[1]) == posted
     finally:
         proc.terminate()
         proc.wait(timeout=15)
