@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from formrelay import create_app  # noqa: E402
 from formrelay.budget import Budget  # noqa: E402
-from formrelay.queue import Worker  # noqa: E402
+from formrelay.delivery.queue import Worker  # noqa: E402
 from formrelay.sandbox import ServerThread, create_sandbox  # noqa: E402
 
 

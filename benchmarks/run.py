@@ -392,7 +392,7 @@ def ngp_definition_doc(n: int = 200) -> dict[str, Any]:
 
 def definition_to_schema(runs: int) -> dict[str, Any]:
     """Median time of NGP definition JSON -> Definition -> schema class -> schema instance (as Form.loaded does)."""
-    from formrelay.fields import build_schema
+    from formrelay.forms.fields import build_schema
     from formrelay.providers.ngp import definition_from_ngp
 
     doc = ngp_definition_doc(200)
@@ -552,7 +552,7 @@ def profile_submissions(fake: str, workdir: Path, count: int, out: Path, schema_
     if schema_too:
         import cProfile
 
-        from formrelay.fields import build_schema
+        from formrelay.forms.fields import build_schema
         from formrelay.providers.ngp import definition_from_ngp
 
         doc = ngp_definition_doc(200)
@@ -600,7 +600,7 @@ def main() -> int:
     servers = Servers(workdir)
     finished = False
     try:
-        from formrelay.config import load_config
+        from formrelay.core.config import load_config
 
         # The fake provider: ONE process (the sandbox counts calls per process), many threads.
         fake_port = free_port()

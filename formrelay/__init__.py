@@ -1,7 +1,25 @@
-"""formrelay: validate supporters' form submissions and relay them to the campaign's CRM."""
+"""formrelay: validate supporters' form submissions and relay them to the campaign's CRM.
+
+Packages, from the bottom floor up (each may import only the floors below it; `lint-imports` checks):
+core (types, settings, errors, logs) -> forms (fields, schemas, submissions) -> providers, budget,
+metrics, abuse (transport and storage) -> delivery (the relay's pipeline and the queue) -> web (routes,
+answers, OpenAPI) and cli on top.
+"""
 from __future__ import annotations
 
-from formrelay.app import create_app
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from formrelay.web.app import create_app
 
 __all__ = ["create_app"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that importing a low floor (formrelay.core...) does not pull in the web layer.
+    if name == "create_app":
+        from formrelay.web.app import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -12,7 +12,7 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from formrelay.errors import TryLater
+from formrelay.core.errors import TryLater
 
 
 class Budget:

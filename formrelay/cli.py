@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from formrelay import logs
-from formrelay.config import ConfigError, load_config
+from formrelay.core import logs
+from formrelay.core.config import ConfigError, load_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -40,8 +40,8 @@ def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(config_path: str | None, host: str, port: int, threads: int) -> None:
     """Run the relay (waitress, a production WSGI server)."""
-    from formrelay.app import create_app
-    from formrelay.queue import start_embedded_worker
+    from formrelay.web.app import create_app
+    from formrelay.delivery.queue import start_embedded_worker
 
     try:
         app = create_app(load_config(config_path))  # sets up logging as [logging] says
@@ -59,8 +59,8 @@ def serve(config_path: str | None, host: str, port: int, threads: int) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 def check(config_path: str | None) -> None:
     """Validate the config, load every form's schema and print its fields."""
-    from formrelay.errors import ProviderError
-    from formrelay.relay import Relay
+    from formrelay.core.errors import ProviderError
+    from formrelay.delivery.relay import Relay
 
     _setup_logging("WARNING")
     try:
@@ -125,10 +125,10 @@ def _hint(problem: str, form: Any) -> str | None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 def demo(host: str, port: int) -> None:
     """Run with built-in sandbox providers and an example page: no accounts, no network."""
-    from formrelay.demo import create_demo_app
+    from formrelay.web.demo import create_demo_app
 
     _setup_logging()
-    from formrelay.queue import start_embedded_worker
+    from formrelay.delivery.queue import start_embedded_worker
 
     app, sandbox = create_demo_app()
     worker = start_embedded_worker(app)
@@ -147,7 +147,7 @@ def _age(seconds: float | None) -> str:
 
 
 def _relay(config_path: str | None) -> Any:
-    from formrelay.relay import Relay
+    from formrelay.delivery.relay import Relay
 
     try:
         return Relay(load_config(config_path))
@@ -163,7 +163,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     import signal
     import threading
 
-    from formrelay.queue import Worker
+    from formrelay.delivery.queue import Worker
 
     relay = _relay(config_path)
     logs.configure(relay.config.logging.format, relay.config.logging.level)

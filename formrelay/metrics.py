@@ -27,8 +27,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 if TYPE_CHECKING:
-    from formrelay.config import MetricsSettings
-    from formrelay.relay import Relay
+    from formrelay.core.config import MetricsSettings
+    from formrelay.delivery.relay import Relay
 
 log = logging.getLogger(__name__)
 

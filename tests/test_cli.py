@@ -44,7 +44,7 @@ def test_check_reports_a_form_the_provider_does_not_have(tmp_path, sandbox):
 
 
 def test_demo_app_serves_the_example_page_and_a_working_form():
-    from formrelay.demo import create_demo_app
+    from formrelay.web.demo import create_demo_app
 
     app, sandbox = create_demo_app()
     try:
@@ -72,7 +72,7 @@ def to_toml(table, prefix=""):
 
 
 def check_demo(tmp_path, sandbox, change=lambda config: None):
-    from formrelay.demo import demo_config
+    from formrelay.web.demo import demo_config
 
     config = demo_config(sandbox.url, str(tmp_path / "queue.sqlite3"))
     change(config)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from formrelay.config import ConfigError, interpolate, load_config, parse_config
+from formrelay.core.config import ConfigError, interpolate, load_config, parse_config
 from tests.conftest import base_config
 
 

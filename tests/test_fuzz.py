@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from formrelay import create_app
-from formrelay.errors import DefinitionError
-from formrelay.fields import build_schema, describe_schema
+from formrelay.core.errors import DefinitionError
+from formrelay.forms.fields import build_schema, describe_schema
 from formrelay.providers.ngp import definition_from_ngp
 from formrelay.sandbox.ngp import PETITION
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from formrelay import create_app
-from formrelay.logs import JSONFormatter, RequestIdFilter, TextFormatter
+from formrelay.core.logs import JSONFormatter, RequestIdFilter, TextFormatter
 from tests.conftest import NGP_FORM_URL, NGP_KEY, NGP_SUCCESS, base_config, free_port
 
 VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}
@@ -107,7 +107,7 @@ def test_metrics_can_be_switched_off(tmp_path, mocked):
 
 
 def test_metrics_settings_are_validated(tmp_path):
-    from formrelay.config import ConfigError
+    from formrelay.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="metrics.allow"):
         make_app(tmp_path, metrics={"allow": ["not-a-network"]})

@@ -9,7 +9,7 @@ import requests
 import responses
 
 from formrelay import create_app
-from formrelay.queue import (
+from formrelay.delivery.queue import (
     DEAD,
     DONE,
     INFLIGHT,
@@ -268,7 +268,7 @@ def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
     """gunicorn starts its workers together: each opens the same new SQLite file; none may fail."""
     import threading
 
-    from formrelay.queue import SQLiteStore
+    from formrelay.delivery.queue import SQLiteStore
 
     failures = []
     for trial in range(20):

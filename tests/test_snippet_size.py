@@ -44,4 +44,4 @@ def test_the_wheel_ships_the_snippet(tmp_path):
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("formrelay-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "formrelay/static/formrelay.js" in names and "formrelay/templates/outcome.html" in names
+    assert "formrelay/static/formrelay.js" in names and "formrelay/web/templates/outcome.html" in names

@@ -16,11 +16,11 @@ from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 
 from formrelay import metrics
-from formrelay.config import FormConfig, RelaySettings
-from formrelay.errors import TryLater
-from formrelay.fields import Definition
-from formrelay.outcome import Outcome
-from formrelay.submission import Submission
+from formrelay.core.config import FormConfig, RelaySettings
+from formrelay.core.errors import TryLater
+from formrelay.forms.fields import Definition
+from formrelay.core.outcome import Outcome
+from formrelay.forms.submission import Submission
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class SharedToken:
                 except ValueError:
                     expires_at = 0.0
                 if token and time.time() < expires_at:
-                    from formrelay import logs
+                    from formrelay.core import logs
 
                     logs.add_secrets([token])
                     return token, expires_at

@@ -11,18 +11,19 @@ from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
-from formrelay import logs, metrics
-from formrelay.config import FormConfig, RelaySettings
-from formrelay.errors import TryLater
-from formrelay.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
-from formrelay.outcome import Outcome
+from formrelay import metrics
+from formrelay.core import logs
+from formrelay.core.config import FormConfig, RelaySettings
+from formrelay.core.errors import TryLater
+from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.core.outcome import Outcome
 from formrelay.providers.base import (
     Provider,
     SharedToken,
     json_or_none,
     may_have_arrived,
 )
-from formrelay.submission import Submission
+from formrelay.forms.submission import Submission
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
-from formrelay.config import FormConfig
-from formrelay.errors import DefinitionError, TryLater
-from formrelay.fields import Definition, FieldSpec, Option, to_text
-from formrelay.outcome import Outcome
+from formrelay.core.config import FormConfig
+from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
-from formrelay.submission import CARD_FIELD, Submission
+from formrelay.forms.submission import CARD_FIELD, Submission
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pytest
 import responses
 
 from formrelay import create_app
-from formrelay.config import ConfigError
+from formrelay.core.config import ConfigError
 
 BASE = "https://an.test/api/v2"
 KEY = "an-key-5e6f7a8b9c"

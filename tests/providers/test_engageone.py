@@ -11,9 +11,9 @@ import pytest
 import responses
 
 from formrelay import create_app
-from formrelay.config import ConfigError
+from formrelay.core.config import ConfigError
 from formrelay.providers.engageone import jwt_expiry
-from formrelay.queue import DEAD, DONE, Worker
+from formrelay.delivery.queue import DEAD, DONE, Worker
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 USERS = "https://users.e1.test"

@@ -11,8 +11,8 @@ import responses
 from marshmallow import ValidationError
 
 from formrelay import create_app
-from formrelay.errors import DefinitionError, TryLater
-from formrelay.fields import Definition, FieldSpec
+from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.forms.fields import Definition, FieldSpec
 from formrelay.providers.ens import ENSFormSchema, build_payload, read_answer
 from formrelay.sandbox.ens import FIELDS, PAGES, QUESTION_DETAIL, QUESTIONS
 

@@ -7,8 +7,8 @@ import pytest
 import requests
 import responses
 
-from formrelay.errors import DefinitionError, TryLater
-from formrelay.fields import build_schema, describe_schema
+from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.forms.fields import build_schema, describe_schema
 from formrelay.providers.ngp import (
     US_STATES,
     build_payload,
@@ -192,11 +192,11 @@ def test_definition_errors(app, mocked):
 
 def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
     """The sessions don't re-read the environment per call, but HTTPS_PROXY and NO_PROXY still apply per host."""
-    from formrelay.config import parse_config
+    from formrelay.core.config import parse_config
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "ngp-direct.test")
-    from formrelay.relay import Relay
+    from formrelay.delivery.relay import Relay
 
     relay = Relay(parse_config({"providers": {"ngp": {"base_url": "https://ngp.test/v2"}},
                                 "forms": {"join": {"provider": "ngp", "form_id": "x"}}}))
@@ -209,7 +209,7 @@ def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
 def test_each_schema_instance_gets_its_own_copy_of_every_field(ngp_definition):
     """Fields are copied per instance (our quick copy must behave like marshmallow's): binding one instance's
     field to its schema must not touch another instance's."""
-    from formrelay.fields import build_schema
+    from formrelay.forms.fields import build_schema
     from formrelay.providers.ngp import definition_from_ngp
 
     cls = build_schema("join", definition_from_ngp(ngp_definition).fields)

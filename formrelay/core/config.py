@@ -273,7 +273,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     data = interpolate(dict(raw), env)
     secrets = frozenset(collect_secrets(data))
 
-    from formrelay.queue import QueueSchema
+    from formrelay.delivery.queue import QueueSchema
 
     def section(schema: Schema, name: str) -> Any:
         try:

@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from formrelay import logs, metrics
-from formrelay.errors import Forbidden, FormNotFound
-from formrelay.relay import current_relay
+from formrelay import metrics
+from formrelay.core import logs
+from formrelay.core.errors import Forbidden, FormNotFound
+from formrelay.delivery.relay import current_relay
 
 bp = Blueprint("operations", __name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template
 
-from formrelay.relay import current_relay
+from formrelay.delivery.relay import current_relay
 from formrelay.sandbox import ServerThread, create_sandbox
 
 bp = Blueprint("demo", __name__)
@@ -90,7 +90,7 @@ def index() -> Response:
 
 
 def create_demo_app() -> tuple[Flask, ServerThread]:
-    from formrelay.app import create_app
+    from formrelay.web.app import create_app
 
     sandbox = ServerThread(create_sandbox()).start()
     app = create_app(demo_config(sandbox.url))

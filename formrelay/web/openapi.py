@@ -8,9 +8,9 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
 
-from formrelay.errors import ProviderError
-from formrelay.outcome import STATUS_HTTP
-from formrelay.relay import Relay, current_relay
+from formrelay.core.errors import ProviderError
+from formrelay.core.outcome import STATUS_HTTP
+from formrelay.delivery.relay import Relay, current_relay
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 
 from flask import Request
 
-from formrelay.config import RelaySettings
-from formrelay.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
+from formrelay.core.config import RelaySettings
+from formrelay.core.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
 
 CONTROL_PREFIX = "_"
 # Values the snippet copies from the page URL; providers may pass them on (ENS txn1-5, AN referrer_data).

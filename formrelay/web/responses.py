@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 from flask import Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from formrelay.outcome import STATUS_HTTP, Outcome
+from formrelay.core.outcome import STATUS_HTTP, Outcome
 
 if TYPE_CHECKING:
-    from formrelay.relay import Form
+    from formrelay.delivery.relay import Form
 
 JSON_TYPES = ("application/json",)
 

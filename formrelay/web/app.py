@@ -16,17 +16,18 @@ from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from formrelay import abuse, logs
-from formrelay.config import Config, load_config, parse_config
-from formrelay.errors import ProviderError, RelayHTTPError
-from formrelay.outcome import HTTP_STATUS
-from formrelay.relay import EXTENSION, Relay, current_relay
-from formrelay.responses import error_answer
+from formrelay import abuse
+from formrelay.core import logs
+from formrelay.core.config import Config, load_config, parse_config
+from formrelay.core.errors import ProviderError, RelayHTTPError
+from formrelay.core.outcome import HTTP_STATUS
+from formrelay.delivery.relay import EXTENSION, Relay, current_relay
+from formrelay.web.responses import error_answer
 
 log = logging.getLogger(__name__)
 
 LIMITER = "formrelay.limiter"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def static_dir() -> str:
@@ -62,7 +63,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     relay = Relay(cfg)
     relay.init_app(app)
 
-    from formrelay import openapi, operations, routes
+    from formrelay.web import openapi, operations, routes
 
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health)

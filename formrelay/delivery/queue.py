@@ -126,7 +126,7 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
 
 
 def restore_submission(data: Mapping[str, Any]) -> Any:
-    from formrelay.submission import Submission
+    from formrelay.forms.submission import Submission
 
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),

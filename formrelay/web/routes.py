@@ -7,12 +7,13 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from formrelay import cors, metrics
-from formrelay.errors import Invalid
-from formrelay.outcome import Outcome
-from formrelay.relay import current_relay
-from formrelay.responses import respond
-from formrelay.submission import parse_body
+from formrelay import metrics
+from formrelay.web import cors
+from formrelay.core.errors import Invalid
+from formrelay.core.outcome import Outcome
+from formrelay.delivery.relay import current_relay
+from formrelay.web.responses import respond
+from formrelay.forms.submission import parse_body
 
 log = logging.getLogger(__name__)
 

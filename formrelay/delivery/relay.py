@@ -14,9 +14,9 @@ from marshmallow import ValidationError, fields
 
 from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
-from formrelay.config import Config, FormConfig
-from formrelay.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
-from formrelay.fields import (
+from formrelay.core.config import Config, FormConfig
+from formrelay.core.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.forms.fields import (
     WIDGET,
     Definition,
     FormSchema,
@@ -24,9 +24,9 @@ from formrelay.fields import (
     describe_schema,
     flatten_errors,
 )
-from formrelay.outcome import Outcome
+from formrelay.core.outcome import Outcome
 from formrelay.providers import provider_class
-from formrelay.queue import (
+from formrelay.delivery.queue import (
     DEAD,
     Job,
     QueueSettings,
@@ -36,7 +36,7 @@ from formrelay.queue import (
     open_store,
     restore_submission,
 )
-from formrelay.submission import Submission, Value, reject_card_data, split_controls
+from formrelay.forms.submission import Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
     from flask import Flask
