@@ -114,9 +114,9 @@ def wait_until_serving(url: str, proc: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            requests.get(f"{url}/healthz", timeout=1)
+            requests.get(f"{url}/healthz", timeout=2)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a booting worker may hold the first request
             assert proc.poll() is None, f"{url}: the server process exited"
             assert time.monotonic() < deadline, f"{url}: the server did not start within {timeout} s"
             time.sleep(0.05)
