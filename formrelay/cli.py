@@ -88,6 +88,8 @@ def check(config_path: str | None) -> None:
     relay = Relay(config)
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
+    if config.relay.redis_url:
+        problems += _check_redis(config.relay.redis_url)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
         started = time.perf_counter()
@@ -117,6 +119,22 @@ def check(config_path: str | None) -> None:
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo("\nok")
+
+
+def _check_redis(url: str) -> int:
+    """Print what Redis says about keeping queued submissions; 1 when it does not answer."""
+    from formrelay.delivery.storage_check import inspect_redis
+
+    report = inspect_redis(url)
+    if report.error:
+        click.echo(f"\nredis {report.where}: ERROR: {report.error}")
+        return 1
+    facts = report.facts
+    click.echo(f"\nredis {report.where}: ok (appendonly {'yes' if facts['appendonly'] else 'no'}, "
+               f"maxmemory-policy {facts['maxmemory_policy']})")
+    for warning in report.warnings:
+        click.echo(f"  WARNING: {warning}")
+    return 0
 
 
 def _hint(problem: str, form: Any) -> str | None:
@@ -173,6 +191,22 @@ def _relay(config_path: str | None) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+class _QueueGroup(click.Group):
+    """`formrelay queue ...`: a queue storage that does not answer is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from formrelay.delivery.queue import storage_down
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if isinstance(exc, click.ClickException) or not storage_down(exc):
+                raise
+            raise click.ClickException(f"the queue storage does not answer ({exc.__class__.__name__}): "
+                                       "check that Redis (redis_url) or the SQLite file ([queue] path) is "
+                                       "reachable") from None
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--threads", default=None, type=int, help="worker threads (default: [queue] workers)")
@@ -200,7 +234,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     relay.close()
 
 
-@main.group()
+@main.group(cls=_QueueGroup)
 def queue() -> None:
     """See and act on what is waiting or dead in the queue."""
 

@@ -382,7 +382,8 @@ class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "formrelay") -> None:
         import redis
 
-        self.redis = redis.Redis.from_url(url)
+        # Bounded waits: a Redis that hangs must turn into a clear 503 or a worker backoff, not a stuck thread.
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
         self._claim = self.redis.register_script(CLAIM_LUA)
