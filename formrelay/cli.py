@@ -47,7 +47,7 @@ def _serve_demo(app: Any, host: str, port: int, threads: int = 8) -> None:
 @click.option("--host", default=DEFAULT_HOST, show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
-              help="worker processes  [default: $WEB_CONCURRENCY, else 2]")
+              help="worker processes  [default: $WEB_CONCURRENCY, else 2 with redis_url, else 1]")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
               help="threads per worker for requests  [default: $FORMRELAY_THREADS, else 8]")
 def serve(config_path: str | None, host: str, port: int, workers: int | None, threads: int | None) -> None:
@@ -55,10 +55,9 @@ def serve(config_path: str | None, host: str, port: int, workers: int | None, th
     from formrelay.web.serving import ServeError
     from formrelay.web.serving import serve as run
 
-    workers = workers or _env_int("WEB_CONCURRENCY", 2)
     threads = threads or _env_int("FORMRELAY_THREADS", 8)
     try:
-        run(config_path, host, port, workers, threads)
+        run(config_path, host, port, workers or _env_int("WEB_CONCURRENCY", 0) or None, threads)
     except (ConfigError, ServeError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -32,6 +32,29 @@ from formrelay.metrics import use_multiprocess  # noqa: E402
 
 use_multiprocess()
 
+
+
+def _log_format() -> str:
+    """[logging] format of the relay's config, so gunicorn's own lines come out in the same format."""
+    try:
+        from formrelay.core.config import load_config
+
+        return load_config().logging.format
+    except Exception:  # the workers will report a broken config in words; here, fall back to text
+        return "text"
+
+
+# gunicorn's own lines (start, worker boot and exit) through the relay's formatter, once each.
+logconfig_dict = {
+    "root": {"level": "WARNING", "handlers": []},  # the relay puts its own handler there, in each worker
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+    "formatters": {"generic": {"()": "formrelay.core.logs." + ("JSONFormatter" if _log_format() == "json"
+                                                               else "TextFormatter")}},
+}
+
 # gthread keeps idle keep-alive connections in its poller (not in a thread) for this long.
 keepalive = 10
 # SIGTERM: finish requests in flight for up to this long, then exit.

@@ -109,8 +109,11 @@ def log_config(fmt: str) -> dict[str, Any]:
     }
 
 
-def serve(config_path: str | None, host: str, port: int, workers: int, threads: int) -> None:
-    """Validate the config here (one clear error rather than one per worker), then run granian until SIGTERM."""
+def serve(config_path: str | None, host: str, port: int, workers: int | None, threads: int) -> None:
+    """Validate the config here (one clear error rather than one per worker), then run granian until SIGTERM.
+
+    workers None: 2 when Redis shares rate limits and budgets between processes, else 1 (see below).
+    """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
@@ -122,6 +125,14 @@ def serve(config_path: str | None, host: str, port: int, workers: int, threads: 
     config = load_config(config_path)  # ConfigError goes to the caller
     os.environ[CONFIG_ENV] = str(Path(config.source).resolve())
     logs.configure(config.logging.format, config.logging.level)
+    shared = bool(config.relay.redis_url)
+    if workers is None:
+        workers = 2 if shared else 1
+    elif workers > 1 and not shared:
+        # Without Redis each process counts in its own memory: per-address limits and provider budgets
+        # (Action Network's 4/second, ENS's 200/5 minutes) would each be multiplied by the number of workers.
+        log.warning("%d workers without [relay] redis_url: rate limits and provider budgets are counted per "
+                    "worker, so they allow %d times as much; set redis_url to share them", workers, workers)
     check_port(host, port)
     raise_open_files_limit()
     made = metrics_dir()
