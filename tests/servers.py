@@ -128,7 +128,7 @@ def post_raw(port: int, path: str, body: bytes, headers: dict[str, str] | None =
         conn.request("POST", path, body, {"Content-Type": "application/json", "Accept": "application/json",
                                           **(headers or {})})
         resp = conn.getresponse()
-        return resp.status, resp.read(), dict(resp.getheaders())
+        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
     finally:
         conn.close()
 

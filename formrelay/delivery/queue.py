@@ -541,6 +541,9 @@ class Worker:
         self._held_lock = threading.Lock()
         self._outage_since: float | None = None
         self._outage_lock = threading.Lock()
+        # Jobs whose result (done, rescheduled, dead) could not be written because the storage went away: written
+        # as soon as it answers again, so a job does not sit on a stale lease for `lease` seconds.
+        self._unsaved: list[Job] = []
 
     def start(self) -> Worker:
         for i in range(self.threads):
@@ -560,6 +563,11 @@ class Worker:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._save_unsaved()
+        except Exception as exc:
+            log.warning("queue: %d job result(s) could not be written (%s); their leases expire on their own",
+                        len(self._unsaved), exc.__class__.__name__)
         with self._held_lock:
             untried = [job for jobs in self._untried.values() for job in jobs]
             cut_off = list(self._current.values())
@@ -603,6 +611,17 @@ class Worker:
             if not worked:
                 self._stop.wait(pause)
 
+    def _save_unsaved(self) -> None:
+        with self._held_lock:
+            pending, self._unsaved = self._unsaved, []
+        for index, job in enumerate(pending):
+            try:
+                self.relay.store.put(job)
+            except Exception:
+                with self._held_lock:
+                    self._unsaved.extend(pending[index:])
+                raise
+
     def _storage_lost(self, exc: BaseException) -> None:
         with self._outage_lock:
             if self._outage_since is None:
@@ -623,6 +642,7 @@ class Worker:
         """Claim and deliver up to `limit` jobs; the number handled."""
         if self._stop.is_set():
             return 0
+        self._save_unsaved()
         jobs = self.relay.store.claim(time.time(), self.settings.lease, limit)
         me = threading.get_ident()
         with self._held_lock:
@@ -633,9 +653,16 @@ class Worker:
                     break  # the rest are handed back by stop(), untried
                 self._untried[me].remove(job)
                 self._current[me] = job
-            self.relay.work(job)
-            with self._held_lock:
-                self._current.pop(me, None)
+            try:
+                self.relay.work(job)
+            except Exception as exc:
+                if storage_down(exc):
+                    with self._held_lock:
+                        self._unsaved.append(job)  # its new state is set on the object; the write failed
+                raise
+            finally:
+                with self._held_lock:
+                    self._current.pop(me, None)
         with self._held_lock:
             if not self._stop.is_set():
                 self._untried.pop(me, None)
