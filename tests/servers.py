@@ -158,9 +158,32 @@ def hostile_sockets(port: int, unfinished: int, idle: int) -> list[socket.socket
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
         socks.append(s)
-    for s in socks[unfinished:]:  # read each answer, so the connection is idle, kept alive by the server
-        s.recv(65536)
+    # Read each answer, so that the connection is idle, kept alive by the server (bounded: a server that
+    # cannot answer them all is caught by the submission that follows).
+    read_answers(socks[unfinished:], 5.0)
     return socks
+
+
+def read_answers(socks: list[socket.socket], within: float) -> int:
+    """Read the first answer on each socket, all at once, for at most `within` seconds; how many answered."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ)
+    answered = 0
+    deadline = time.monotonic() + within
+    try:
+        while answered < len(socks) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                with contextlib.suppress(OSError):
+                    key.fileobj.recv(65536)  # type: ignore[union-attr]
+                selector.unregister(key.fileobj)
+                answered += 1
+    finally:
+        selector.close()
+    return answered
 
 
 @contextlib.contextmanager
