@@ -196,18 +196,20 @@ def test_sigterm_finishes_requests_and_queue_deliveries_in_flight(tmp_path, sand
     config = write(tmp_path, toml(sandbox_url=sandbox.url, queue_path=queue_path))
     with running("serve", config, tmp_path, workers=1, threads=2) as relay:
         assert post_raw(relay.port, "/v1/forms/join", BODY)[0] == 200  # definition cached before the delay
-        requests.post(f"{sandbox.url}/_control/delay", json={"provider": "ngp", "seconds": 2}, timeout=5)
-        # A job due now: the embedded worker claims it and spends 2 s delivering it.
+        requests.post(f"{sandbox.url}/_control/delay", json={"provider": "ngp", "seconds": 3}, timeout=5)
+        # A job due now: the embedded worker claims it and spends 3 s delivering it (longer than the request
+        # below, so the exit must wait for the queue's delivery, not only for the request).
         store = SQLiteStore(str(queue_path))
         job = new_job("join", "primary", Submission(form="join", values=dict(PERSON), context={}))
         store.put(job)
-        answers: list[int] = []
-        poster = threading.Thread(target=lambda: answers.append(post_raw(relay.port, "/v1/forms/join", BODY)[0]))
-        poster.start()
         deadline = time.monotonic() + 10
         while store.get(job.id).state != INFLIGHT:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the worker never claimed the job"
             time.sleep(0.05)
+        requests.post(f"{sandbox.url}/_control/delay", json={"provider": "ngp", "seconds": 1}, timeout=5)
+        answers: list[int] = []
+        poster = threading.Thread(target=lambda: answers.append(post_raw(relay.port, "/v1/forms/join", BODY)[0]))
+        poster.start()
         time.sleep(0.3)
         relay.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
