@@ -120,6 +120,7 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
         "context": dict(submission.context),
         "idempotency_key": submission.idempotency_key,
+        "locale": submission.locale,
         "id": submission.id,
         "received_at": submission.received_at,
     }
@@ -130,7 +131,7 @@ def restore_submission(data: Mapping[str, Any]) -> Any:
 
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
-        idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
+        idempotency_key=data.get("idempotency_key"), locale=data.get("locale"), id=data["id"], received_at=data["received_at"],
     )
 
 
