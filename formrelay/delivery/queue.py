@@ -24,6 +24,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from formrelay.core import config
+
 log = logging.getLogger(__name__)
 
 PENDING, INFLIGHT, DONE, DEAD = "pending", "inflight", "done", "dead"
@@ -66,6 +68,9 @@ class QueueSchema(Schema):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
         return QueueSettings(**data)
+
+
+config.register_section("queue", QueueSchema)  # the config reads [queue] with it (core never imports up)
 
 
 @dataclass

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from typing import TYPE_CHECKING
+
+from formrelay.core import config
 
 if TYPE_CHECKING:
     from formrelay.providers.base import Provider
@@ -25,3 +28,9 @@ def provider_class(name: str) -> type[Provider] | None:
     module, _, attr = target.partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+# Start-up registration: the config (the bottom floor) learns each provider's name from here and asks for its
+# class, and so its schemas, only when a config names it.
+for _name in REGISTRY:
+    config.register_provider(_name, partial(provider_class, _name))  # type: ignore[arg-type]
