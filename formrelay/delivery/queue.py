@@ -25,6 +25,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay.core import config
+from formrelay.forms.submission import Submission
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def serialise_submission(submission: Any) -> dict[str, Any]:
+def serialise_submission(submission: Submission) -> dict[str, Any]:
     return {
         "form": submission.form,
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
@@ -130,9 +131,7 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
     }
 
 
-def restore_submission(data: Mapping[str, Any]) -> Any:
-    from formrelay.forms.submission import Submission
-
+def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
         idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
