@@ -6,6 +6,9 @@ its values to files there and a scrape of any worker sums them all. What the rel
 oldest waiting submission, dead letters) is read from the shared queue storage at scrape time, so it is the
 same from whichever worker answers. Labels are form slugs, provider names, status words and reasons: never
 personal data, and never anything a client chose (unknown slugs are not counted by name).
+
+A leaf of the transport floor: it imports only core. The gauges read the relay through `RelayState`, a shape
+this module declares and the relay (a floor above) has; the operations endpoint hands the relay in.
 """
 from __future__ import annotations
 

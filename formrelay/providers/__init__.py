@@ -1,4 +1,10 @@
-"""The providers formrelay can relay to, looked up by the name used in the config."""
+"""The providers formrelay can relay to (transport floor), looked up by the name used in the config.
+
+Lives here: base (HTTP session, timing, shared tokens) and one module per CRM (ngp, ens, actionnetwork,
+engageone): its settings and form schemas, its definition -> fields, its payload and its answers. May import:
+core, forms, budget, metrics. Never delivery, web or cli, never one provider from another (import-linter's
+independence contract), and a provider module never imports this package (it registers them with the config).
+"""
 from __future__ import annotations
 
 import importlib

@@ -2,6 +2,10 @@
 
 Nothing here is used when the relay talks to real providers. The sandbox records what it received and can be
 told to fail, so tests can check exactly what reached "the CRM".
+
+Lives here: state (what was received, failures to answer with), one fake per CRM, and this package, which
+mounts them with the control endpoints. May import: nothing else of formrelay (a fake built from the relay's
+own code would agree with its bugs); the fakes never import this package or each other.
 """
 from __future__ import annotations
 
