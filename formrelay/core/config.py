@@ -75,13 +75,12 @@ def _section_schema(name: str) -> Schema:
 
 
 def _check_registered() -> None:
-    missing = [name for name in _REQUIRED_SECTIONS if name not in _SECTIONS]
-    if missing or not _PROVIDERS:
-        # A programming error, not a config error: nothing registered the schemas this config needs.
-        raise RuntimeError(
-            "formrelay.core.config: the providers and the [" + "], [".join(missing or ["providers"])
-            + "] schemas are registered at start-up; import formrelay.delivery.relay before reading a config"
-        )
+    missing = [f"the [{name}] schema" for name in _REQUIRED_SECTIONS if name not in _SECTIONS]
+    missing += [] if _PROVIDERS else ["the providers"]
+    if missing:
+        # A programming error, not a config error: the start-up registrations this config needs did not happen.
+        raise RuntimeError(f"formrelay.core.config: nothing registered {', '.join(missing)}; import "
+                           "formrelay.delivery.relay (as create_app and the CLI do) before reading a config")
 
 
 @dataclass(frozen=True)
