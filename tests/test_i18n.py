@@ -361,13 +361,14 @@ def test_ens_gets_the_forms_locale_else_the_supporters():
     assert build_payload(forced, definition, {}, {})["locale"] == "en-GB"
 
 
-def test_the_supporters_language_reaches_ens_even_through_the_queue(tmp_path, monkeypatch):
-    """A French supporter's submission, queued during an outage, still carries fr-CA to ENS later."""
+def test_the_supporters_language_reaches_ens_even_through_the_queue(tmp_path):
+    """A French supporter sees ENS labels in French, and her submission, queued during an outage, carries fr-CA."""
     import json
 
     ens = "https://ens.test/ens/service"
     raw = {"relay": {"rate_limit": ""}, "providers": {"ens": {"base_url": ens, "api_token": "tok-123456"}},
-           "forms": {"mp": {"provider": "ens", "page_id": 7, "fields": {"Email Address": {"required": True}}},
+           "forms": {"mp": {"provider": "ens", "page_id": 7, "fields": {"Email Address": {"required": True}},
+                            "labels": {"fr": {"Email Address": "Adresse e-mail"}}},
                      "mp-uk": {"provider": "ens", "page_id": 7, "locale": "en-GB",
                                "fields": {"Email Address": {"required": True}}}},
            "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False}}
@@ -379,6 +380,8 @@ def test_the_supporters_language_reaches_ens_even_through_the_queue(tmp_path, mo
         rsps.post(f"{ens}/page/7/process", status=503)
         app = create_app(raw)
         client = app.test_client()
+        described = client.get("/v1/forms/mp", headers={"Accept-Language": "fr-CA"}).get_json()
+        assert described["fields"][0]["label"] == "Adresse e-mail"
         queued = client.post("/v1/forms/mp", json={"Email Address": "a@example.org"},
                              headers={"Accept-Language": "fr-CA,fr;q=0.9"})
         assert queued.status_code == 202 and queued.headers["Content-Language"] == "fr"

@@ -6,7 +6,6 @@ import contextvars
 import decimal
 import gettext as _gettext
 import io
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -21,7 +20,6 @@ from babel.numbers import format_decimal
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 
-log = logging.getLogger(__name__)
 
 SOURCE = "en"  # the language the messages are written in: it needs no catalogue
 DOMAIN = "messages"
@@ -156,7 +154,8 @@ def language_of(tag: str | None) -> str | None:
     """The shipped language a tag falls back to ('fr-CA' -> 'fr', 'pt_BR' -> 'pt'), or None."""
     if not tag:
         return None
-    found = negotiate_locale([tag.replace("_", "-")[:TAG_MAX]], available(), sep="-", aliases=None)
+    # No aliases: Babel's map would turn "de" into "de_DE", which no catalogue is called.
+    found = negotiate_locale([tag.replace("_", "-")[:TAG_MAX]], available(), sep="-", aliases={})
     return found.lower() if found else None
 
 
