@@ -482,3 +482,14 @@ def test_the_thank_you_page_in_every_language(mocked, language):
     assert said("We have your submission and will pass it on shortly.", language) in queued.get_data(as_text=True)
     if language == "fr":
         assert "Pétition" in html
+
+
+def test_a_form_locale_without_a_catalogue_answers_in_the_default_and_says_so(mocked, caplog):
+    raw = base_config(locale="es")
+    raw["forms"]["join"]["locale"] = "it-IT"
+    with caplog.at_level("WARNING", logger="formrelay.web.locale"):
+        client = create_app(raw).test_client()
+    assert "no catalogue for locale 'it-IT'" in caplog.text
+    answer = client.post("/v1/forms/join", json={}, headers={"Accept-Language": "fr"})
+    assert answer.headers["Content-Language"] == "es"
+    assert answer.get_json()["errors"]["LastName"] == ["Este campo es obligatorio."]

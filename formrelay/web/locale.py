@@ -1,12 +1,15 @@
 """The language of each answer: forced by the form, else negotiated from Accept-Language, and said in the headers."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
 from formrelay.core import i18n
 from formrelay.core.i18n import Choice, Msg
+
+log = logging.getLogger(__name__)
 
 # The snippet's own words (static/formrelay.js keeps the English ones as its fallback, under the same keys).
 SNIPPET_TEXTS: Mapping[str, Msg] = {
@@ -67,6 +70,10 @@ def mark() -> None:
 def init_app(app: Flask, default: str, form_locales: Mapping[str, str | None]) -> None:
     """Choose each request's language before its view runs, and say it in the answer's headers."""
     i18n.load_all()
+    for slug, tag in form_locales.items():
+        if tag and i18n.language_of(tag) is None:
+            log.warning("form %s: formrelay has no catalogue for locale %r; it answers in %r (ENS still gets %r)",
+                        slug, tag, default, tag)
     app.jinja_env.add_extension("jinja2.ext.i18n")
     app.jinja_env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
 
