@@ -66,9 +66,11 @@ def translations(language: str) -> _gettext.NullTranslations:
 
 
 def load_all() -> None:
-    """Read every catalogue now (at start-up), so the first request in a language pays nothing."""
+    """Read every catalogue and CLDR table now (at start-up), so the first request in a language pays nothing."""
+    get_global("likely_subtags")
     for language in available():
         translations(language)
+        localise_number(1000, language)
 
 
 def current() -> str:
