@@ -76,6 +76,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class OSDISettings:
+    """[forms.x.osdi]: what a page posting an OSDI helper body may decide; by default nothing but the person."""
+
+    allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
+    allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
+    allow_autoresponse_off: bool = False       # whether triggers.autoresponse.enabled = false is honoured
+    allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
+
+
+@dataclass(frozen=True)
 class FormConfig:
     """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
 
@@ -92,6 +102,9 @@ class FormConfig:
     followup: Any = None
     require_started: bool = False
     captcha: Any = None
+    # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
+    person: Mapping[str, str] = field(default_factory=dict)
+    osdi: OSDISettings = OSDISettings()
 
 
 @dataclass(frozen=True)
@@ -161,8 +174,24 @@ class RelaySchema(Schema):
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha"}
+     "require_started", "captcha", "person", "osdi"}
 )
+
+
+class OSDISchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allow_add_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_remove_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_autoresponse_off = fields.Boolean(load_default=False)
+    allow_status = fields.Boolean(load_default=False)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> OSDISettings:
+        return OSDISettings(allow_add_tags=tuple(data["allow_add_tags"]),
+                            allow_remove_tags=tuple(data["allow_remove_tags"]),
+                            allow_autoresponse_off=data["allow_autoresponse_off"], allow_status=data["allow_status"])
 
 
 class CommonFormSchema(Schema):
@@ -181,6 +210,10 @@ class CommonFormSchema(Schema):
     followup = fields.Dict(load_default=None)
     require_started = fields.Boolean(load_default=False)
     captcha = fields.Dict(load_default=None)
+    # Keys are checked against the person model when the form's definition loads (forms/person.py).
+    person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
+                         load_default=dict)
+    osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
 
 
 class LoggingSchema(Schema):
@@ -351,6 +384,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             followup=followup,
             require_started=common["require_started"],
             captcha=captcha,
+            person=common["person"],
+            osdi=common["osdi"],
         )
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)

@@ -15,7 +15,7 @@ from marshmallow import ValidationError, fields
 from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.core.config import Config, FormConfig
-from formrelay.core.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
 from formrelay.forms.fields import (
     WIDGET,
     Definition,
@@ -25,6 +25,7 @@ from formrelay.forms.fields import (
     flatten_errors,
 )
 from formrelay.core.outcome import Outcome
+from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
 from formrelay.delivery.queue import (
     DEAD,
@@ -56,6 +57,7 @@ class Loaded:
     definition: Definition
     schema: FormSchema
     fetched_at: float
+    person: PersonMapping = PersonMapping()
 
 
 class Form:
@@ -88,15 +90,16 @@ class Form:
                 return current
             try:
                 definition = self.provider.definition(self.config)
+                person = self._person_mapping(definition)
             except ProviderError as exc:
                 self.last_error = str(exc)
                 if current is not None:
                     log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, exc)
-                    self._loaded = Loaded(current.definition, current.schema, time.monotonic())
+                    self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
                     return self._loaded
                 raise
             schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
-            self._loaded = Loaded(definition, schema_cls(), time.monotonic())
+            self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
             self.last_error = None
             return self._loaded
         finally:
@@ -105,6 +108,19 @@ class Form:
     @property
     def definition(self) -> Definition:
         return self.loaded().definition
+
+    @property
+    def person_mapping(self) -> PersonMapping:
+        """Which of this form's fields hold which part of the common person model (forms/person.py)."""
+        return self.loaded().person
+
+    def _person_mapping(self, definition: Definition) -> PersonMapping:
+        """The provider's mapping with [forms.x.person] applied; a bad override is a definition problem."""
+        try:
+            return apply_overrides(self.provider.person_mapping(self.config, definition), self.config.person,
+                                   [spec.name for spec in definition.fields])
+        except MappingError as exc:
+            raise DefinitionError(f"form {self.slug}: {exc}") from None
 
     def cache_state(self) -> dict[str, Any]:
         """For readiness: whether the schema is loaded, how old it is, and the last refresh problem."""

@@ -13,6 +13,7 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.forms.person import PersonMapping
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.forms.submission import Submission
@@ -178,6 +179,26 @@ def definition_for(form: ANForm, title: str) -> Definition:
     return Definition(title=title, fields=tuple(specs), one_of=(("email_address", "phone_number"),))
 
 
+# The person model is Action Network's own (OSDI): each person key has its flat field (CONTRACT section 5).
+PERSON_FIELDS: Mapping[str, str] = {
+    "given_name": "given_name", "family_name": "family_name", "email": "email_address", "phone": "phone_number",
+    "street": "street", "locality": "locality", "region": "region", "postal_code": "postal_code",
+    "country": "country",
+}
+
+
+def person_mapping_for(form: ANForm) -> PersonMapping:
+    """The flat fields <-> the OSDI person (pure): natively, consent boxes as statuses, custom[<key>] fields."""
+    mapped = dict(PERSON_FIELDS)
+    if form.action in ("petition", "advocacy_campaign"):
+        mapped["comments"] = "comments"
+    if form.email_consent_field:
+        mapped["email_status"] = form.email_consent_field
+    if form.sms_opt_in_field:
+        mapped["phone_status"] = form.sms_opt_in_field
+    return PersonMapping(mapped, custom="custom[{key}]")
+
+
 def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any]:
     """Validated values -> the OSDI helper body (pure). Tags and triggers come from config only."""
     person: dict[str, Any] = {}
@@ -276,6 +297,9 @@ class ActionNetwork(Provider):
         path = HELPERS[options.action].format(id=options.action_id)
         suffix = "?background_request=true" if options.background else ""
         return f"{self.settings.base_url}{path}{suffix}"
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(form.options)
 
     def definition(self, form: FormConfig) -> Definition:
         options: ANForm = form.options
