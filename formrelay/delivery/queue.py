@@ -122,6 +122,7 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
         "idempotency_key": submission.idempotency_key,
         "id": submission.id,
         "received_at": submission.received_at,
+        "page_options": dict(submission.page_options),
     }
 
 
@@ -131,6 +132,7 @@ def restore_submission(data: Mapping[str, Any]) -> Any:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
         idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
+        page_options=data.get("page_options") or {},
     )
 
 

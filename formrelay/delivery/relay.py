@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError, fields
@@ -37,7 +37,8 @@ from formrelay.delivery.queue import (
     open_store,
     restore_submission,
 )
-from formrelay.forms.submission import Submission, Value, reject_card_data, split_controls
+from formrelay.forms.osdi import read_osdi
+from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -162,6 +163,8 @@ class Form:
 
     def validate(self, body: Mapping[str, Value], idempotency_key: str | None = None) -> Submission:
         """Body -> Submission, or Invalid (422) with messages keyed by field name."""
+        if isinstance(body, OSDIBody):
+            return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
         values, controls, context = split_controls(body, set(declared))
@@ -184,6 +187,16 @@ class Form:
             raise Invalid("Some fields need attention.", errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
         return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+
+
+    def _validate_osdi(self, body: OSDIBody, idempotency_key: str | None) -> Submission:
+        """An OSDI body: mapped to this form's fields, then validated exactly like a flat body; 422s name the OSDI path."""
+        read = read_osdi(body, self.person_mapping, self.config.osdi)
+        try:
+            submission = self.validate(read.values, idempotency_key)
+        except Invalid as exc:
+            raise Invalid(exc.message, errors=read.annotate(exc.errors or {})) from None
+        return replace(submission, page_options=read.page_options)
 
 
 def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, list[str]]:

@@ -199,8 +199,11 @@ def person_mapping_for(form: ANForm) -> PersonMapping:
     return PersonMapping(mapped, custom="custom[{key}]")
 
 
-def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any]:
-    """Validated values -> the OSDI helper body (pure). Tags and triggers come from config only."""
+def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str],
+                  page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validated values -> the OSDI helper body (pure). Tags and triggers come from config, and from the page only
+    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py)."""
+    page = page_options or {}
     person: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
         if values.get(name):
@@ -232,17 +235,19 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
     if custom:
         person["custom_fields"] = custom
     body: dict[str, Any] = {"person": person}
-    if form.add_tags:
-        body["add_tags"] = list(form.add_tags)
-    if form.remove_tags:
-        body["remove_tags"] = list(form.remove_tags)
+    add_tags = list(dict.fromkeys([*form.add_tags, *page.get("add_tags", ())]))
+    remove_tags = [t for t in dict.fromkeys([*form.remove_tags, *page.get("remove_tags", ())]) if t not in add_tags]
+    if add_tags:
+        body["add_tags"] = add_tags
+    if remove_tags:
+        body["remove_tags"] = remove_tags
     if values.get("comments") and form.action in ("petition", "advocacy_campaign"):
         body["comments"] = values["comments"]
     referrer = {k: context[k] for k in ("source", "referrer") if context.get(k)}
     if referrer:
         # Inferred key: OSDI's referrer_data; AN's resources say action_network:referrer_data.
         body["referrer_data"] = referrer
-    if form.autoresponse and form.action != "advocacy_campaign":
+    if form.autoresponse and form.action != "advocacy_campaign" and page.get("autoresponse") is not False:
         body["triggers"] = {"autoresponse": {"enabled": True}}
     return body
 
@@ -315,7 +320,9 @@ class ActionNetwork(Provider):
             headers["OSDI-API-Token"] = self.settings.api_key
         started = time.perf_counter()
         response = self.request("POST", self.url(options), json=build_payload(options, submission.values,
-                                                                              submission.context), headers=headers)
+                                                                              submission.context,
+                                                                              submission.page_options),
+                                     headers=headers)
         log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key))

@@ -254,8 +254,9 @@ def person_mapping_for(definition: Definition) -> PersonMapping:
 
 
 def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, Any],
-                  context: Mapping[str, str]) -> dict[str, Any]:
-    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser."""
+                  context: Mapping[str, str], page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser;
+    the page may switch the auto-responder off only where [forms.x.osdi] allowed it (page_options)."""
     questions_kind: Mapping[str, str] = definition.extra.get("questions", {})
     supporter: dict[str, Any] = {}
     questions: dict[str, str] = {}
@@ -274,7 +275,7 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         supporter["questions"] = questions
     body: dict[str, Any] = {
         "demo": form.demo,
-        "suppressAutoResponder": form.suppress_auto_responder,
+        "suppressAutoResponder": form.suppress_auto_responder or (page_options or {}).get("autoresponse") is False,
         "supporter": supporter,
     }
     if form.appeal_code:
@@ -459,7 +460,7 @@ class ENS(Provider):
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
         self.budget.take(wait=self.settings.budget_wait)
-        body = build_payload(options, definition, submission.values, submission.context)
+        body = build_payload(options, definition, submission.values, submission.context, submission.page_options)
         response = self.call("POST", f"/page/{options.page_id}/process", json=body)
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and options.origin_source and outcome.reference:
