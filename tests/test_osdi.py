@@ -212,8 +212,8 @@ def _fuzz_strategies():
     })
 
 
-@pytest.fixture(scope="module")
-def osdi_fuzz_client():
+@pytest.fixture
+def osdi_fuzz_client():  # function scope: its fake upstreams must not outlive the fuzz test
     import responses
 
     from tests.conftest import NGP_FORM_URL as url
@@ -248,3 +248,19 @@ def test_arbitrary_osdi_shaped_bodies_never_fail_the_relay(osdi_fuzz_client):
             assert reply["message"]
 
     check()
+
+
+def test_check_shows_where_an_osdi_body_lands_and_refuses_a_bad_override(tmp_path, sandbox):
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    path = tmp_path / "formrelay.toml"
+    form = f'[providers.ngp]\nbase_url = "{sandbox.url}/ngp/v2"\n[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n'
+    path.write_text(form + '[forms.join.person]\nphone_status = "SmsOptIn"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "OSDI person: given_name -> FirstName" in result.output and "phone_status -> SmsOptIn" in result.output
+    path.write_text(form + '[forms.join.person]\nphone = "Mobile"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code != 0 and "person.phone: the form has no field 'Mobile'" in result.output
