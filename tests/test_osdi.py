@@ -264,3 +264,12 @@ def test_check_shows_where_an_osdi_body_lands_and_refuses_a_bad_override(tmp_pat
     path.write_text(form + '[forms.join.person]\nphone = "Mobile"\n')
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code != 0 and "person.phone: the form has no field 'Mobile'" in result.output
+
+
+def test_a_wrong_shape_under_a_long_custom_name_echoes_a_bounded_path(client, mocked):
+    body = osdi()
+    body["person"]["custom_fields"] = {"n" * 5000: {"nested": True}}
+    answer = client.post("/v1/forms/join", json=body)
+    assert answer.status_code == 400
+    assert answer.get_json()["message"].startswith("Not an OSDI body the relay can read: person.custom_fields")
+    assert len(answer.get_json()["message"]) < 300
