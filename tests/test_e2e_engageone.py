@@ -34,7 +34,7 @@ def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp
     worker = start_embedded_worker(app)
     try:
         answer = requests.post(f"{relay.url}/v1/forms/toolkit", json={"email": "ann@example.org"}, timeout=5)
-        assert answer.json() == {"ok": True, "status": "delivered", "message": "Thank you! Your submission was received."}
+        assert answer.json() == {"ok": True, "status": "delivered"}
         requests.post(f"{sandbox.url}/_control/fail", json={"provider": "engageone", "status": 401}, timeout=5)
         answer = requests.post(f"{relay.url}/v1/forms/join", json={
             "FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}, timeout=5)

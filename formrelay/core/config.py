@@ -129,6 +129,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class OSDISettings:
+    """[forms.x.osdi]: what a page posting an OSDI helper body may decide; by default nothing but the person."""
+
+    allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
+    allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
+    allow_autoresponse_off: bool = False       # whether triggers.autoresponse.enabled = false is honoured
+    allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
+
+
+@dataclass(frozen=True)
 class FormConfig:
     """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
 
@@ -157,6 +167,9 @@ class FormConfig:
         if tag and tag.lower() in table:
             return table[tag.lower()]
         return table.get(language)
+    # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
+    person: Mapping[str, str] = field(default_factory=dict)
+    osdi: OSDISettings = OSDISettings()
 
 
 @dataclass(frozen=True)
@@ -228,7 +241,7 @@ class RelaySchema(Schema):
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "locale", "labels", "titles"}
+     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi"}
 )
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -266,6 +279,22 @@ def _labels(value: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     return flat, by_locale
 
 
+class OSDISchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allow_add_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_remove_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_autoresponse_off = fields.Boolean(load_default=False)
+    allow_status = fields.Boolean(load_default=False)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> OSDISettings:
+        return OSDISettings(allow_add_tags=tuple(data["allow_add_tags"]),
+                            allow_remove_tags=tuple(data["allow_remove_tags"]),
+                            allow_autoresponse_off=data["allow_autoresponse_off"], allow_status=data["allow_status"])
+
+
 class CommonFormSchema(Schema):
     """The keys every form has; the provider's own schema checks the rest."""
 
@@ -285,6 +314,10 @@ class CommonFormSchema(Schema):
     locale = fields.String(load_default=None, validate=validate.Regexp(LANGUAGE_TAG, error="not a language tag such as 'fr' or 'fr-CA'"))
     labels = fields.Raw(load_default=dict)
     titles = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # Keys are checked against the person model when the form's definition loads (forms/person.py).
+    person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
+                         load_default=dict)
+    osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
 
 
 class LoggingSchema(Schema):
@@ -458,6 +491,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             labels=flat_labels,
             labels_by_locale=labels_by_locale,
             titles=titles,
+            person=common["person"],
+            osdi=common["osdi"],
         )
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)

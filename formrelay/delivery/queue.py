@@ -129,13 +129,15 @@ def serialise_submission(submission: Submission) -> dict[str, Any]:
         "locale": submission.locale,
         "id": submission.id,
         "received_at": submission.received_at,
+        "page_options": dict(submission.page_options),
     }
 
 
 def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
-        idempotency_key=data.get("idempotency_key"), locale=data.get("locale"), id=data["id"], received_at=data["received_at"],
+        idempotency_key=data.get("idempotency_key"), locale=data.get("locale"), id=data["id"],
+        received_at=data["received_at"], page_options=data.get("page_options") or {},
     )
 
 

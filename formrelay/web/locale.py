@@ -28,9 +28,9 @@ SNIPPET_TEXTS: Mapping[str, Msg] = {
     "required": Msg("required"),
 }
 
-# The overall message of each status, for answers whose outcome carries none of its own.
+# The overall message of each status, for answers whose outcome carries none of its own (a success has the
+# snippet's, or the page's, thank-you text).
 STATUS_MESSAGES: Mapping[str, Msg] = {
-    "delivered": Msg("Thank you! Your submission was received."),
     "queued": Msg("Thank you. We have your submission and will pass it on shortly."),
     "invalid": Msg("Some fields need attention."),
     "bad_request": Msg("This submission could not be read."),

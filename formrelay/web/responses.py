@@ -42,8 +42,10 @@ def wants_json() -> bool:
 
 
 def with_message(outcome: Outcome) -> Outcome:
-    """Every answer says in words what happened: the outcome's own message, else its status's, in the answer's language."""
-    if outcome.message:
+    """Every answer but a plain success says in words what happened: the outcome's own message, else its status's,
+    in the answer's language. A `delivered` answer keeps only what the CRM said (the contract's "may carry"), so
+    the page's own thank-you text, or the snippet's in the supporter's language, is shown."""
+    if outcome.message or outcome.status == "delivered":
         return outcome
     return Outcome(**{**outcome.__dict__, "message": locale.status_message(outcome.status)})
 
