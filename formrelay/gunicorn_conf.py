@@ -37,6 +37,7 @@ use_multiprocess()
 def _log_format() -> str:
     """[logging] format of the relay's config, so gunicorn's own lines come out in the same format."""
     try:
+        import formrelay.delivery.relay  # noqa: F401  (registers what the config reads)
         from formrelay.core.config import load_config
 
         return load_config().logging.format

@@ -176,6 +176,7 @@ def test_check_warns_when_redis_would_lose_queued_submissions(tmp_path, sandbox,
     client.config_set("maxmemory-policy", "noeviction")
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert "WARNING" not in result.output and "appendonly yes" in result.output
+    client.config_set("appendonly", "no")  # as the fixture started it, so that it stops at once
     client.close()
 
 

@@ -119,6 +119,7 @@ def serve(config_path: str | None, host: str, port: int, workers: int | None, th
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
+    import formrelay.delivery.relay  # noqa: F401  (registers the providers and sections the config reads)
     from formrelay.core import logs
     from formrelay.core.config import CONFIG_ENV, load_config
 
