@@ -34,7 +34,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import (  # noqa: E402  (benchmarks/run.py: the shared load generator and server helpers)
+from loadgen import request_once, run_load, summarise  # noqa: E402  (the shared load generator)
+from targets import (  # noqa: E402  (the shared server helpers)
     FAKE_THREADS,
     HOST,
     JSON_HEADERS,
@@ -43,9 +44,6 @@ from run import (  # noqa: E402  (benchmarks/run.py: the shared load generator a
     Servers,
     free_port,
     relay_config,
-    request_once,
-    run_load,
-    summarise,
     to_toml,
     wait_until,
 )
