@@ -62,6 +62,30 @@ def start(servers: Servers, name: str, cmd: list[str], env: dict[str, str]) -> s
     return proc
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (from /proc), for CPU per submission."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / ticks
+        todo.extend(children.get(current, []))
+    return total
+
+
 def submission_seconds(port: int, timeout: float = TIMEOUT) -> float | None:
     """Seconds for one real submission on a new connection; None when it gets no 200 in `timeout`."""
     started = time.monotonic()
@@ -204,17 +228,27 @@ def main() -> int:
 
         body = json.dumps(NGP_BODY).encode()
         runs: dict[str, list[Any]] = {name: [] for name in ports}
+        cpu: dict[str, list[float]] = {name: [] for name in ports}  # server CPU ms per submission, per round
         for r in range(rounds):
             for name, port in ports.items():
                 request_once(fake_port, "POST", "/_control/reset")
                 print(f"... round {r + 1}/{rounds} {name}: {args.procs * args.conns} connections, {warmup:g} s "
                       f"warm-up + {duration:g} s", file=sys.stderr)
-                runs[name].append(run_load(port, "/v1/forms/join", body, JSON_HEADERS, args.procs, args.conns,
-                                           warmup, duration))
+                before = tree_cpu_seconds(procs[name].pid)
+                run = run_load(port, "/v1/forms/join", body, JSON_HEADERS, args.procs, args.conns, 0.0,
+                               warmup + duration)
+                used = tree_cpu_seconds(procs[name].pid) - before
+                runs[name].append(run)
+                cpu[name].append(used * 1000 / max(1, len(run[0])))
         results["throughput"] = {name: summarise(r) for name, r in runs.items()}
+        results["cpu_ms_per_submission"] = {name: round(sorted(v)[len(v) // 2], 2) for name, v in cpu.items()}
         fwd = results["throughput"]["forwarder"]["rps"]
         results["vs_forwarder"] = {name: round(results["throughput"][name]["rps"] / fwd, 2) if fwd else None
                                    for name in ("granian", "gunicorn", "waitress")}
+        # Per round, each server against the forwarder measured just after it: the drift between rounds cancels.
+        results["vs_forwarder_by_round"] = {
+            name: [round(len(a[0]) / len(b[0]), 2) for a, b in zip(runs[name], runs["forwarder"], strict=True)]
+            for name in ("granian", "gunicorn", "waitress")}
         results["seconds"] = round(time.monotonic() - began, 1)
         results["cpus"] = os.cpu_count()
     finally:
@@ -226,18 +260,19 @@ def main() -> int:
     print(f"\nrelay under each server ({WORKERS} workers x {THREADS} threads; waitress 1 x {WORKERS * THREADS}), "
           f"{results['cpus']} CPUs shared with the load generator\n")
     print("| server | submission behind 300 unfinished + 300 idle | beside 1,000 idle | 200 MB body refused in "
-          "| submissions/s | vs forwarder | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| submissions/s | vs forwarder (by round) | server CPU ms per submission | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("granian", "gunicorn", "waitress", "forwarder"):
         t = results["throughput"][name]
         if name == "forwarder":
             print(f"| forwarder (gunicorn {WORKERS}x{THREADS}) | - | - | - | {t['rps']:,.0f} | 1.00 | "
-                  f"{t['p50_ms']} | {t['p99_ms']} | {t['errors']} |")
+                  f"{results['cpu_ms_per_submission'][name]} | {t['p50_ms']} | {t['p99_ms']} | {t['errors']} |")
             continue
         h = results["hostile"][name]
         print(f"| {name} | {fmt(h['600_hostile']['submission_s'])} | {fmt(h['1000_idle']['submission_s'])} | "
-              f"{fmt(results['huge_body_s'][name])} | {t['rps']:,.0f} | {results['vs_forwarder'][name]:.2f} | "
-              f"{t['p50_ms']} | {t['p99_ms']} | {t['errors']} |")
+              f"{fmt(results['huge_body_s'][name])} | {t['rps']:,.0f} | {results['vs_forwarder'][name]:.2f} "
+              f"({', '.join(f'{x:.2f}' for x in results['vs_forwarder_by_round'][name])}) | "
+              f"{results['cpu_ms_per_submission'][name]} | {t['p50_ms']} | {t['p99_ms']} | {t['errors']} |")
     print(f"\n{results['seconds']} s in all")
     (HERE / "serving_results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
