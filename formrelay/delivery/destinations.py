@@ -180,3 +180,20 @@ class Destinations:
 
     def close(self) -> None:
         self.sender.close()
+
+
+def coverage(form: FormLike, other: FormLike) -> tuple[list[str], list[str]]:
+    """For `formrelay check`: the other form's fields the person model fills from this form, and the required
+    ones it cannot fill (each of those makes every `also` job of this pair a dead letter)."""
+    keys = set(form.person_mapping.fields)
+    filled = [name for key, name in other.person_mapping.fields.items() if key in keys]
+    required = [name for name, f in other.schema.fields.items() if f.required]  # type: ignore[attr-defined]
+    return filled, [name for name in required if name not in filled]
+
+
+def by_submission(jobs: list[Job]) -> dict[str, list[Job]]:
+    """Jobs grouped by the submission they deliver (first seen first): the operator's view of destinations."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.submission_id, []).append(job)
+    return groups
