@@ -485,7 +485,9 @@ class Relay:
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
-            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+            delay = backoff(settings, job.attempts, retry_after)
+            self.store.reschedule(job, time.time() + delay, reason)
+            log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
 
     def queue_stats(self) -> dict[str, Any]:
         """Depth, oldest waiting age and dead letters, for readiness and metrics."""
