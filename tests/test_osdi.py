@@ -188,3 +188,88 @@ def test_both_shapes_of_the_same_person_reach_action_network_alike(client, mocke
     assert client.post("/v1/forms/sign", json=osdi()).status_code == 200
     first, second = an_posts(mocked_an)
     assert first == second
+
+
+# -- fuzzing: OSDI-shaped bodies with anything anywhere never give a 5xx ------------------------------------
+
+def _fuzz_strategies():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.text(max_size=30), st.integers(), st.floats(allow_nan=True), st.booleans(), st.none())
+    anything = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=6), inner, max_size=3), max_leaves=6)
+    item = st.dictionaries(st.sampled_from(["address", "number", "status", "primary", "address_lines", "locality",
+                                            "region", "postal_code", "country", "number_type"]), anything, max_size=5)
+    person = st.fixed_dictionaries({}, optional={
+        "given_name": anything, "family_name": anything,
+        "email_addresses": st.lists(item, max_size=3) | anything, "phone_numbers": st.lists(item, max_size=3) | anything,
+        "postal_addresses": st.lists(item, max_size=3) | anything,
+        "custom_fields": st.dictionaries(st.text(max_size=10), anything, max_size=4) | anything,
+    })
+    return st.fixed_dictionaries({"person": person}, optional={
+        "add_tags": anything, "remove_tags": anything, "triggers": anything, "comments": anything,
+        "referrer_data": anything, "_hp": anything, "_idempotency_key": anything, "utm_source": anything,
+    })
+
+
+@pytest.fixture
+def osdi_fuzz_client():  # function scope: its fake upstreams must not outlive the fuzz test
+    import responses
+
+    from tests.conftest import NGP_FORM_URL as url
+    from formrelay.sandbox.ngp import PETITION
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(url, json=PETITION)
+        rsps.post(url, json=NGP_SUCCESS)
+        rsps.post(AN_URL, json={})
+        cfg = base_config(global_rate_limit="")
+        cfg["providers"]["actionnetwork"] = {"base_url": AN_BASE}
+        cfg["forms"]["sign"] = {"provider": "actionnetwork", "action": "petition", "action_id": "air",
+                                "email_consent_field": "ok", "osdi": {"allow_add_tags": ["a"], "allow_status": True,
+                                                                      "allow_autoresponse_off": True}}
+        yield create_app(cfg).test_client()
+
+
+def test_arbitrary_osdi_shaped_bodies_never_fail_the_relay(osdi_fuzz_client):
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=_fuzz_strategies(), slug=st.sampled_from(["join", "sign"]))
+    def check(body, slug):
+        answer = osdi_fuzz_client.post(f"/v1/forms/{slug}", data=json.dumps(body), content_type="application/json")
+        assert answer.status_code in (200, 202, 400, 413, 422), (answer.status_code, body)
+        reply = answer.get_json()
+        assert {"ok", "status"} <= set(reply)
+        if answer.status_code == 400:
+            assert reply["message"]
+
+    check()
+
+
+def test_check_shows_where_an_osdi_body_lands_and_refuses_a_bad_override(tmp_path, sandbox):
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    path = tmp_path / "formrelay.toml"
+    form = f'[providers.ngp]\nbase_url = "{sandbox.url}/ngp/v2"\n[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n'
+    path.write_text(form + '[forms.join.person]\nphone_status = "SmsOptIn"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "OSDI person: given_name -> FirstName" in result.output and "phone_status -> SmsOptIn" in result.output
+    path.write_text(form + '[forms.join.person]\nphone = "Mobile"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code != 0 and "person.phone: the form has no field 'Mobile'" in result.output
+
+
+def test_a_wrong_shape_under_a_long_custom_name_echoes_a_bounded_path(client, mocked):
+    body = osdi()
+    body["person"]["custom_fields"] = {"n" * 5000: {"nested": True}}
+    answer = client.post("/v1/forms/join", json=body)
+    assert answer.status_code == 400
+    assert answer.get_json()["message"].startswith("Not an OSDI body the relay can read: person.custom_fields")
+    assert len(answer.get_json()["message"]) < 300

@@ -31,6 +31,7 @@ from formrelay.forms.person import (
 from formrelay.forms.submission import CONTEXT_KEYS, CONTROL_PREFIX, OSDIBody, Value
 
 REFERRER_KEYS = ("source", "referrer")
+PATH_ECHO_MAX = 200  # a path may hold a custom field's name, which the page chose: echo a bounded amount
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OS
     try:
         person, found = person_from_osdi(doc["person"])
     except OSDIShapeError as exc:
-        raise BadRequest(f"Not an OSDI body the relay can read: {exc.path} {exc.message}.") from None
+        path = exc.path if len(exc.path) <= PATH_ECHO_MAX else exc.path[:PATH_ECHO_MAX] + "..."
+        raise BadRequest(f"Not an OSDI body the relay can read: {path} {exc.message}.") from None
     if not allow.allow_status:
         person = person.without_statuses()
     values: dict[str, Value] = dict(to_values(mapping, person))
