@@ -16,7 +16,16 @@ from formrelay import create_app
 from formrelay.cli import main
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, parse_config
-from formrelay.delivery.queue import DEAD, DONE, PENDING, SQLiteStore, RedisStore, Worker, new_job
+from formrelay.delivery.queue import (
+    DEAD,
+    DONE,
+    PENDING,
+    RedisStore,
+    SQLiteStore,
+    Worker,
+    new_job,
+    restore_submission,
+)
 from formrelay.webhooks import event_body, message_id, sign
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
@@ -181,7 +190,6 @@ def test_a_repeat_of_the_primary_never_repeats_another_destination(fanout, mocke
     assert first.json == second.json
     # the step that makes the jobs runs again (a primary re-delivered after a cut-off lease): nothing new
     (done,) = [j for j in relay.store.jobs() if j.target == "also:join-an"]
-    from formrelay.delivery.queue import restore_submission
     relay.after_delivery(relay.form("join"), restore_submission(done.submission))
     drain(relay)
     assert len(calls_to(mocked, AN_URL)) == 1 and len(calls_to(mocked, HOOK_URL)) == 1
@@ -381,8 +389,6 @@ def store(request, tmp_path):
 
 
 def test_add_stores_a_job_only_once_whatever_became_of_it(store):
-    from formrelay.delivery.queue import restore_submission
-
     submission = restore_submission({"id": "s1", "form": "join", "values": {}, "received_at": 1.0})
     job = new_job("join", "also:join-an", submission)
     assert job.id == "s1-also:join-an" and store.add(job)
@@ -441,3 +447,30 @@ def test_the_readme_receiver_accepts_a_signed_event_once_and_refuses_a_forged_on
     forged = {**headers, "webhook-signature": sign("whsec_" + base64.b64encode(os.urandom(32)).decode(),
                                                    headers["webhook-id"], body)["webhook-signature"]}
     assert client.post("/formrelay", data=body, headers=forged).status_code == 400
+
+
+def test_fan_out_through_a_redis_queue(tmp_path, mocked, redis_url):
+    mocked.post(NGP_FORM_URL, json=NGP_SUCCESS)
+    mocked.post(AN_URL, status=503)
+    mocked.post(HOOK_URL, status=200)
+    raw = fanout_config(tmp_path)
+    raw["relay"]["redis_url"] = redis_url
+    del raw["queue"]["path"]
+    app = create_app(raw)
+    relay = app.extensions["formrelay"]
+    client = app.test_client()
+    assert client.post("/v1/forms/join", json=VALID, headers={"Idempotency-Key": "r-1"}).status_code == 200
+    drain(relay, rounds=3)
+    mocked.replace(responses.POST, AN_URL, json={})
+    for job in relay.store.jobs():
+        relay.store.retry(job.id, time.time())
+    drain(relay, rounds=5)
+    client.post("/v1/forms/join", json=VALID, headers={"Idempotency-Key": "r-1"})
+    relay.after_delivery(relay.form("join"), restore_submission(relay.store.jobs()[0].submission))  # a repeat
+    drain(relay, rounds=3)
+    assert targets(relay) == {"also:join-an": DONE, "webhook:crm-sync/delivered": DONE}
+    assert len([c for c in calls_to(mocked, AN_URL) if c.response.status_code == 200]) == 1
+    (call,) = calls_to(mocked, HOOK_URL)
+    assert Webhook(SECRET).verify(call.request.body, dict(call.request.headers))["data"]["outcome"] == {
+        "status": "delivered", "provider": "ngp"}
+    relay.close()
