@@ -215,3 +215,40 @@ def test_ens_page_with_an_engageone_also_gets_the_person_mapped(sandbox, serve, 
     assert sent["campaign"] == "Welcome"
     assert sent["body"]["dataset"] == [{"email": "ann@example.org", "first_name": "Ann", "last_name": "Lee",
                                         "postcode": "SW1A 1AA"}]
+
+
+def test_a_queued_ngp_submission_fans_out_when_the_queue_delivers_it(sandbox, serve, tmp_path, receiver):
+    receiver.start()
+    app = create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+                      "actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2"}},
+        "forms": {
+            "join": {"provider": "ngp", "form_id": "demo-petition", "also": ["join-an"],
+                     "webhooks": [{"url": f"http://127.0.0.1:{receiver.port}{HOOK_PATH}", "secret": SECRET,
+                                   "include_personal_data": False}]},
+            "join-an": {"provider": "actionnetwork", "action": "petition", "action_id": "clean-air"},
+        },
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "poll_interval": 0.02, "backoff_base": 0.05,
+                  "backoff_cap": 0.2},
+    })
+    relay = serve(app)
+    requests.get(f"{relay.url}/v1/forms/join", timeout=10)  # the definition, fetched while NGP still answers
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 1}, timeout=5)
+    answer = requests.post(f"{relay.url}/v1/forms/join", json={
+        "FirstName": "Bo", "LastName": "Ng", "EmailAddress": "bo@example.org", "PostalCode": "20010"}, timeout=10)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert received(sandbox, "actionnetwork") == []  # nothing goes on before NGP has it
+    worker = start_embedded_worker(app)
+    try:
+        assert wait_for(lambda: len(received(sandbox, "actionnetwork")) >= 1 and len(receiver.got) >= 2, 15)
+        time.sleep(0.3)
+    finally:
+        worker.stop()
+    assert len(received(sandbox, "ngp")) == 1 and len(received(sandbox, "actionnetwork")) == 1
+    person = received(sandbox, "actionnetwork")[0]["body"]["person"]
+    assert person["email_addresses"][0]["address"] == "bo@example.org"
+    events = [Webhook(SECRET).verify(raw, headers) for headers, raw in receiver.got]
+    assert sorted(e["type"] for e in events) == ["submission.delivered", "submission.queued"]
+    assert all("fields" not in e["data"] and b"bo@example.org" not in raw for e, (_, raw) in zip(events, receiver.got))
+    assert len({e["data"]["submission_id"] for e in events}) == 1
