@@ -116,23 +116,27 @@ def _check_destinations(relay: Any, form: Any) -> int:
     for slug in form.config.also:
         other = relay.forms[slug]
         try:
-            filled, unfilled = coverage(form, other)
+            filled, never, sometimes = coverage(form, other)
         except ProviderError as exc:
             problems += 1
             click.echo(f"  also {slug}: ERROR: {exc}")
             continue
         click.echo(f"  also {slug} ({other.config.provider}): the person model fills {', '.join(filled) or 'nothing'}")
-        if unfilled:
+        if never:
             problems += 1
             click.echo(f"  ERROR: also {slug}: required there, but nothing of this form maps to it: "
-                       f"{', '.join(unfilled)} (such jobs go to the dead letters; see [forms.{slug}.person])")
+                       f"{', '.join(never)}; every such job would be a dead letter (see [forms.{slug}.person])")
+        if sometimes:
+            click.echo(f"  note: also {slug}: required there, filled only when given here: {', '.join(sometimes)}; "
+                       "submissions without it go to the dead letters for that form")
     for hook in form.config.webhooks:
         ok, said = reachable(hook.url, relay.config.relay.connect_timeout)
         data = "with personal data" if hook.include_personal_data else "without personal data"
-        click.echo(f"  webhook {hook.name} -> {hook.host} [{', '.join(hook.events)}; {data}]: {said}")
+        where = hook.host if hook.host == hook.name else f"{hook.name} ({hook.host})"
+        click.echo(f"  webhook {where} [{', '.join(hook.events)}; {data}]: {said}")
         if not ok:
             problems += 1
-            click.echo(f"  ERROR: webhook {hook.name}: {hook.host} {said}; events wait in the queue until it does")
+            click.echo(f"  ERROR: webhook {where} {said}; its events wait in the queue until it answers")
     return problems
 
 

@@ -34,7 +34,7 @@ HOOK_URL = "https://hooks.test/receive/T0KEN-in-the-path"
 AN_BASE = "https://an.test/api/v2"
 AN_URL = f"{AN_BASE}/petitions/air/signatures"
 VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009",
-         "utm_source": "newsletter"}
+         "Comments": "For my kids.", "utm_source": "newsletter"}
 
 
 def fanout_config(tmp_path, **webhook) -> dict:
@@ -169,6 +169,7 @@ def test_ngp_then_action_network_and_a_webhook_each_once(fanout, mocked):
     assert person["given_name"] == "Ann" and person["family_name"] == "Lee"
     assert person["email_addresses"][0]["address"] == "ann@example.org"
     assert person["postal_addresses"][0]["postal_code"] == "20009"
+    assert json.loads(an.request.body)["comments"] == "For my kids."  # beside the person, where both forms have it
     (hook,) = calls_to(mocked, HOOK_URL)
     sent = Webhook(SECRET).verify(hook.request.body, dict(hook.request.headers))
     assert sent["type"] == "submission.delivered" and sent["data"]["form"] == "join"
@@ -364,6 +365,8 @@ def test_check_reports_what_the_mapping_fills_and_whether_each_webhook_host_answ
         {"url": f"http://127.0.0.1:{port}/in/S3CRET-PATH", "secret": SECRET, "name": "up"},
         {"url": f"http://127.0.0.1:{dead_port}/in", "secret": SECRET, "name": "down"},
     ]
+    raw["forms"]["join-an"]["required"] = ["phone_number"]  # the NGP form asks for a phone, optionally
+    raw["forms"]["join-an"]["custom_fields"] = {"pledge": {"required": True}}  # the NGP form has nothing like it
     config_path = tmp_path / "relay.toml"
     config_path.write_text(_toml(raw))
     mocked.get(f"{AN_BASE}/", json={})
@@ -371,8 +374,10 @@ def test_check_reports_what_the_mapping_fills_and_whether_each_webhook_host_answ
     listening.close()
     out = result.output
     assert "also join-an (actionnetwork): the person model fills" in out and "email_address" in out
-    assert f"webhook up -> 127.0.0.1:{port}" in out and "answers (TCP connect" in out
-    assert f"webhook down -> 127.0.0.1:{dead_port}" in out and "ERROR: webhook down" in out
+    assert "also join-an: required there, filled only when given here: phone_number (from Phone" in out
+    assert "ERROR: also join-an: required there, but nothing of this form maps to it: custom[pledge]" in out
+    assert f"webhook up (127.0.0.1:{port})" in out and "answers (TCP connect" in out
+    assert f"webhook down (127.0.0.1:{dead_port})" in out and "ERROR: webhook down" in out
     assert "S3CRET-PATH" not in out and SECRET not in out
     assert result.exit_code != 0
     assert mocked.calls and all("127.0.0.1" not in c.request.url for c in mocked.calls)  # nothing sent

@@ -22,7 +22,7 @@ from formrelay.core.config import FormConfig, WebhookConfig
 from formrelay.core.errors import Invalid
 from formrelay.core.outcome import Outcome
 from formrelay.delivery.queue import Job, Store, new_job, restore_submission
-from formrelay.forms.person import PersonMapping, from_values, to_values
+from formrelay.forms.person import ACTION_KEYS, PersonMapping, from_values, to_values
 from formrelay.forms.submission import Submission
 from formrelay.webhooks import WebhookSender, event_body, message_id
 
@@ -158,7 +158,12 @@ class Destinations:
     @staticmethod
     def mapped(form: FormLike, other: FormLike, submission: Submission) -> Submission:
         """The submission in the other form's fields, through the common person model, validated by that form."""
-        values = to_values(other.person_mapping, from_values(form.person_mapping, submission.values))
+        values: dict[str, Any] = dict(to_values(other.person_mapping, from_values(form.person_mapping, submission.values)))
+        # What the supporter wrote beside the person (a petition's comments) goes along where both forms have it.
+        for key in ACTION_KEYS:
+            mine, theirs = form.person_mapping.fields.get(key), other.person_mapping.fields.get(key)
+            if mine and theirs and submission.values.get(mine) not in (None, ""):
+                values[theirs] = submission.values[mine]
         try:
             checked = other.validate(values)
         except Invalid as exc:
@@ -182,13 +187,35 @@ class Destinations:
         self.sender.close()
 
 
-def coverage(form: FormLike, other: FormLike) -> tuple[list[str], list[str]]:
-    """For `formrelay check`: the other form's fields the person model fills from this form, and the required
-    ones it cannot fill (each of those makes every `also` job of this pair a dead letter)."""
-    keys = set(form.person_mapping.fields)
-    filled = [name for key, name in other.person_mapping.fields.items() if key in keys]
-    required = [name for name, f in other.schema.fields.items() if f.required]  # type: ignore[attr-defined]
-    return filled, [name for name in required if name not in filled]
+def coverage(form: FormLike, other: FormLike) -> tuple[list[str], list[str], list[str]]:
+    """For `formrelay check`: the other form's fields the person model fills from this form; the required ones it
+    can never fill (every `also` job of this pair would be a dead letter); and the required ones it fills only
+    when the supporter gave an optional field here (those submissions' jobs would be dead letters)."""
+    mine, theirs = form.person_mapping, other.person_mapping
+    here = form.schema.fields  # type: ignore[attr-defined]
+    by_name = {name: key for key, name in theirs.fields.items()}
+
+    def source(name: str) -> str | None:
+        """The field of this form that fills the other form's field `name`, if any."""
+        key = by_name.get(name)
+        if key is None:
+            custom = theirs.custom_key(name)  # a custom field travels to the custom field of the same key
+            key = f"custom.{custom}" if custom is not None else None
+        found = mine.field_for(key) if key is not None else None
+        return found if found in here else None
+
+    filled, never, sometimes = [], [], []
+    for name, f in other.schema.fields.items():  # type: ignore[attr-defined]
+        origin = source(name)
+        if origin is not None:
+            filled.append(name)
+        if not f.required:
+            continue
+        if origin is None:
+            never.append(name)
+        elif not here[origin].required:
+            sometimes.append(f"{name} (from {origin}, optional here)")
+    return filled, never, sometimes
 
 
 def by_submission(jobs: list[Job]) -> dict[str, list[Job]]:
