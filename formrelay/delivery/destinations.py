@@ -93,6 +93,8 @@ class Destinations:
 
     def delivered(self, form: FormLike, submission: Submission) -> None:
         """The form's own provider has it: queue each `also` form, and the webhooks that want `delivered`."""
+        if not form.config.also and not form.config.webhooks:
+            return
         kept = self._storable(form, submission)
         for slug in form.config.also:
             self._add(form, new_job(form.slug, also_target(slug), kept))
@@ -100,6 +102,8 @@ class Destinations:
 
     def queued(self, form: FormLike, submission: Submission, reason: str) -> None:
         """The relay answered 202: the webhooks that want `queued` hear it now."""
+        if not form.config.webhooks:
+            return
         self._event(form, "queued", self._storable(form, submission),
                     {"status": "queued", "provider": form.config.provider, "reason": reason})
 
