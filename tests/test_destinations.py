@@ -321,6 +321,8 @@ def test_no_secret_in_logs_answers_or_the_queue_cli(tmp_path, mocked, caplog):
     answer = app.test_client().post("/v1/forms/join", json=VALID)
     drain(relay, rounds=3)
     logging.getLogger("formrelay.test").warning("echo %s and %s", SECRET, HOOK_URL)  # the mask, not luck
+    logging.getLogger("urllib3.connectionpool").debug('https://hooks.test:443 "POST /receive/T0KEN-in-the-path '
+                                                      'HTTP/1.1" 204 0')  # how urllib3 logs a request
     config_path = tmp_path / "relay.toml"
     config_path.write_text(_toml(raw))
     runner = CliRunner()

@@ -84,6 +84,9 @@ def test_ngp_form_with_action_network_also_and_a_webhook_whose_receiver_comes_ba
 [relay]
 rate_limit = ""
 
+[logging]
+level = "DEBUG"   # the most a log can say: still no secret, no webhook path
+
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
 

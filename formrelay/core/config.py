@@ -334,6 +334,13 @@ class WebhookSchema(Schema):
     rate = fields.String(load_default="10/second", validate=_rate_limit_ok)
 
 
+def _request_target(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def _webhooks(raw: list[Any], where: str, source: str) -> tuple[WebhookConfig, ...]:
     out: list[WebhookConfig] = []
     for i, table in enumerate(raw):
@@ -532,9 +539,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             if other not in forms:
                 raise ConfigError(f"{source}: forms.{slug}.also: there is no form {other!r}")
     # A webhook URL may carry a token in its path (chat and automation tools): mask it like any secret.
-    # The key part of a whsec_ secret is masked on its own too (collect_secrets has the whole string).
-    secrets = secrets | {hook.url for form in forms.values() for hook in form.webhooks} | {
-        hook.secret[len(WEBHOOK_SECRET_PREFIX):] for form in forms.values() for hook in form.webhooks}
+    # The key part of a whsec_ secret is masked on its own too (collect_secrets has the whole string), and so is
+    # the URL's path and query, which an HTTP library's debug line shows without the host.
+    hooks = [hook for form in forms.values() for hook in form.webhooks]
+    secrets = secrets | {hook.url for hook in hooks} | {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
+    secrets = secrets | {target for target in (_request_target(hook.url) for hook in hooks) if len(target) >= 8}
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)
 
