@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import socket
 import time
 from collections.abc import Mapping
@@ -72,7 +73,12 @@ class WebhookSender:
         self.http.mount("https://", adapter)
         self.http.mount("http://", adapter)
         self.http.headers["User-Agent"] = USER_AGENT
-        self.http.trust_env = False  # proxies are looked up per URL below, the CA bundle is requests' default
+        # As the providers do: the environment's proxies are read once per URL, the CA bundle once here.
+        self.http.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.http.verify = bundle
+        self._proxies: dict[str, dict[str, str]] = {}
         self._budgets: dict[tuple[str, str], Budget] = {}
 
     def _budget(self, form: str, hook: WebhookConfig) -> Budget:
@@ -81,6 +87,12 @@ class WebhookSender:
         if budget is None:
             budget = self._budgets[key] = Budget(f"webhook:{form}:{hook.name}", hook.rate, self.storage_uri)
         return budget
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        found = self._proxies.get(url)
+        if found is None:
+            found = self._proxies[url] = requests.utils.get_environ_proxies(url)
+        return found
 
     def send(self, form: str, hook: WebhookConfig, msg_id: str, body: bytes) -> Outcome:
         """One attempt: delivered on 2xx, rejected on 410 Gone, TryLater otherwise (never the URL in a message)."""
@@ -92,7 +104,7 @@ class WebhookSender:
         try:
             # No redirects: a receiver may not send the body on to a URL the config does not name.
             response = self.http.post(hook.url, data=body, headers=headers, timeout=self.timeout,
-                                      allow_redirects=False, proxies=requests.utils.get_environ_proxies(hook.url))
+                                      allow_redirects=False, proxies=self._proxies_for(hook.url))
             status = response.status_code
             response.close()
         except requests.ConnectTimeout:
