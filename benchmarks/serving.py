@@ -14,7 +14,7 @@ relay it measures, in one run:
 The relay runs with 2 workers x 4 threads under granian (`formrelay serve --workers 2 --threads 4`) and
 gunicorn; waitress has no worker processes, so it gets one process with 8 threads. The machine is shared: the
 load generator and every server compete for the same cores, so figures move between runs; the rounds are
-interleaved so that drift hits every target alike. Results go to stdout and benchmarks/serving_results.json.
+interleaved, each round starting with the next target, so that drift hits every target alike. Results go to stdout and benchmarks/serving_results.json.
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
     parser.add_argument("--conns", type=int, default=4, help="keep-alive connections per load-generator process")
     args = parser.parse_args()
-    rounds, warmup, duration = (2, 1.0, 3.0) if args.quick else (3, 1.0, 4.0)
+    rounds, warmup, duration = (2, 1.0, 3.0) if args.quick else (4, 0.5, 3.0)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     import resource
 
@@ -229,8 +229,11 @@ def main() -> int:
         body = json.dumps(NGP_BODY).encode()
         runs: dict[str, list[Any]] = {name: [] for name in ports}
         cpu: dict[str, list[float]] = {name: [] for name in ports}  # server CPU ms per submission, per round
+        names = list(ports)
         for r in range(rounds):
-            for name, port in ports.items():
+            # Each round starts with the next target, so that none is always measured first or last.
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                port = ports[name]
                 request_once(fake_port, "POST", "/_control/reset")
                 print(f"... round {r + 1}/{rounds} {name}: {args.procs * args.conns} connections, {warmup:g} s "
                       f"warm-up + {duration:g} s", file=sys.stderr)
