@@ -14,8 +14,11 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,44 @@ class ServeError(Exception):
 
 def worker_app() -> Any:
     """granian's factory, run in each worker process: the app, its queue worker, from $FORMRELAY_CONFIG."""
+    stop_asked = _hold_stop_signals()
     from formrelay.delivery.queue import start_embedded_worker
     from formrelay.web.app import create_app
 
     app = create_app()
     start_embedded_worker(app)
+    _pass_on_later(stop_asked)
     return app
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _hold_stop_signals() -> threading.Event:
+    """Remember a SIGTERM that comes while the worker is still loading the app.
+
+    granian installs the worker's own handlers only after this factory returns; until then a forked worker
+    has the master's, which only set a flag in the worker's copy of the master: a deploy that stops the server
+    during start-up would leave that worker serving until the kill timeout.
+    """
+    asked = threading.Event()
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda *_: asked.set())
+    return asked
+
+
+def _pass_on_later(asked: threading.Event) -> None:
+    """Once granian's handler is in place, deliver the SIGTERM that came during loading (if one did)."""
+    ours = signal.getsignal(signal.SIGTERM)
+
+    def wait_then_signal() -> None:
+        deadline = time.monotonic() + 60
+        while signal.getsignal(signal.SIGTERM) is ours and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if asked.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_then_signal, name="formrelay-early-stop", daemon=True).start()
 
 
 def check_port(host: str, port: int) -> None:
