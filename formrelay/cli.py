@@ -95,6 +95,8 @@ def check(config_path: str | None) -> None:
         for problem in form.provider.check(form.config):
             problems += 1
             click.echo(f"  ERROR: {problem}")
+        for warning in form.provider.warnings(form.config):
+            click.echo(f"  warning: {warning}")
     relay.close()
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
