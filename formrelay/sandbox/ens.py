@@ -113,6 +113,9 @@ def process(page_id: int) -> Any:
         return jsonify({"status": "ERROR", "error": "Gateway rule: this supporter is suppressed"})
     if not email:
         return jsonify({"status": "ERROR", "error": "Field Email Address is required"})
+    if "originSource" in body and not isinstance(body["originSource"], str):
+        # Documented: originSource is a top-level string of the process body.
+        return jsonify({"status": "ERROR", "error": "originSource must be a string"})
     sandbox.record("ens", {"page_id": page_id, "body": body})
     number = len(sandbox.received["ens"])
     return jsonify({"status": "SUCCESS", "id": 1000 + number, "supporterId": 5000 + number,
