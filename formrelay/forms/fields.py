@@ -10,13 +10,16 @@ from typing import Any
 
 import email_validator
 import phonenumbers
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from formrelay.forms.regions import postal_errors
 
 log = logging.getLogger(__name__)
 
 FIELD_TYPES = ("text", "email", "tel", "textarea", "select", "radio", "checkbox", "number", "date")
 REQUIRED_MESSAGE = "This field is required."
 WIDGET = "x-widget"
+POSTAL_REGION = "x-postal-region-from"  # metadata of a postal-code field: [state field, country field]
 TRUTHY = {"on", "true", "1", "yes", "y", "checked"}
 FALSY = {"off", "false", "0", "no", "n", ""}
 
@@ -47,6 +50,9 @@ class FieldSpec:
     maximum: float | None = None
     aliases: tuple[str, ...] = ()
     help: str | None = None
+    # For format "postal_code": the names of the form's state/province and country fields, whose values decide
+    # which postal format applies (None where the form has no such field).
+    region_fields: tuple[str | None, str | None] = (None, None)
 
     def __post_init__(self) -> None:
         if self.type not in FIELD_TYPES:
@@ -170,6 +176,8 @@ def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
         metadata["description"] = spec.help
     if spec.aliases:
         metadata["x-aliases"] = list(spec.aliases)
+    if spec.format == "postal_code":
+        metadata[POSTAL_REGION] = list(spec.region_fields)
     kwargs: dict[str, Any] = {"required": spec.required, "error_messages": ERRORS, "metadata": metadata}
 
     if spec.type == "checkbox" and not spec.options:
@@ -217,6 +225,20 @@ class FormSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+    @validates_schema(skip_on_field_errors=False)
+    def _postal_codes_fit_their_region(self, data: Mapping[str, Any], **_: Any) -> None:
+        """A postal code is checked against the state or country chosen on the same form."""
+        cls = type(self)
+        rules = cls.__dict__.get("_postal_rules")
+        if rules is None:  # once per derived schema class, not per submission
+            rules = {name: tuple(f.metadata[POSTAL_REGION]) for name, f in self.fields.items()
+                     if POSTAL_REGION in f.metadata}
+            cls._postal_rules = rules  # type: ignore[attr-defined]
+        if rules:
+            errors = postal_errors(data, rules)  # type: ignore[arg-type]
+            if errors:
+                raise ValidationError(errors)  # type: ignore[arg-type]
 
 
 def build_schema(name: str, specs: Sequence[FieldSpec], default_max_length: int = 10_000) -> type[FormSchema]:
