@@ -68,3 +68,36 @@ def test_expired_session_and_outage(relay, sandbox):
     assert requests.post(f"{relay.url}/v1/forms/mp", json=VALID, timeout=5).status_code == 202
     refused = requests.post(f"{relay.url}/v1/forms/mp", json={**VALID, "Email Address": "x@refused.example"}, timeout=5)
     assert refused.status_code == 502 and refused.json()["status"] == "rejected"
+
+
+def test_the_hourly_api_budget_keeps_the_relay_below_ens_own_limit(sandbox, serve, tmp_path):
+    """The sandbox answers the documented API-limit 401 beyond 10 calls; with api_budget = 10/hour the relay
+    never reaches it: the authenticate and definition lookups count, later submissions are queued (202)."""
+    requests.post(f"{sandbox.url}/_control/limit", json={"provider": "ens", "calls": 10}, timeout=5)
+    relay = serve(create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"ens": {"base_url": f"{sandbox.url}/ens/service", "api_token": API_TOKEN,
+                              "api_budget": "10/hour"}},
+        "forms": {"mp": {"provider": "ens", "page_id": 12345,
+                         "fields": {"First Name": {"required": True}, "Email Address": {"required": True},
+                                    "Postcode": {}, "Opt-in": {}}}},
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
+    }))
+    codes = [requests.post(f"{relay.url}/v1/forms/mp", json=VALID, timeout=5).status_code for _ in range(7)]
+    # authenticate, fields, questions, one question, the page: 5 calls, then 5 page processes
+    assert codes == [200] * 5 + [202] * 2
+    calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
+    assert calls["ens:limited"] == 10 and len(received(sandbox, "ens")) == 5
+
+
+def test_without_the_budget_ens_own_limit_is_met_and_submissions_wait(sandbox, serve, tmp_path):
+    requests.post(f"{sandbox.url}/_control/limit", json={"provider": "ens", "calls": 6}, timeout=5)
+    relay = serve(create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"ens": {"base_url": f"{sandbox.url}/ens/service", "api_token": API_TOKEN}},
+        "forms": {"mp": {"provider": "ens", "page_id": 12345, "fields": {"Email Address": {"required": True}}}},
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
+    }))
+    codes = [requests.post(f"{relay.url}/v1/forms/mp", json={"Email Address": "a@example.org"}, timeout=5).status_code
+             for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[2:] == [202, 202]

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay.core.config import FormConfig
-from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.forms.regions import CA_PROVINCES, US_MILITARY, US_STATES, US_TERRITORIES
 from formrelay.core.outcome import Outcome
@@ -393,7 +393,15 @@ class NGP(Provider):
         self._status: dict[str, str | None] = {}  # form id -> its status, likewise
 
     def uncertain_delivery_for(self, form: FormConfig) -> str:
-        return "hold" if self._types.get(form.options.form_id) in HOLD_TYPES else self.uncertain_delivery
+        form_type = self._types.get(form.options.form_id)
+        if form_type is None:
+            # A worker that restarted may judge a job before it has loaded the form: look the type up once, and
+            # hold when it cannot be known (a repeated advocacy message is worse than an operator's look).
+            try:
+                form_type = self.definition(form).extra["form_type"]
+            except ProviderError:
+                return "hold"
+        return "hold" if form_type in HOLD_TYPES else self.uncertain_delivery
 
     def url(self, form: FormConfig) -> str:
         return f"{self.settings.base_url}/forms/{form.options.form_id}"

@@ -22,6 +22,8 @@ class SandboxState:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     delay: dict[str, float] = field(default_factory=dict)
+    # provider -> how many calls it takes before answering its documented "limit exceeded" (ENS: per API user)
+    limits: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, provider: str, item: dict[str, Any]) -> None:
@@ -31,6 +33,14 @@ class SandboxState:
     def count_call(self, provider: str, kind: str) -> None:
         with self.lock:
             self.calls[f"{provider}:{kind}"] += 1
+
+    def over_limit(self, provider: str) -> bool:
+        """Count one call against a limit set with /_control/limit; True once it is spent."""
+        with self.lock:
+            if provider not in self.limits:
+                return False
+            self.calls[f"{provider}:limited"] += 1
+            return self.calls[f"{provider}:limited"] > self.limits[provider]
 
     def next_failure(self, provider: str) -> int | None:
         with self.lock:
@@ -54,6 +64,15 @@ def fail() -> Any:
     spec = request.get_json(force=True)
     with state().lock:
         state().failures[spec["provider"]] += [int(spec.get("status", 503))] * int(spec.get("count", 1))
+    return jsonify({"ok": True})
+
+
+@control.post("/limit")
+def limit() -> Any:
+    """{"provider": "ens", "calls": 10}: after 10 calls the provider answers its documented limit error."""
+    spec = request.get_json(force=True)
+    with state().lock:
+        state().limits[spec["provider"]] = int(spec["calls"])
     return jsonify({"ok": True})
 
 
@@ -94,6 +113,7 @@ def reset() -> Any:
         sandbox.calls.clear()
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.limits.clear()
     return jsonify({"ok": True})
 
 

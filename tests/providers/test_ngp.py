@@ -352,3 +352,18 @@ def test_docs_no_errors_array_means_success_even_without_result_code(ngp_definit
     never a permanent rejection."""
     outcome = read_answer(200, body, definition_from_ngp(ngp_definition))
     assert outcome.status == "delivered"
+
+
+def test_a_worker_that_has_not_loaded_the_form_looks_its_type_up_before_judging(mocked):
+    """After a restart the type is not known yet: it is fetched; when it cannot be, the job is held, not retried."""
+    raw = base_config()
+    raw["forms"] = {"advocacy": {"provider": "ngp", "form_id": "demo-advocacy"}}
+    mocked.get(f"{NGP_BASE}/forms/demo-advocacy", json=ADVOCACY)
+    relay = create_app(raw).extensions["formrelay"]
+    form = relay.forms["advocacy"]
+    assert form.provider.uncertain_delivery_for(form.config) == "hold"
+    other = create_app(base_config()).extensions["formrelay"].forms["join"]
+    assert other.provider.uncertain_delivery_for(other.config) == "retry"
+    mocked.replace(responses.GET, f"{NGP_BASE}/forms/demo-advocacy", status=503)
+    fresh = create_app(raw).extensions["formrelay"].forms["advocacy"]
+    assert fresh.provider.uncertain_delivery_for(fresh.config) == "hold"
