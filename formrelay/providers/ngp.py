@@ -238,6 +238,12 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
     )
 
 
+def closed(status: str | None) -> bool:
+    """Whether a definition's status refuses submissions: anything but Published (a missing status is not read
+    as closed, since older definitions may not carry one: inferred)."""
+    return status is not None and status.strip().lower() != PUBLISHED.lower()
+
+
 def deactivation_text(doc: Mapping[str, Any]) -> str:
     """The form's own words for "closed", as plain text, else a generic sentence (pure; key names inferred)."""
     metadata = doc.get("metadata")
@@ -378,12 +384,6 @@ class NGP(Provider):
     # NGP deduplicates contacts by their details; a repeated petition post is matched to the same person.
     uncertain_delivery: ClassVar[str] = "retry"
 
-    def check(self, form: FormConfig) -> list[str]:
-        status = self._status.get(form.options.form_id)
-        if status not in (None, PUBLISHED):
-            return [f"form {form.options.form_id} has status {status!r}, not {PUBLISHED!r}: submissions get 503"]
-        return []
-
     def __init__(self, settings: NGPSettings, relay: Any) -> None:
         super().__init__(settings, relay)
         if settings.api_key:
@@ -406,6 +406,12 @@ class NGP(Provider):
     def url(self, form: FormConfig) -> str:
         return f"{self.settings.base_url}/forms/{form.options.form_id}"
 
+    def check(self, form: FormConfig) -> list[str]:
+        status = self._status.get(form.options.form_id)
+        if closed(status):
+            return [f"form {form.options.form_id} has status {status!r}, not {PUBLISHED!r}: submissions get 503"]
+        return []
+
     def definition(self, form: FormConfig) -> Definition:
         response = self.request("GET", self.url(form), headers={"Accept": "application/json"})
         if response.status_code == 404:
@@ -420,14 +426,13 @@ class NGP(Provider):
         definition = definition_from_ngp(doc, form.options.phone_region)
         self._types[form.options.form_id] = definition.extra["form_type"]
         self._status[form.options.form_id] = definition.extra["status"]
-        if definition.extra["status"] not in (None, PUBLISHED):
+        if closed(definition.extra["status"]):
             log.warning("ngp: form %s has status %r: submissions are refused with its deactivation text",
                         form.options.form_id, definition.extra["status"])
         return definition
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
-        status = definition.extra.get("status")
-        if status not in (None, PUBLISHED):
+        if closed(definition.extra.get("status")):
             # Refused now (503) rather than queued to fail for a week; a definition refresh lifts it.
             return Outcome("unavailable", message=definition.extra.get("deactivation") or DEACTIVATED)
         response = self.request(
