@@ -332,6 +332,12 @@ class ActionNetwork(Provider):
         self._advice[form.slug] = []
         if not self.settings.api_key:
             return []
+        try:
+            return self._look_up(form, options)
+        except TryLater as exc:
+            return [f"could not look the {options.action} up: {exc.reason}"]
+
+    def _look_up(self, form: FormConfig, options: ANForm) -> list[str]:
         problems: list[str] = []
         if options.action in COLLECTIONS:
             status, _ = self._get(f"/{COLLECTIONS[options.action]}/{options.action_id}")

@@ -244,3 +244,11 @@ def test_docs_survey_path_and_remove_tags_are_flagged_as_undocumented(an):
     problems, warnings = checked(an, action="survey", remove_tags=["lapsed"])
     assert problems == []
     assert any("/surveys/{id}/responses" in w for w in warnings) and any("remove_tags" in w for w in warnings)
+
+
+def test_check_reports_an_unreachable_lookup_as_a_problem_not_a_crash(an):
+    import requests as rq
+
+    an.get(f"{BASE}/petitions/p-1", body=rq.ConnectionError("refused"))
+    problems, _ = checked(an)
+    assert len(problems) == 1 and "could not look the petition up" in problems[0]
