@@ -16,6 +16,7 @@ from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 
 from formrelay import metrics
+from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import Definition
@@ -213,8 +214,6 @@ class SharedToken:
                 except ValueError:
                     expires_at = 0.0
                 if token and time.time() < expires_at:
-                    from formrelay.core import logs
-
                     logs.add_secrets([token])
                     return token, expires_at
                 store.idem_forget(self.key, token)  # expired or unreadable: claim again

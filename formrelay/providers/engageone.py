@@ -237,6 +237,8 @@ class EngageOne(Provider):
     name: ClassVar[str] = "engageone"
     settings_schema: ClassVar[type[Schema]] = EngageOneSettingsSchema
     form_schema: ClassVar[type[Schema]] = EngageOneFormSchema
+    # [forms.x.followup] of any form: an email through EngageOne after that form's own delivery
+    followup_schema: ClassVar[type[Schema]] = FollowupSchema
     # A repeated send would mail the supporter twice: hold uncertain sends for an operator.
     uncertain_delivery: ClassVar[str] = "hold"
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify
 
 from formrelay.core.errors import ProviderError
 from formrelay.core.outcome import STATUS_HTTP
+from formrelay.core.version import __version__
 from formrelay.delivery.relay import Relay, current_relay
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,4 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
 
 @bp.get("/v1/openapi.json")
 def openapi() -> Response:
-    from formrelay import __version__
-
     return jsonify(build_document(current_relay(), __version__))
