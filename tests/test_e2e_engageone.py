@@ -70,3 +70,21 @@ def test_a_wrong_pb_customer_id_keeps_the_send_for_later(sandbox, serve, tmp_pat
     answer = requests.post(f"{relay.url}/v1/forms/toolkit", json={"email": "ann@example.org"}, timeout=5)
     assert answer.status_code == 202 and answer.json()["status"] == "queued"
     assert received(sandbox, "engageone") == []
+
+
+def test_check_warns_about_a_pb_customer_id_without_eocm_but_still_passes(sandbox, tmp_path):
+    """`formrelay check` for real: the warning is printed and does not fail the check (the sandbox answers)."""
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    path = tmp_path / "formrelay.toml"
+    path.write_text(
+        f'[providers.engageone]\nusers_url = "{sandbox.url}/engageone/users"\napi_url = "{sandbox.url}/engageone/api"\n'
+        f'client_id = "{fake.CLIENT_ID}"\nsecret = "{fake.SECRET}"\ncustomer_id = "{fake.CUSTOMER_ID}"\n'
+        f'[queue]\npath = "{tmp_path / "q.sqlite3"}"\n'
+        '[forms.toolkit]\nprovider = "engageone"\ncampaign = "Toolkit"\ncommunication = "ToolkitMail"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: PB-Customer-Id 'sa11bb'" in result.output and "eocm-" in result.output
+    assert fake.SECRET not in result.output
