@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from formrelay.core.i18n import Msg, gettext
+
 US_STATES: tuple[tuple[str, str], ...] = (
     ("AL", "Alabama"), ("AK", "Alaska"), ("AZ", "Arizona"), ("AR", "Arkansas"), ("CA", "California"),
     ("CO", "Colorado"), ("CT", "Connecticut"), ("DE", "Delaware"), ("DC", "District of Columbia"),
@@ -42,9 +44,9 @@ US_ZIP = re.compile(r"^\d{5}(?:-?\d{4})?$")
 CA_POSTAL = re.compile(r"^[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d$", re.IGNORECASE)
 OTHER_POSTAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]{1,10}[A-Za-z0-9]$")
 
-US_MESSAGE = "Enter a 5-digit ZIP code (or ZIP+4)."
-CA_MESSAGE = "Enter a Canadian postal code such as M5V 2T6."
-OTHER_MESSAGE = "Enter a postal code of 3 to 12 letters or digits."
+US_MESSAGE = Msg("Enter a 5-digit ZIP code (or ZIP+4).")
+CA_MESSAGE = Msg("Enter a Canadian postal code such as M5V 2T6.")
+OTHER_MESSAGE = Msg("Enter a postal code of 3 to 12 letters or digits.")
 
 
 def region_of(state: object, country: object) -> str | None:
@@ -62,7 +64,7 @@ def region_of(state: object, country: object) -> str | None:
     return None
 
 
-def postal_code_problem(code: str, state: object = None, country: object = None) -> str | None:
+def postal_code_problem(code: str, state: object = None, country: object = None) -> Msg | None:
     """The message for a postal code that cannot be right for the region chosen, or None (pure).
 
     US ZIP for US states, territories and military codes; Canada Post's format for provinces; otherwise (another
@@ -78,7 +80,8 @@ def postal_code_problem(code: str, state: object = None, country: object = None)
 
 
 def postal_errors(data: Mapping[str, object], rules: Mapping[str, tuple[str | None, str | None]]) -> dict[str, list[str]]:
-    """{postal field: [message]} for each postal field whose value does not fit its state/country fields (pure)."""
+    """{postal field: [message]} for each postal field whose value does not fit its state/country fields, in the
+    language of the answer being written."""
     errors: dict[str, list[str]] = {}
     for postal, (state_field, country_field) in rules.items():
         value = data.get(postal)
@@ -87,5 +90,5 @@ def postal_errors(data: Mapping[str, object], rules: Mapping[str, tuple[str | No
         problem = postal_code_problem(value, data.get(state_field) if state_field else None,
                                       data.get(country_field) if country_field else None)
         if problem:
-            errors[postal] = [problem]
+            errors[postal] = [gettext(problem)]
     return errors

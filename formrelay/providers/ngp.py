@@ -16,6 +16,9 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 from formrelay.core.config import FormConfig
 from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
+from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.forms.regions import CA_PROVINCES, US_MILITARY, US_STATES, US_TERRITORIES
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
@@ -47,7 +50,7 @@ PUBLISHED = "Published"  # documented status of a live form; anything else is re
 # Inferred key names: the deactivation text's place in a definition is not published.
 DEACTIVATION_KEYS = ("deactivationMessage", "deactivatedMessage", "formDeactivatedMessage", "inactiveMessage",
                      "closedMessage")
-DEACTIVATED = "This form is not accepting submissions at the moment."
+DEACTIVATED = Msg("This form is not accepting submissions at the moment.")
 # Card data is tokenised in the browser by NGP's own embed (documented): a ContributionForm cannot be relayed.
 REFUSED_TYPES = {"ContributionForm": "card data is tokenised by NGP's own embed and never passes through the relay; "
                                      "link to NGP's own contribution page instead"}
@@ -238,6 +241,28 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
     )
 
 
+# The common person model in NGP's element names (seen in NGP's and EveryAction's form definitions; the phone
+# and ZIP variants are inferred). The first name a form has wins; a form without them is matched by field type.
+PERSON_NAMES: Mapping[str, tuple[str, ...]] = {
+    "given_name": ("FirstName",),
+    "family_name": ("LastName",),
+    "email": ("EmailAddress", "Email"),
+    "phone": ("Phone", "MobilePhone", "HomePhone", "WorkPhone", "PhoneNumber"),
+    "street": ("AddressLine1",),
+    "street2": ("AddressLine2",),
+    "locality": ("City",),
+    "region": ("StateProvince", "State"),
+    "postal_code": ("PostalCode", "ZipCode", "Zip"),
+    "country": ("Country",),
+    "comments": ("Comments",),
+}
+
+
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """NGP element names <-> the person model (pure); any other element takes the custom field of its own name."""
+    return match_fields(definition, PERSON_NAMES, custom="{key}", by_type=BY_TYPE)
+
+
 def closed(status: str | None) -> bool:
     """Whether a definition's status refuses submissions: anything but Published (a missing status is not read
     as closed, since older definitions may not carry one: inferred)."""
@@ -245,14 +270,14 @@ def closed(status: str | None) -> bool:
 
 
 def deactivation_text(doc: Mapping[str, Any]) -> str:
-    """The form's own words for "closed", as plain text, else a generic sentence (pure; key names inferred)."""
+    """The form's own words for "closed", as plain text, or "" (pure; key names inferred)."""
     metadata = doc.get("metadata")
     for place in (doc, metadata if isinstance(metadata, Mapping) else {}):
         for key in DEACTIVATION_KEYS:
             text = place.get(key)
             if isinstance(text, str) and text.strip():
-                return plain_text(text)[:500] or DEACTIVATED
-    return DEACTIVATED
+                return plain_text(text)[:500]
+    return ""
 
 
 def page_parameters(context: Mapping[str, str]) -> dict[str, str]:
@@ -312,7 +337,7 @@ def plain_text(markup: str) -> str:
     return re.sub(r"\s+", " ", html.unescape("".join(parser.parts))).strip()
 
 
-GENERIC_REFUSAL = "The form could not be accepted. Please check your details and try again."
+GENERIC_REFUSAL = Msg("The form could not be accepted. Please check your details and try again.")
 
 
 def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
@@ -359,7 +384,7 @@ def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
     for error in errors if isinstance(errors, list) else []:
         if not isinstance(error, Mapping):
             continue
-        text = str(error.get("text") or "").strip()[:500] or "This value was not accepted."
+        text = str(error.get("text") or "").strip()[:500] or _("This value was not accepted.")
         raw_properties = error.get("properties")
         properties: list[Any] = raw_properties if isinstance(raw_properties, list) else []
         named = [by_name[p.lower()] for p in properties if isinstance(p, str) and p.lower() in by_name]
@@ -371,7 +396,7 @@ def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
         return Outcome(
             "invalid", message=" ".join(general) or None, errors=field_errors, upstream_status=status
         )
-    return Outcome("rejected", message=" ".join(general) or GENERIC_REFUSAL, upstream_status=status)
+    return Outcome("rejected", message=" ".join(general) or _(GENERIC_REFUSAL), upstream_status=status)
 
 
 class NGP(Provider):
@@ -406,6 +431,9 @@ class NGP(Provider):
     def url(self, form: FormConfig) -> str:
         return f"{self.settings.base_url}/forms/{form.options.form_id}"
 
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
+
     def check(self, form: FormConfig) -> list[str]:
         status = self._status.get(form.options.form_id)
         if closed(status):
@@ -434,7 +462,7 @@ class NGP(Provider):
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         if closed(definition.extra.get("status")):
             # Refused now (503) rather than queued to fail for a week; a definition refresh lifts it.
-            return Outcome("unavailable", message=definition.extra.get("deactivation") or DEACTIVATED)
+            return Outcome("unavailable", message=definition.extra.get("deactivation") or _(DEACTIVATED))
         response = self.request(
             "POST",
             self.url(form),
