@@ -32,6 +32,7 @@ from formrelay.forms.fields import (
 from formrelay.core.outcome import Outcome
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
+from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
     Job,
@@ -276,6 +277,8 @@ class Relay:
             for token in provider.shared_tokens():
                 token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
         self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
+        # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
+        self.destinations = Destinations(self)
 
     @property
     def store(self) -> Store:
@@ -344,15 +347,24 @@ class Relay:
         raise ValueError(f"unknown delivery target {target!r}")
 
     def after_delivery(self, form: Form, submission: Submission) -> None:
-        """Queue the form's follow-up email as a job of its own: it can't delay, fail or repeat the primary."""
-        if form.config.followup is None:
-            return
-        try:
-            self.store.put(new_job(form.slug, "followup", submission))
-        except Exception:
-            log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        """Queue the follow-up email, `also` forms and webhooks as jobs of their own: none can delay, fail or
+        repeat the primary, and (stored only if new) a repeat of this step never repeats them."""
+        if form.config.followup is not None:
+            try:
+                self.store.add(new_job(form.slug, "followup", submission))
+            except Exception:
+                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        self.destinations.delivered(form, submission)
+
+    def bury(self, form: Form, job: Job, reason: str) -> None:
+        """To the dead letters; when it is the submission's own delivery, the webhooks that want `dead` hear it."""
+        self.store.bury(job, reason)
+        if job.target == "primary":
+            self.destinations.dead(form, job.submission, reason)
 
     def rule(self, form: Form, target: str = "primary") -> str:
+        if self.destinations.handles(target):
+            return self.destinations.rule(form, target)
         if target == "followup":
             return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
@@ -373,6 +385,10 @@ class Relay:
         except Exception:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
+        if target == "primary":
+            self.destinations.queued(form, submission, reason.reason)
+            if job.state == DEAD:
+                self.destinations.dead(form, job.submission, job.last_error or reason.reason)
         return Outcome("queued", message=_(QUEUED_MESSAGE))
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
@@ -439,42 +455,61 @@ class Relay:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
             return
         if job.uncertain and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
+            self.bury(form, job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
         submission = restore_submission(job.submission)
         try:
-            outcome = self.attempt(form, submission, job.target)
+            if self.destinations.handles(job.target):
+                outcome = self.destinations.attempt(form, job)
+            else:
+                outcome = self.attempt(form, submission, job.target)
+        except DeadLetter as exc:
+            self._count(form, job, "dead")
+            self.bury(form, job, str(exc))
+            log.warning("queue: job %s moved to dead letters: %s", job.id, exc)
+            return
         except ProviderError as exc:
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "not now").inc()
+            self._count(form, job, "not now")
             self._retry_later(form, job, exc)
             return
         except Exception as exc:  # a bug must not lose the job: keep it and back off
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "error").inc()
+            self._count(form, job, "error")
             log.exception("queue: job %s failed unexpectedly", job.id)
             self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
             return
-        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, outcome.status).inc()
+        self._count(form, job, outcome.status)
         if outcome.status == "delivered":
-            self.store.finish(job, outcome.status)
             if job.target == "primary":
+                # Destination jobs first: should this process die before `finish`, the primary's retry makes
+                # them again, and Store.add keeps the ones already made (and done) as they are.
                 self.after_delivery(form, submission)
-            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
+            self.store.finish(job, outcome.status)
+            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, destination(job.target)
+                     if self.destinations.handles(job.target) else form.config.provider, job.attempts)
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
-            self.store.bury(job, f"refused by the provider ({reason})")
+            self.bury(form, job, f"refused by the provider ({reason})")
             log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, outcome.status)
+
+    @staticmethod
+    def _count(form: Form, job: Job, result: str) -> None:
+        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, result).inc()
+        if job.target != "primary":
+            metrics.DESTINATION_ATTEMPTS.labels(form.slug, destination(job.target), result).inc()
 
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"{reason}; {HELD}")
+            self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
-            self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
+            self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
-            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+            delay = backoff(settings, job.attempts, retry_after)
+            self.store.reschedule(job, time.time() + delay, reason)
+            log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
 
     def queue_stats(self) -> dict[str, Any]:
         """Depth, oldest waiting age and dead letters, for readiness and metrics."""
@@ -482,6 +517,7 @@ class Relay:
         return {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead, "inflight": stats.inflight}
 
     def close(self) -> None:
+        self.destinations.close()
         for provider in self.providers.values():
             provider.close()
         if self._store is not None:
