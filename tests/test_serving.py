@@ -226,3 +226,40 @@ def test_sigterm_finishes_requests_and_queue_deliveries_in_flight(tmp_path, sand
         finished = store.get(job.id)
         assert finished is not None and finished.state == DONE, finished
         store.close()
+
+
+def test_workers_stop_when_the_master_is_killed_outright(tmp_path, sandbox):
+    """kill -9 of `formrelay serve` (OOM killer, a bad supervisor) must not leave workers serving the port."""
+    config = write(tmp_path, toml(sandbox_url=sandbox.url, queue_path=tmp_path / "q.sqlite3"))
+    with running("serve", config, tmp_path, workers=2, threads=2) as relay:
+        children = children_of(relay.proc.pid)
+        assert len(children) >= 2, children
+        relay.proc.send_signal(signal.SIGKILL)
+        relay.proc.wait(10)
+        deadline = time.monotonic() + 20
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+                     and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"]
+        assert not alive, f"workers {alive} outlived their master"
+        try:
+            get_raw(relay.port, "/healthz", timeout=2)
+            served = True
+        except OSError:
+            served = False
+        assert not served, "nothing may answer on the port once the master is gone"
+
+
+def children_of(pid: int) -> list[int]:
+    """Child processes of pid, from /proc (each process's parent in its stat line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found

@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +43,7 @@ class ServeError(Exception):
 def worker_app() -> Any:
     """granian's factory, run in each worker process: the app, its queue worker, from $FORMRELAY_CONFIG."""
     stop_asked = _hold_stop_signals()
+    _stop_with_the_master()
     from formrelay.delivery.queue import start_embedded_worker
     from formrelay.web.app import create_app
 
@@ -65,6 +67,27 @@ def _hold_stop_signals() -> threading.Event:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda *_: asked.set())
     return asked
+
+
+MASTER_ENV = "FORMRELAY_SERVE_MASTER"
+
+
+def _stop_with_the_master() -> None:
+    """Ask Linux for a SIGTERM when the master process dies (kill -9, OOM killer), and act on one already gone.
+
+    Without it, workers of a master killed outright would keep serving the port and working the queue, unseen by
+    the next `formrelay serve` and by whatever supervises it.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+    master = os.environ.get(MASTER_ENV)
+    if master and master.isdigit() and os.getppid() != int(master):
+        os.kill(os.getpid(), signal.SIGTERM)  # held, and passed on once granian listens for it
 
 
 def _pass_on_later(asked: threading.Event) -> None:
@@ -172,6 +195,7 @@ def serve(config_path: str | None, host: str, port: int, workers: int | None, th
     check_port(host, port)
     raise_open_files_limit()
     made = metrics_dir()
+    os.environ[MASTER_ENV] = str(os.getpid())
     server = Granian(
         "formrelay.web.serving:worker_app",
         factory=True,
