@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from marshmallow import Schema
 from requests.adapters import HTTPAdapter
-from requests.cookies import extract_cookies_to_jar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 
 from formrelay import metrics
 from formrelay.core import logs
@@ -161,9 +161,9 @@ class Provider(ABC):
         merged = dict(session.headers)
         if headers:
             merged.update(headers)
-        if isinstance(data, dict):
-            # What requests' _encode_params does with a dict: None dropped, lists repeated, UTF-8.
-            data = urlencode([(k, v) for k, vs in data.items()
+        if isinstance(data, dict | list):
+            # What requests' _encode_params does with a dict or a list of pairs: None dropped, lists repeated, UTF-8.
+            data = urlencode([(k, v) for k, vs in (data.items() if isinstance(data, dict) else data)
                               for v in (vs if hasattr(vs, "__iter__") and not isinstance(vs, str | bytes) else [vs])
                               if v is not None], doseq=True)
             if not any(name.lower() == "content-type" for name in merged):
@@ -179,6 +179,7 @@ class Provider(ABC):
         if "set-cookie" in response.headers:
             extract_cookies_to_jar(session.cookies, prepared, response.raw)
         if response.is_redirect:
+            prepared._cookies = RequestsCookieJar()  # the session's redirect code carries cookies in it
             history = [response, *session.resolve_redirects(response, prepared, timeout=timeout, verify=session.verify,
                                                              cert=session.cert, proxies=proxies or {})]
             response = history.pop()
