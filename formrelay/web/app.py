@@ -23,7 +23,7 @@ from formrelay.core.errors import ProviderError, RelayHTTPError
 from formrelay.core.outcome import HTTP_STATUS
 from formrelay.core.version import __version__
 from formrelay.delivery.relay import EXTENSION, Relay, current_relay
-from formrelay.web import locale
+from formrelay.web import buffered, locale
 from formrelay.web.responses import error_answer
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     logs.show_personal_data(cfg.logging.personal_data)
 
     app = Flask(__name__, static_folder=static_dir(), static_url_path="/static")
+    app.response_class = buffered.Response  # one list of bytes to the server, not an iterator (see buffered.py)
     app.config["FORMRELAY_VERSION"] = __version__
     app.config["MAX_CONTENT_LENGTH"] = cfg.relay.max_body_bytes
     app.config["MAX_FORM_PARTS"] = cfg.relay.max_fields + 10
