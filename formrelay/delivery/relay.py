@@ -204,7 +204,8 @@ class Form:
             messages = flatten_errors(err.messages if isinstance(err.messages, dict) else {"_form": err.messages})
             errors.update({k: v for k, v in messages.items() if k not in errors})
             data = None
-        errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
+        if self.definition.one_of:  # the labels (translated per request) only name the fields of a group
+            errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
         if errors:
             raise Invalid(_("Some fields need attention."), errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None

