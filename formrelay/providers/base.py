@@ -15,6 +15,20 @@ import requests
 from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
+from urllib3 import Timeout
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    HTTPError,
+    InvalidHeader,
+    LocationValueError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
 
 from formrelay import metrics
 from formrelay.core import logs
@@ -206,6 +220,9 @@ class Provider(ABC):
         self.http.close()
 
 
+_REQUESTS_SEND = HTTPAdapter.send
+
+
 class PooledAdapter(HTTPAdapter):
     """requests' adapter, with the pool key of each host and CA bundle worked out once instead of on every call.
 
@@ -229,6 +246,55 @@ class PooledAdapter(HTTPAdapter):
             found = self._keys[key] = super().build_connection_pool_key_attributes(request, verify, cert)
         # Copies: urllib3 may keep or change what it is given.
         return dict(found[0]), dict(found[1])
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        """requests' send for a body in memory and no proxy, with the answer read in one piece by urllib3.
+
+        requests reads every answer as a stream (a generator of chunks joined again) and wraps the timeout,
+        proxy and header steps in calls that do nothing here. Anything else goes to requests' own send, and
+        so does every call while something has replaced requests' send (responses or requests-mock in tests,
+        a tracing library in production): theirs is the one meant to run.
+        """
+        if (HTTPAdapter.send is not _REQUESTS_SEND or stream or proxies
+                or not isinstance(request.body, bytes | str | type(None))):
+            return HTTPAdapter.send(self, request, stream=stream, timeout=timeout, verify=verify, cert=cert,
+                                    proxies=proxies)
+        try:
+            pool = self.get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        except LocationValueError as exc:
+            raise requests.exceptions.InvalidURL(exc, request=request) from None
+        self.cert_verify(pool, request.url, verify, cert)
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        try:
+            raw = pool.urlopen(method=request.method, url=request.path_url, body=request.body,
+                               headers=request.headers, redirect=False, assert_same_host=False, preload_content=True,
+                               decode_content=True, retries=self.max_retries,
+                               timeout=Timeout(connect=connect, read=read), chunked=False)
+        except (ProtocolError, OSError) as exc:
+            raise requests.ConnectionError(exc, request=request) from None
+        except MaxRetryError as exc:  # as requests maps it (max_retries=0 still wraps some errors in it)
+            if isinstance(exc.reason, ConnectTimeoutError) and not isinstance(exc.reason, NewConnectionError):
+                raise requests.ConnectTimeout(exc, request=request) from None
+            if isinstance(exc.reason, ResponseError):
+                raise requests.exceptions.RetryError(exc, request=request) from None
+            if isinstance(exc.reason, SSLError):
+                raise requests.exceptions.SSLError(exc, request=request) from None
+            raise requests.ConnectionError(exc, request=request) from None
+        except ClosedPoolError as exc:
+            raise requests.ConnectionError(exc, request=request) from None
+        except SSLError as exc:
+            raise requests.exceptions.SSLError(exc, request=request) from None
+        except ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc, request=request) from None
+        except HTTPError as exc:
+            if isinstance(exc, InvalidHeader):
+                raise requests.exceptions.InvalidHeader(exc, request=request) from None
+            raise
+        response = self.build_response(request, raw)
+        response._content = raw.data  # already read (and decoded) by urllib3, as requests would on .content
+        response._content_consumed = True
+        return response
 
 
 class SharedToken:

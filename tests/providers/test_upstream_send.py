@@ -2,13 +2,22 @@
 cookies still handled by the session."""
 from __future__ import annotations
 
+import gzip
+import http.server
+import json
+import socket
+import threading
+import time
+
 import pytest
 import requests
 import responses
+from requests.adapters import HTTPAdapter
 from requests.models import RequestEncodingMixin
 
 from formrelay.core.config import RelaySettings
-from formrelay.providers.base import PooledAdapter, Provider
+from formrelay.core.errors import TryLater
+from formrelay.providers.base import _REQUESTS_SEND, PooledAdapter, Provider
 
 URL = "https://crm.example.org/api/forms/7"
 
@@ -85,3 +94,76 @@ def test_the_pool_key_is_computed_once_per_host_and_handed_out_as_copies() -> No
     assert again[0] == {"scheme": "https", "host": "crm.example.org", "port": None}
     assert len(adapter._keys) == 1
     assert adapter.build_connection_pool_key_attributes(request, False)[1]["cert_reqs"] == "CERT_NONE"
+
+
+# -- the adapter's own send, against a real HTTP server on 127.0.0.1 (responses would replace it) ---------------
+
+
+class _Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    peers: set[tuple[str, int]] = set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.peers.add(self.client_address)
+        if self.path == "/slow":
+            time.sleep(1.0)
+        if self.path == "/hangup":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        answer = json.dumps({"got": body.decode(), "type": self.headers["Content-Type"]}).encode()
+        if self.path == "/gzip":
+            answer = gzip.compress(answer)
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        if self.path == "/gzip":
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+@pytest.fixture
+def upstream() -> str:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/plain", "/gzip"])
+def test_the_lean_send_reads_and_decodes_the_answer_and_reuses_the_connection(provider: Plain, upstream: str,
+                                                                              path: str) -> None:
+    assert HTTPAdapter.send is _REQUESTS_SEND  # nothing has replaced requests' send: the lean path runs
+    _Upstream.peers.clear()
+    for _ in range(3):
+        response = provider.request("POST", upstream + path, data=[("FirstName", "Ann Lee")])
+        assert response.status_code == 201
+        assert response.json() == {"got": "FirstName=Ann+Lee", "type": "application/x-www-form-urlencoded"}
+        assert response.headers["content-type"] == "application/json"
+    assert len(_Upstream.peers) == 1  # one keep-alive connection served all three
+
+
+def test_the_lean_send_turns_network_failures_into_try_later(provider: Plain, upstream: str) -> None:
+    quick = Plain(None, RelaySettings(timeout=0.3))
+    try:
+        with pytest.raises(TryLater) as slow:
+            quick.request("POST", upstream + "/slow", data=[("a", "1")])
+        assert slow.value.may_have_arrived and "no answer within" in slow.value.reason
+        with pytest.raises(TryLater) as hangup:
+            quick.request("POST", upstream + "/hangup", data=[("a", "1")])
+        assert hangup.value.may_have_arrived  # sent, then the connection dropped: it may have been processed
+    finally:
+        quick.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with pytest.raises(TryLater) as refused:
+        provider.request("POST", f"http://127.0.0.1:{closed_port}/x", data=[("a", "1")])
+    assert not refused.value.may_have_arrived
