@@ -170,7 +170,24 @@ def use_multiprocess() -> None:
     from prometheus_client import values
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        values.ValueClass = values.get_value_class()
+        # prometheus-client asks the kernel for the pid (a system call) at every inc() and observe(), to notice a
+        # fork; the pid is remembered here and renewed in each forked child, which tells it the same thing.
+        values.ValueClass = values.MultiProcessValue(process_identifier=_pid)
+
+
+_PID = os.getpid()
+
+
+def _pid() -> int:
+    return _PID
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def mark_process_dead(pid: int) -> None:
