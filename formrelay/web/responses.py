@@ -24,6 +24,7 @@ HTML_TITLES: Mapping[str, str] = {
     "not_found": "Form not found",
     "method_not_allowed": "Not allowed",
     "too_large": "Too much data",
+    "conflict": "Still sending",
     "unsupported_media_type": "Something went wrong",
     "rate_limited": "Too many attempts",
     "rejected": "Not accepted",
