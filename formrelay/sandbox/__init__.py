@@ -6,6 +6,7 @@ told to fail, so tests can check exactly what reached "the CRM".
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ class SandboxState:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     delay: dict[str, float] = field(default_factory=dict)
+    # A CRM that takes the request and never answers (until told to recover): nothing is recorded.
+    hang: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, provider: str, item: dict[str, Any]) -> None:
@@ -31,6 +34,16 @@ class SandboxState:
     def count_call(self, provider: str, kind: str) -> None:
         with self.lock:
             self.calls[f"{provider}:{kind}"] += 1
+
+    def hung(self, provider: str) -> bool:
+        """Hold the request while `hang` is set for the provider (at most its seconds); True if it was held."""
+        limit = self.hang.get(provider)
+        if not limit:
+            return False
+        deadline = time.monotonic() + limit
+        while self.hang.get(provider) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return True
 
     def next_failure(self, provider: str) -> int | None:
         with self.lock:
@@ -64,6 +77,14 @@ def delay() -> Any:
     return jsonify({"ok": True})
 
 
+@control.post("/hang")
+def hang() -> Any:
+    """{"provider": "ngp", "seconds": 30}: submissions are held that long (or until /recover), then dropped."""
+    spec = request.get_json(force=True)
+    state().hang[spec["provider"]] = float(spec.get("seconds", 30))
+    return jsonify({"ok": True})
+
+
 @control.get("/received/<provider>")
 def received(provider: str) -> Any:
     with state().lock:
@@ -83,6 +104,7 @@ def recover() -> Any:
     with sandbox.lock:
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.hang.clear()
     return jsonify({"ok": True})
 
 
@@ -94,6 +116,7 @@ def reset() -> Any:
         sandbox.calls.clear()
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.hang.clear()
     return jsonify({"ok": True})
 
 
