@@ -250,8 +250,8 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
 QUEUED_MESSAGE = "Thank you. We have your submission and will pass it on shortly."
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
 QUEUE_FULL = "We cannot take submissions just now. Please try again in a few minutes."
-KEY_REUSED = ("This Idempotency-Key was already used for a different submission. Send new details with a new "
-              "key (reload the form).")
+KEY_REUSED = ("This Idempotency-Key was already used for a different submission, so nothing new was sent. "
+              "Please send the form again.")
 IN_PROGRESS = "This submission is still being sent. Please wait a moment before trying again."
 HANDED_OFF = object()  # the attempt outlived the supporter's deadline and now settles its queued job itself
 
