@@ -491,3 +491,20 @@ def test_dead_letters_growing_make_readiness_degraded(tmp_path, sandbox, serve):
     view = requests.get(f"{relay.url}/readyz", timeout=5).json()
     assert view["status"] == "degraded" and "dead letters growing" in view["problems"]
     assert view["queue"]["dead"] == 1
+
+
+def test_a_queue_file_from_before_sizes_gains_them(tmp_path):
+    """An existing SQLite queue is migrated in place: its waiting jobs count towards the byte cap at once."""
+    import sqlite3
+
+    from formrelay.delivery.queue import SQLiteStore
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, due_at REAL NOT NULL,"
+               " lease_until REAL, created_at REAL NOT NULL, body TEXT NOT NULL)")
+    db.execute("INSERT INTO jobs VALUES ('a', 'pending', 0, NULL, 1, ?)", ('{"form": "join"}',))
+    db.commit()
+    db.close()
+    stats = SQLiteStore(str(path)).stats(11.0)
+    assert (stats.depth, stats.oldest_age, stats.bytes) == (1, 10.0, len('{"form": "join"}'))

@@ -233,6 +233,7 @@ class SQLiteStore(Store):
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "size" not in columns:
                 db.execute("ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE jobs SET size = length(CAST(body AS BLOB))")  # once, for jobs already kept
             db.execute("CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (state, created_at, size)")
             db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")

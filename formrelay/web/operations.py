@@ -33,8 +33,7 @@ def scrape() -> Response:
 # The public answer is the word only, computed at most this often: a crowd (or an attacker) polling /readyz costs
 # one computation per interval, never one store round trip per request.
 PUBLIC_READY_CACHE = 2.0
-_public_word: dict[int, tuple[float, str]] = {}
-_public_lock = threading.Lock()
+CACHE_KEY = "formrelay.readyz"
 
 
 @bp.get("/readyz")
@@ -50,21 +49,21 @@ def readyz() -> tuple[Response, int]:
 
 
 def _cached_status() -> str:
-    relay = current_relay()
-    now = time.monotonic()
-    cached = _public_word.get(id(relay))
-    if cached is not None and now - cached[0] < PUBLIC_READY_CACHE:
-        return cached[1]
-    if cached is not None and not _public_lock.acquire(blocking=False):
-        return cached[1]  # another thread is computing it: the last word will do
+    cache: dict[str, Any] = current_app.extensions.setdefault(CACHE_KEY, {"lock": threading.Lock(), "word": None})
+    cached = cache["word"]
+    if cached is not None and time.monotonic() - cached[0] < PUBLIC_READY_CACHE:
+        return str(cached[1])
+    lock: threading.Lock = cache["lock"]
+    if cached is not None and not lock.acquire(blocking=False):
+        return str(cached[1])  # another thread is computing it: the last word will do
     if cached is None:
-        _public_lock.acquire()
+        lock.acquire()
     try:
-        status = readiness()["status"]
-        _public_word[id(relay)] = (time.monotonic(), status)
+        status = str(readiness()["status"])
+        cache["word"] = (time.monotonic(), status)
         return status
     finally:
-        _public_lock.release()
+        lock.release()
 
 
 def readiness() -> dict[str, Any]:
