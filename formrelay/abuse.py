@@ -20,6 +20,8 @@ from itsdangerous import BadSignature, Signer
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay import metrics
+from formrelay.core import config
+from formrelay.core.i18n import Msg
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ CAPTCHA_SERVICES: Mapping[str, tuple[str, str]] = {
     "recaptcha": ("https://www.google.com/recaptcha/api/siteverify", "g-recaptcha-response"),
 }
 CAPTCHA_FIELDS = frozenset(field for _, field in CAPTCHA_SERVICES.values())
-CAPTCHA_MESSAGE = "Please complete the verification and send the form again."
+CAPTCHA_MESSAGE = Msg("Please complete the verification and send the form again.")
 
 _counts: Counter[tuple[str, str]] = Counter()
 _counts_lock = threading.Lock()
@@ -72,6 +74,9 @@ class CaptchaSchema(Schema):
         url, field_name = CAPTCHA_SERVICES[data["provider"]]
         return Captcha(provider=data["provider"], secret=data["secret"], verify_url=data["verify_url"] or url,
                        field=data["field"] or field_name, on_error=data["on_error"])
+
+
+config.register_section("captcha", CaptchaSchema)  # the config reads [forms.x.captcha] with it
 
 
 class TimeTrap:

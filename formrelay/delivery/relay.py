@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError, fields
@@ -20,7 +20,10 @@ from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.budget import Budget, BudgetSpent
 from formrelay.core.config import Config, FormConfig
-from formrelay.core.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core import i18n
+from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.fields import (
     WIDGET,
     Definition,
@@ -28,8 +31,11 @@ from formrelay.forms.fields import (
     build_schema,
     describe_schema,
     flatten_errors,
+    relabel,
+    shown,
 )
 from formrelay.core.outcome import Outcome
+from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
 from formrelay.delivery.attempts import Breaker, Guard
 from formrelay.delivery.queue import (
@@ -43,7 +49,8 @@ from formrelay.delivery.queue import (
     open_store,
     restore_submission,
 )
-from formrelay.forms.submission import Submission, Value, reject_card_data, split_controls
+from formrelay.forms.osdi import read_osdi
+from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -53,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION = "formrelay"
-ONE_VALUE = "Only one value is accepted."
+ONE_VALUE = Msg("Only one value is accepted.")
 # A failed definition fetch is remembered (503 at once) for this long, doubling while it keeps failing.
 FAILURE_MEMORY, FAILURE_MEMORY_MAX = 5.0, 60.0
 _WAIT_DEFAULT = object()
@@ -66,6 +73,7 @@ class Loaded:
     definition: Definition
     schema: FormSchema
     fetched_at: float
+    person: PersonMapping = PersonMapping()
 
 
 class Form:
@@ -123,6 +131,8 @@ class Form:
         try:
             try:
                 definition = self.provider.definition(self.config)
+                person = self._person_mapping(definition)
+                definition = relabel(definition, self.config.labels)
                 schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
             except ProviderError as exc:
                 failure: ProviderError = exc
@@ -130,14 +140,14 @@ class Form:
                 log.exception("form %s: definition fetch failed unexpectedly", self.slug)
                 failure = ProviderError(f"form {self.slug}: unexpected {exc.__class__.__name__} deriving the schema")
             else:
-                self._loaded = Loaded(definition, schema_cls(), time.monotonic())
+                self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
                 self.last_error, self._failure, self._failures, self._failed_until = None, None, 0, 0.0
                 return
             self.last_error = str(failure)
             current = self._loaded
             if current is not None:
                 log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, failure)
-                self._loaded = Loaded(current.definition, current.schema, time.monotonic())
+                self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
                 return
             self._failures += 1
             memory = min(FAILURE_MEMORY_MAX, FAILURE_MEMORY * 2 ** (self._failures - 1))
@@ -151,6 +161,19 @@ class Form:
     @property
     def definition(self) -> Definition:
         return self.loaded().definition
+
+    @property
+    def person_mapping(self) -> PersonMapping:
+        """Which of this form's fields hold which part of the common person model (forms/person.py)."""
+        return self.loaded().person
+
+    def _person_mapping(self, definition: Definition) -> PersonMapping:
+        """The provider's mapping with [forms.x.person] applied; a bad override is a definition problem."""
+        try:
+            return apply_overrides(self.provider.person_mapping(self.config, definition), self.config.person,
+                                   [spec.name for spec in definition.fields])
+        except MappingError as exc:
+            raise DefinitionError(f"form {self.slug}: {exc}") from None
 
     def cache_state(self) -> dict[str, Any]:
         """For readiness: whether the schema is loaded, how old it is, and the last refresh problem."""
@@ -170,20 +193,34 @@ class Form:
     def schema(self) -> FormSchema:
         return self.loaded().schema
 
-    def title(self) -> str:
-        return self.config.title or self.definition.title or self.slug
+    def _localized(self, table: Mapping[str, Any]) -> Any:
+        return self.config.localized(table, i18n.current(), i18n.current_tag())
+
+    def title(self, fetch: bool = True) -> str:
+        """The title in the answer's language: the config's for that language, the config's, the CRM's."""
+        local = self._localized(self.config.titles)
+        if local or self.config.title or not fetch:
+            return local or self.config.title or self.slug
+        return self.definition.title or self.slug
 
     def describe(self) -> dict[str, Any]:
-        """The public description (contract section 2), derived from the validating schema."""
+        """The public description (contract section 2), derived from the validating schema, in the answer's language."""
+        described = describe_schema(self.schema)
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        for item in described:
+            if item["name"] in local:
+                item["label"] = local[item["name"]]
         return {
             "form": self.slug,
             "provider": self.config.provider,
             "title": self.title(),
-            "fields": describe_schema(self.schema),
+            "fields": described,
         }
 
     def labels(self) -> dict[str, str]:
-        return {name: f.metadata.get("title", name) for name, f in self.schema.fields.items()}
+        """Each field's label in the answer's language (config per language, else the relay's words translated)."""
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        return {name: local.get(name) or shown(f.metadata.get("title", name)) for name, f in self.schema.fields.items()}
 
     def aliases(self) -> dict[str, str]:
         aliases = self.definition.aliases()
@@ -192,6 +229,8 @@ class Form:
 
     def validate(self, body: Mapping[str, Value], idempotency_key: str | None = None) -> Submission:
         """Body -> Submission, or Invalid (422) with messages keyed by field name."""
+        if isinstance(body, OSDIBody):
+            return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
         values, controls, context = split_controls(body, set(declared))
@@ -211,16 +250,28 @@ class Form:
             data = None
         errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
         if errors:
-            raise Invalid("Some fields need attention.", errors=errors)
+            raise Invalid(_("Some fields need attention."), errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
-        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+        # The answer's language tag goes with the submission, so a CRM that takes one hears it even from the queue.
+        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key,
+                          locale=i18n.current_tag())
+
+
+    def _validate_osdi(self, body: OSDIBody, idempotency_key: str | None) -> Submission:
+        """An OSDI body: mapped to this form's fields, then validated exactly like a flat body; 422s name the OSDI path."""
+        read = read_osdi(body, self.person_mapping, self.config.osdi)
+        try:
+            submission = self.validate(read.values, idempotency_key)
+        except Invalid as exc:
+            raise Invalid(exc.message, errors=read.annotate(exc.errors or {})) from None
+        return replace(submission, page_options=read.page_options)
 
 
 def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for group in definition.one_of:
         if not any(data.get(name) not in (None, "", []) for name in group):
-            message = "Enter at least one of: " + ", ".join(labels.get(n, n) for n in group) + "."
+            message = Msg("Enter at least one of: {fields}.").format(fields=", ".join(labels.get(n, n) for n in group))
             for name in group:
                 errors[name] = [message]
     return errors
@@ -243,16 +294,16 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
         elif len(items) == 1:
             out[name] = items[0]
         elif len(items) > 1:
-            errors[name] = [ONE_VALUE]
+            errors[name] = [_(ONE_VALUE)]
     return out, errors
 
 
-QUEUED_MESSAGE = "Thank you. We have your submission and will pass it on shortly."
+QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
-QUEUE_FULL = "We cannot take submissions just now. Please try again in a few minutes."
-KEY_REUSED = ("This Idempotency-Key was already used for a different submission, so nothing new was sent. "
-              "Please send the form again.")
-IN_PROGRESS = "This submission is still being sent. Please wait a moment before trying again."
+QUEUE_FULL = Msg("We cannot take submissions just now. Please try again in a few minutes.")
+KEY_REUSED = Msg("This Idempotency-Key was already used for a different submission, so nothing new was sent. "
+                 "Please send the form again.")
+IN_PROGRESS = Msg("This submission is still being sent. Please wait a moment before trying again.")
 HANDED_OFF = object()  # the attempt outlived the supporter's deadline and now settles its queued job itself
 
 
@@ -339,7 +390,7 @@ class Relay:
         try:
             return self.forms[slug]
         except KeyError:
-            raise FormNotFound(f"There is no form called {slug!r}.") from None
+            raise FormNotFound(_("There is no form by this name.")) from None
 
     def check_origin(self, form: Form, origin: str | None, referer: str | None, own: str) -> None:
         """403 for a browser post from a site the form does not allow (Origin, else Referer)."""
@@ -347,7 +398,7 @@ class Relay:
         if not abuse.origin_allowed(origin, referer, own, allowed, self.config.relay.require_origin):
             abuse.count(form.slug, "origin not allowed")
             log.info("form %s: refused a post from an origin it does not allow", form.slug)
-            raise Forbidden("This form does not accept submissions from this site.")
+            raise Forbidden(_("This form does not accept submissions from this site."))
 
     def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
         """None for a person; for a bot the answer a person would get, with nothing delivered."""
@@ -376,9 +427,9 @@ class Relay:
         abuse.count(form.slug, f"captcha {verdict}")
         if verdict == "unavailable":
             log.warning("form %s: CAPTCHA service unavailable; refusing as configured", form.slug)
-            return Outcome("unavailable", message="Verification is unavailable just now. Please try again shortly.",
+            return Outcome("unavailable", message=_("Verification is unavailable just now. Please try again shortly."),
                            retry_after=30)
-        return Outcome("invalid", message=CAPTCHA_MESSAGE, errors={captcha.field: [CAPTCHA_MESSAGE]})
+        return Outcome("invalid", message=_(CAPTCHA_MESSAGE), errors={captcha.field: [_(CAPTCHA_MESSAGE)]})
 
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
@@ -412,7 +463,7 @@ class Relay:
         if self.queue_full():
             metrics.QUEUE_REFUSALS.labels(form.slug).inc()
             log.error("form %s: the queue is at its cap; submission %s refused with 503", form.slug, submission.id)
-            return Outcome("unavailable", message=QUEUE_FULL, retry_after=60, detail={"queued": "queue full"})
+            return Outcome("unavailable", message=_(QUEUE_FULL), retry_after=60, detail={"queued": "queue full"})
         job = new_job(form.slug, target, submission)
         if reason.may_have_arrived and self.rule(form) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
@@ -427,7 +478,7 @@ class Relay:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
         metrics.DEFERRALS.labels(form.config.provider, why).inc()
-        return Outcome("queued", message=QUEUED_MESSAGE, detail={"queued": why})
+        return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": why})
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
         """Deliver now, else keep it durably (202), else 503. Idempotency keys follow the IETF draft: a repeat
@@ -472,7 +523,7 @@ class Relay:
         result = self._attempt_within(form, submission, guard, queueable)
         if result is HANDED_OFF:
             metrics.DEFERRALS.labels(provider, "deadline").inc()
-            return Outcome("queued", message=QUEUED_MESSAGE, detail={"queued": "deadline"})
+            return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": "deadline"})
         if isinstance(result, TryLater):
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
             return self._not_now(form, submission, result, "provider", None)
@@ -488,7 +539,7 @@ class Relay:
                  due_in: float | None) -> Outcome:
         return self.defer(form, submission, "primary", reason, why, due_in) or Outcome(
             "unavailable",
-            message="We could not send this just now. Please try again in a few minutes.",
+            message=_("We could not send this just now. Please try again in a few minutes."),
             retry_after=int(reason.retry_after) if reason.retry_after else None,
         )
 
@@ -592,14 +643,14 @@ class Relay:
             record = _idem_record(prior)
             if record.get("fp") and record["fp"] != fp:
                 return self._repeat(form, "another body", Outcome(
-                    "invalid", message=KEY_REUSED, errors={"_idempotency_key": [KEY_REUSED]}))
+                    "invalid", message=_(KEY_REUSED), errors={"_idempotency_key": [_(KEY_REUSED)]}))
             answer = record.get("answer")
             if isinstance(answer, dict):
                 return self._repeat(form, "first answer", Outcome(
                     answer["status"], message=answer.get("message"), redirect=answer.get("redirect"),
                     errors=answer.get("errors"), retry_after=answer.get("retry_after")))
             if time.monotonic() > deadline:
-                return self._repeat(form, "in progress", Outcome("conflict", message=IN_PROGRESS, retry_after=1))
+                return self._repeat(form, "in progress", Outcome("conflict", message=_(IN_PROGRESS), retry_after=1))
             time.sleep(0.05)
 
     def _repeat(self, form: Form, kind: str, outcome: Outcome) -> Outcome:

@@ -16,6 +16,9 @@ from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
+from formrelay.forms.person import BY_TYPE, COMMON_NAMES, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import (
     Provider,
@@ -27,7 +30,7 @@ from formrelay.forms.submission import Submission
 
 log = logging.getLogger(__name__)
 
-PUBLIC_REFUSAL = "The email could not be sent."
+PUBLIC_REFUSAL = Msg("The email could not be sent.")
 SEND_KEYS = ("sender", "sender_name", "reply_to", "subject", "project")
 
 
@@ -197,6 +200,12 @@ def followup_record(followup: Followup, definition: Definition, values: Mapping[
     return record
 
 
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """The data set's keys <-> the person model (pure): `email` always, the rest by common key names
+    (first_name, last_name, phone, postcode, ...); any other key takes the custom field of its own name."""
+    return match_fields(definition, {**COMMON_NAMES, "email": ("email",)}, custom="{key}", by_type=BY_TYPE)
+
+
 def read_answer(status: int, body: Any) -> Outcome:
     """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
     if status == 429 or status >= 500 or status == 408:
@@ -206,7 +215,7 @@ def read_answer(status: int, body: Any) -> Outcome:
     if 200 <= status < 300:
         raise TryLater(f"engageone: HTTP {status} without a send_id", may_have_arrived=True)
     log.warning("engageone: send refused with HTTP %s", status)
-    return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+    return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
 
 
 class EngageOne(Provider):
@@ -215,6 +224,8 @@ class EngageOne(Provider):
     name: ClassVar[str] = "engageone"
     settings_schema: ClassVar[type[Schema]] = EngageOneSettingsSchema
     form_schema: ClassVar[type[Schema]] = EngageOneFormSchema
+    # [forms.x.followup] of any form: an email through EngageOne after that form's own delivery
+    followup_schema: ClassVar[type[Schema]] = FollowupSchema
     # A repeated send would mail the supporter twice: hold uncertain sends for an operator.
     uncertain_delivery: ClassVar[str] = "hold"
 
@@ -275,6 +286,9 @@ class EngageOne(Provider):
     def definition(self, form: FormConfig) -> Definition:
         options: EngageOneForm = form.options
         return Definition(title=form.title or options.send.communication, fields=options.fields)
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         return self.send(form.options.send, record_from(submission.values))

@@ -17,6 +17,9 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
+from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import (
     Provider,
@@ -32,7 +35,8 @@ INVALID_TOKEN = "Invalid ens-auth-token"
 API_LIMIT = "exceeded its api limit"
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")  # txn1..txn5 (confirmed)
 CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
-PUBLIC_REFUSAL = "The campaign's system did not accept this submission."
+YES, NO = Msg("Yes"), Msg("No")
+PUBLIC_REFUSAL = Msg("The campaign's system did not accept this submission.")
 
 # Known formats of standard supporter fields, by their `property` (OpenAPI supporter schema, confirmed).
 PROPERTY_FORMATS: Mapping[str, dict[str, Any]] = {
@@ -150,7 +154,6 @@ class ENSFormSchema(Schema):
     tracking_id = fields.String(load_default=None)
     campaign_references = fields.List(fields.String(), load_default=list, validate=validate.Length(max=5))
     origin_source = fields.Nested(OriginSchema, load_default=None)
-    locale = fields.String(load_default=None)
     phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
 
     @post_load
@@ -166,7 +169,6 @@ class ENSFormSchema(Schema):
             tracking_id=data["tracking_id"],
             campaign_references=tuple(data["campaign_references"]),
             origin_source=data["origin_source"],
-            locale=data["locale"],
             phone_region=data["phone_region"].upper(),
         )
 
@@ -197,12 +199,12 @@ def field_spec(name: str, conf: ENSField, supporter_field: Mapping[str, Any] | N
     if qtype == "OPT":
         if widget in ("radio", "select"):
             return FieldSpec(name=name, label=label, type=widget, required=conf.required,
-                             options=options or (Option("Y", "Yes"), Option("N", "No")))
+                             options=options or (Option("Y", YES), Option("N", NO)))
         return FieldSpec(name=name, label=label, type="checkbox", required=conf.required)
     if qtype == "CONF":
         return FieldSpec(name=name, label=label, type=widget if widget in ("radio", "select") else "select",
                          required=conf.required,
-                         options=options or (Option("Y", "Yes"), Option("P", "Pending"), Option("N", "No")))
+                         options=options or (Option("Y", YES), Option("P", Msg("Pending")), Option("N", NO)))
     if options and widget in ("radio", "select", "checkbox"):
         return FieldSpec(name=name, label=label, type=widget, required=conf.required, options=options,
                          multiple=widget == "checkbox")
@@ -227,9 +229,41 @@ def _question_options(locale: Mapping[str, Any]) -> tuple[Option, ...] | None:
     return out or None
 
 
+# The person model in the account's supporter fields, by their standard `property` first (which survives an
+# account renaming "Postcode" to "ZIP"), then by the usual field names. emailAddress, firstName, lastName,
+# postcode and phoneNumber are confirmed properties; address1, address2, city, region, country are inferred.
+PERSON_PROPERTIES: Mapping[str, str] = {
+    "given_name": "firstName", "family_name": "lastName", "email": "emailAddress", "phone": "phoneNumber",
+    "street": "address1", "street2": "address2", "locality": "city", "region": "region",
+    "postal_code": "postcode", "country": "country",
+}
+PERSON_NAMES: Mapping[str, tuple[str, ...]] = {
+    "given_name": ("First Name",), "family_name": ("Last Name",), "email": ("Email Address",),
+    "phone": ("Phone Number",), "street": ("Address 1",), "street2": ("Address 2",), "locality": ("City",),
+    "region": ("Region",), "postal_code": ("Postcode",), "country": ("Country",),
+}
+
+
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """The form's supporter fields <-> the person model (pure); questions take custom fields of their own name."""
+    properties: Mapping[str, str] = definition.extra.get("properties", {})
+    candidates = {
+        key: (*[name for name, prop in properties.items() if prop == PERSON_PROPERTIES.get(key)], *names)
+        for key, names in PERSON_NAMES.items()
+    }
+    return match_fields(definition, candidates, custom="{key}", by_type=BY_TYPE)
+
+
 def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, Any],
-                  context: Mapping[str, str]) -> dict[str, Any]:
-    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser."""
+                  context: Mapping[str, str], page_options: Mapping[str, Any] | None = None,
+                  locale: str | None = None) -> dict[str, Any]:
+    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser;
+    the page may switch the auto-responder off only where [forms.x.osdi] allowed it (page_options).
+
+    `locale` is the form's own (config) or else the supporter's negotiated tag, e.g. fr-CA. ENS's OpenAPI confirms
+    the key with the example "de-DE"; that it takes any language-REGION tag and falls back to the page's default
+    locale for one the page lacks is inferred, so a tag is only sent when the supporter's language was known.
+    """
     questions_kind: Mapping[str, str] = definition.extra.get("questions", {})
     supporter: dict[str, Any] = {}
     questions: dict[str, str] = {}
@@ -248,15 +282,15 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         supporter["questions"] = questions
     body: dict[str, Any] = {
         "demo": form.demo,
-        "suppressAutoResponder": form.suppress_auto_responder,
+        "suppressAutoResponder": form.suppress_auto_responder or (page_options or {}).get("autoresponse") is False,
         "supporter": supporter,
     }
     if form.appeal_code:
         body["appealCode"] = form.appeal_code
     if form.tracking_id:
         body["trackingId"] = form.tracking_id
-    if form.locale:
-        body["locale"] = form.locale
+    if locale or form.locale:
+        body["locale"] = locale or form.locale
     for i, key in enumerate(UTM_KEYS):
         if context.get(key):
             body[f"txn{i + 1}"] = context[key][:255]
@@ -287,7 +321,7 @@ def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
         if named and text:
             return Outcome("invalid", errors={named[0]: [text]}, upstream_status=status)
         log.warning("ens: page processing refused a submission: %s", text or "(no text)")
-        return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+        return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
     raise TryLater(f"ens: page processing answered an unknown status {result!r}", may_have_arrived=True)
 
 
@@ -400,10 +434,12 @@ class ENS(Provider):
         by_question = {str(q.get("name")): q for q in questions if isinstance(q, Mapping)}
         specs: list[FieldSpec] = []
         question_names: dict[str, str] = {}
+        properties: dict[str, str] = {}
         missing = []
         for conf in options.fields:
             if conf.name in by_field:
                 specs.append(field_spec(conf.name, conf, by_field[conf.name], None, None, options.phone_region))
+                properties[conf.name] = str(by_field[conf.name].get("property") or "")
             elif conf.name in by_question:
                 question = by_question[conf.name]
                 detail = self._lookup(f"/supporter/questions/{question.get('id')}")
@@ -417,18 +453,22 @@ class ENS(Provider):
             )
         contact = options.contact_message
         if contact is not None and contact.editable:
-            specs.append(FieldSpec(CONTACT_SUBJECT, "Subject", max_length=200))
-            specs.append(FieldSpec(CONTACT_MESSAGE, "Your message", type="textarea", max_length=GEN_MAX))
+            specs.append(FieldSpec(CONTACT_SUBJECT, Msg("Subject"), max_length=200))
+            specs.append(FieldSpec(CONTACT_MESSAGE, Msg("Your message"), type="textarea", max_length=GEN_MAX))
         page = self._get_json(f"/page/{options.page_id}")
         if page is None:
             raise DefinitionError(f"ens: no page {options.page_id} in this account")
         title = str(page.get("title") or page.get("name") or "") if isinstance(page, Mapping) else ""
-        return Definition(title=title, fields=tuple(specs), extra={"questions": question_names})
+        return Definition(title=title, fields=tuple(specs), extra={"questions": question_names, "properties": properties})
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
         self.budget.take(wait=self.settings.budget_wait)
-        body = build_payload(options, definition, submission.values, submission.context)
+        body = build_payload(options, definition, submission.values, submission.context, submission.page_options,
+                             locale=form.locale or submission.locale)
         response = self.call("POST", f"/page/{options.page_id}/process", json=body)
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and options.origin_source and outcome.reference:
