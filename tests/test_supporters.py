@@ -508,3 +508,47 @@ def test_a_queue_file_from_before_sizes_gains_them(tmp_path):
     db.close()
     stats = SQLiteStore(str(path)).stats(11.0)
     assert (stats.depth, stats.oldest_age, stats.bytes) == (1, 10.0, len('{"form": "join"}'))
+
+
+def test_a_process_killed_after_the_deadline_loses_nothing(tmp_path, sandbox, serve_cmd):
+    """Past answer_within the job is stored leased to the attempt in flight; kill -9 the relay then, and the
+    restarted relay delivers it once the lease has expired."""
+    import signal
+
+    config = config_file(tmp_path, sandbox.url, relay="answer_within = 0.3\ntimeout = 1\nconnect_timeout = 0.5",
+                         queue="lease = 1")
+    relay = serve_cmd(config)
+    assert relay.post("join", person(0)).status_code == 200
+    control(sandbox, "hang", provider="ngp", seconds=60)
+    assert relay.post("join", person(1)).status_code == 202
+    relay.proc.send_signal(signal.SIGKILL)  # the attempt was still in flight
+    relay.proc.wait(timeout=10)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "q.sqlite3") as db:
+        states = [row[0] for row in db.execute("SELECT state FROM jobs")]
+    assert states == ["inflight"]  # kept, leased to the attempt that died with the process
+    control(sandbox, "recover")
+    serve_cmd(config)
+    assert wait_for(lambda: "p1@example.org" in emails(sandbox), 40)
+    time.sleep(0.5)
+    assert sorted(emails(sandbox)) == ["p0@example.org", "p1@example.org"]
+
+
+def test_a_crm_answering_503_to_everything_shows_in_readiness(tmp_path, sandbox, serve):
+    app = create_app({
+        "relay": {"rate_limit": "", "breaker_failures": 3},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
+        "queue": {"path": str(tmp_path / "q.sqlite3")},
+    })
+    relay = serve(app)
+    assert requests.get(f"{relay.url}/readyz", timeout=5).json()["status"] == "ok"
+    control(sandbox, "fail", provider="ngp", status=503, count=1000)
+    codes = [requests.post(f"{relay.url}/v1/forms/join", json=person(i), timeout=10).status_code for i in range(5)]
+    assert codes == [202] * 5
+    view = requests.get(f"{relay.url}/readyz", timeout=5).json()
+    assert view["status"] == "degraded" and "ngp: circuit breaker open" in view["problems"]
+    assert view["providers"]["ngp"]["breaker"]["problem"] == "ngp: HTTP 503"
+    calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
+    assert calls["ngp:submit"] == 3  # after the third failure the breaker spared the CRM

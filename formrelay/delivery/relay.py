@@ -358,7 +358,9 @@ class Relay:
         self.answer_within = relay.answer_within
         # The longest one attempt can take: an ENS delivery may authenticate, process and record the origin,
         # each up to the timeouts, after waiting for the budget. A hand-off lease must outlive it.
-        self.attempt_bound = 3 * (relay.connect_timeout + relay.timeout) + 30.0
+        budget_wait = max((float(getattr(p.settings, "budget_wait", 0.0) or 0.0) for p in self.providers.values()),
+                          default=0.0)
+        self.attempt_bound = 3 * (relay.connect_timeout + relay.timeout) + budget_wait + 5.0
         self.guards: dict[str, Guard] = {
             name: Guard(name, relay.provider_concurrency, relay.breaker_failures, relay.breaker_reset,
                         self.attempt_bound) for name in self.providers
