@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -331,7 +332,10 @@ def fingerprint(submission: Submission) -> str:
     """What "the same body" means for an idempotency key: the validated values, canonically (controls and
     one-use tokens such as `_started` or a CAPTCHA answer are not the supporter's data)."""
     canonical = json.dumps(dict(submission.values), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # Keyed with the idempotency key itself, which the store never holds (only its hash): the stored fingerprint
+    # cannot be matched against guessed details (an email address) by whoever reads the store.
+    secret = (submission.idempotency_key or "").encode("utf-8", "replace")
+    return hmac.new(secret, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 class Relay:
