@@ -72,6 +72,11 @@ QUEUE_REFUSALS = Counter(
     "formrelay_queue_full_refusals", "Submissions answered 503 because the queue reached its cap (jobs or bytes).",
     ["form"],
 )
+DESTINATION_ATTEMPTS = Counter(
+    "formrelay_destination_attempts",
+    "Attempts at a form's other destinations (`also:<form>`, `webhook:<name>`), by form, destination and result.",
+    ["form", "destination", "result"],
+)
 
 
 def upstream_result(status: int | None) -> str:

@@ -101,6 +101,13 @@ class Job:
     lease_until: float | None = None
     outcome: str | None = None
     uncertain: bool = False
+    # What a destination job needs beyond the submission (a webhook event's outcome); never personal data.
+    detail: dict[str, Any] | None = None
+
+    @property
+    def submission_id(self) -> str:
+        """The submission this job delivers: shared by its primary job and every destination job made from it."""
+        return str(self.submission.get("id") or self.id)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -168,6 +175,14 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def add(self, job: Job) -> bool:
+        """Store a new job unless one with its id exists (whatever its state); True when it was added.
+
+        Destination jobs have ids derived from the submission and the destination, so a repeat of the step
+        that makes them (a primary delivered again after a cut-off lease) never repeats a destination.
+        """
 
     @abstractmethod
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
@@ -286,6 +301,15 @@ class SQLiteStore(Store):
     def put(self, job: Job) -> None:
         with self._tx() as db:
             self._write(db, job)
+
+    def add(self, job: Job) -> bool:
+        with self._tx() as db:
+            body = job.to_json()
+            return db.execute(
+                "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
+            ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         with self._tx() as db:
@@ -446,6 +470,15 @@ class RedisStore(Store):
             self._save(pipe, job)
             pipe.execute()
 
+    def add(self, job: Job) -> bool:
+        # Body and its due/dead entry in one step, and only if the id is new.
+        keys = {PENDING: self.k_due, DEAD: self.k_dead, DONE: self.k_done, INFLIGHT: self.k_inflight}
+        score = job.due_at if job.state == PENDING else time.time()
+        body = job.to_json()
+        waiting = 1 if job.state in (PENDING, INFLIGHT) else 0
+        return bool(self.redis.eval(ADD_LUA, 4, self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes, job.id,
+                                    body, score, job.created_at, len(body), waiting))
+
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
         return [Job.from_json(b) for b in bodies]
@@ -531,6 +564,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+ADD_LUA = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+end
+return 1
+"""
+
 FORGET_LUA = """
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, -string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -560,11 +603,13 @@ def backoff(settings: QueueSettings, attempts: int, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
-def new_job(form: str, target: str, submission: Any, due_at: float | None = None) -> Job:
+def new_job(form: str, target: str, submission: Any, due_at: float | None = None,
+            detail: dict[str, Any] | None = None) -> Job:
+    """A job for one target; its id is the submission's id, plus the target for any but the primary (stable)."""
     now = time.time()
     job_id = submission.id if target == "primary" else f"{submission.id}-{target}"
     return Job(id=job_id or uuid.uuid4().hex, form=form, target=target, submission=serialise_submission(submission),
-               created_at=now, due_at=due_at if due_at is not None else now)
+               created_at=now, due_at=due_at if due_at is not None else now, detail=detail)
 
 
 class Worker:

@@ -39,6 +39,7 @@ from formrelay.core.outcome import Outcome
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
 from formrelay.delivery.attempts import Breaker, Guard
+from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
     INFLIGHT,
@@ -379,6 +380,8 @@ class Relay:
         self._stats: tuple[float, dict[str, Any]] | None = None
         self._stats_lock = threading.Lock()
         self._dead_seen: deque[tuple[float, int]] = deque(maxlen=4096)
+        # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
+        self.destinations = Destinations(self)
 
     @property
     def store(self) -> Store:
@@ -447,15 +450,24 @@ class Relay:
         raise ValueError(f"unknown delivery target {target!r}")
 
     def after_delivery(self, form: Form, submission: Submission) -> None:
-        """Queue the form's follow-up email as a job of its own: it can't delay, fail or repeat the primary."""
-        if form.config.followup is None:
-            return
-        try:
-            self.store.put(new_job(form.slug, "followup", submission))
-        except Exception:
-            log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        """Queue the follow-up email, `also` forms and webhooks as jobs of their own: none can delay, fail or
+        repeat the primary, and (stored only if new) a repeat of this step never repeats them."""
+        if form.config.followup is not None:
+            try:
+                self.store.add(new_job(form.slug, "followup", submission))
+            except Exception:
+                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        self.destinations.delivered(form, submission)
+
+    def bury(self, form: Form, job: Job, reason: str) -> None:
+        """To the dead letters; when it is the submission's own delivery, the webhooks that want `dead` hear it."""
+        self.store.bury(job, reason)
+        if job.target == "primary":
+            self.destinations.dead(form, job.submission, reason)
 
     def rule(self, form: Form, target: str = "primary") -> str:
+        if self.destinations.handles(target):
+            return self.destinations.rule(form, target)
         if target == "followup":
             return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
@@ -484,6 +496,10 @@ class Relay:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
         metrics.DEFERRALS.labels(form.config.provider, why).inc()
+        if target == "primary":
+            self.destinations.queued(form, submission, reason.reason)
+            if job.state == DEAD:
+                self.destinations.dead(form, job.submission, job.last_error or reason.reason)
         return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": why})
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
@@ -609,26 +625,35 @@ class Relay:
             return None
         log.info("form %s: submission %s not answered within %.1f s; queued, leased to the attempt in flight",
                  form.slug, submission.id, self.answer_within)
+        try:
+            self.destinations.queued(form, submission, job.last_error or "")
+        except Exception:  # the supporter's answer does not depend on a webhook
+            log.exception("form %s: could not tell the destinations that %s is queued", form.slug, submission.id)
         return job
 
     def _settle(self, form: Form, job: Job, submission: Submission, result: Any) -> None:
         """A queued job's attempt ended: delivered -> done; refused -> dead letter; not now -> backoff."""
         if isinstance(result, Outcome):
             if result.status == "delivered":
-                self.store.finish(job, result.status)
                 if job.target == "primary":
                     form.success_message = result.message or form.success_message
+                    # Destination jobs first: should this process die before `finish`, the primary's retry makes
+                    # them again, and Store.add keeps the ones already made (and done) as they are.
                     self.after_delivery(form, submission)
-                log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider,
-                         job.attempts)
+                self.store.finish(job, result.status)
+                log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, destination(job.target)
+                         if self.destinations.handles(job.target) else form.config.provider, job.attempts)
             else:
                 detail = f"{result.status}: {result.message or ''} {json.dumps(result.errors or {})}".strip()
-                self.store.bury(job, f"refused by the provider ({detail})")
+                self.bury(form, job, f"refused by the provider ({detail})")
                 log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, result.status)
+        elif isinstance(result, DeadLetter):
+            self.bury(form, job, str(result))
+            log.warning("queue: job %s moved to dead letters: %s", job.id, result)
         elif isinstance(result, ProviderError):
             self._retry_later(form, job, result)
         else:  # a bug must not lose the job: keep it and back off
-            log.error("queue: job %s failed unexpectedly: %r", job.id, result)
+            log.error("queue: job %s failed unexpectedly", job.id, exc_info=result)
             self._retry_later(form, job, TryLater(f"unexpected {result.__class__.__name__}"))
 
     def _idempotency_key(self, form: Form, submission: Submission) -> str | None:
@@ -671,9 +696,9 @@ class Relay:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
             return
         if job.uncertain and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
+            self.bury(form, job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
-        guard = self.guards.get("engageone" if job.target == "followup" else form.config.provider)
+        guard = self._guard_for(form, job.target)
         if guard is not None and not guard.breaker.allow():
             job.attempts -= 1  # not tried: it must not count towards max_attempts
             self.store.reschedule(job, time.time() + max(1.0, guard.breaker.retry_in()),
@@ -681,29 +706,45 @@ class Relay:
             return
         submission = restore_submission(job.submission)
         try:
-            result: Any = self.attempt(form, submission, job.target)
-        except Exception as exc:
+            if self.destinations.handles(job.target):
+                result: Any = self.destinations.attempt(form, job)
+            else:
+                result = self.attempt(form, submission, job.target)
+        except Exception as exc:  # settled below: a bug must not lose the job
             result = exc
         if guard is not None:
             _judge(guard.breaker, result)
-        label = result.status if isinstance(result, Outcome) else "not now" if isinstance(result, ProviderError) \
-            else "error"
-        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, label).inc()
-        if label == "error":
-            log.error("queue: job %s failed unexpectedly", job.id, exc_info=result)
+        self._count(form, job, _label(result))
         self._settle(form, job, submission, result)
+
+    def _guard_for(self, form: Form, target: str) -> Guard | None:
+        """The breaker a job's calls go through: the form's provider, EngageOne for a follow-up; destinations
+        (other forms, webhooks) are judged by their own jobs' backoff."""
+        if target == "primary":
+            return self.guards.get(form.config.provider)
+        if target == "followup":
+            return self.guards.get("engageone")
+        return None
+
+    @staticmethod
+    def _count(form: Form, job: Job, result: str) -> None:
+        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, result).inc()
+        if job.target != "primary":
+            metrics.DESTINATION_ATTEMPTS.labels(form.slug, destination(job.target), result).inc()
 
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"{reason}; {HELD}")
+            self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
-            self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
+            self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
-            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+            delay = backoff(settings, job.attempts, retry_after)
+            self.store.reschedule(job, time.time() + delay, reason)
+            log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
 
     def queue_stats(self, max_age: float = 0.0) -> dict[str, Any]:
         """Depth, oldest waiting age, dead letters, bytes and how full the queue is: counts only, refreshed from
@@ -741,10 +782,20 @@ class Relay:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+        self.destinations.close()
         for provider in self.providers.values():
             provider.close()
         if self._store is not None:
             self._store.close()
+
+
+def _label(result: Any) -> str:
+    """A worker attempt's result as the queue-attempts metric names it."""
+    if isinstance(result, Outcome):
+        return result.status
+    if isinstance(result, DeadLetter):
+        return "dead"
+    return "not now" if isinstance(result, ProviderError) else "error"
 
 
 def _idem_record(stored: str) -> dict[str, Any]:
