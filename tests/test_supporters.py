@@ -465,11 +465,14 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
             job.due_at = time.time() + 3600
             store._save(pipe, job)
         pipe.execute()
+    added = new_job("join", "primary", Submission(form="join", values={"EmailAddress": "added@example.org"}))
+    assert store.add(added)  # insert-if-new (destinations use it) keeps the counts too
     client = redis.Redis.from_url(redis_url)
     client.config_resetstat()
     relay = serve(app)
     view = requests.get(f"{relay.url}/readyz", timeout=5).json()
-    assert view["queue"]["depth"] == 5000 and view["queue"]["oldest_age"] is not None
+    assert view["queue"]["depth"] == 5001 and view["queue"]["oldest_age"] is not None
+    assert view["queue"]["bytes"] == sum(int(v) for v in client.hvals(store.k_sizes)) > 5001 * 100
     commands = client.info("commandstats")
     assert not {"cmdstat_hget", "cmdstat_hmget", "cmdstat_hgetall"} & set(commands), commands  # no job body read
     assert commands.get("cmdstat_zrange", {}).get("calls", 0) <= 1  # the oldest id only, never the whole queue
