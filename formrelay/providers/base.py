@@ -1,6 +1,7 @@
 """The small interface every provider implements, and the HTTP plumbing they share."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -191,9 +192,7 @@ class SharedToken:
     def _raise_if_backing_off(self) -> None:
         failure = self.failure
         if failure is not None and time.monotonic() < self.failed_until:
-            import copy
-
-            raise copy.copy(failure)
+            raise copy.copy(failure)  # a copy: other threads may be raising the same failure at this moment
 
     def invalidate(self, token: str) -> None:
         with self.lock:
