@@ -766,8 +766,8 @@ class Relay:
             view = {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead,
                     "inflight": stats.inflight, "bytes": stats.bytes,
                     "capacity_used": round(max(stats.depth / settings.max_jobs, stats.bytes / settings.max_bytes), 4),
-                    # as seen by this process since it started
-                    "dead_growing": stats.dead > self._dead_seen[0][1]}
+                    # as seen by this process within alert_after (an operator's drop lowers the baseline)
+                    "dead_growing": stats.dead > min(dead for _, dead in self._dead_seen)}
             self._stats = (time.monotonic(), view)
             return view
         finally:
