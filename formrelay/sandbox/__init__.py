@@ -33,6 +33,15 @@ def fail() -> Any:
     return jsonify({"ok": True})
 
 
+@control.post("/limit")
+def limit() -> Any:
+    """{"provider": "ens", "calls": 10}: after 10 calls the provider answers its documented limit error."""
+    spec = request.get_json(force=True)
+    with state().lock:
+        state().limits[spec["provider"]] = int(spec["calls"])
+    return jsonify({"ok": True})
+
+
 @control.post("/delay")
 def delay() -> Any:
     spec = request.get_json(force=True)
@@ -80,6 +89,7 @@ def reset() -> Any:
         sandbox.failures.clear()
         sandbox.delay.clear()
         sandbox.hang.clear()
+        sandbox.limits.clear()
     return jsonify({"ok": True})
 
 

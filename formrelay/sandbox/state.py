@@ -23,6 +23,8 @@ class SandboxState:
     delay: dict[str, float] = field(default_factory=dict)
     # A CRM that takes the request and never answers (until told to recover): nothing is recorded.
     hang: dict[str, float] = field(default_factory=dict)
+    # provider -> how many calls it takes before answering its documented "limit exceeded" (ENS: per API user)
+    limits: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, provider: str, item: dict[str, Any]) -> None:
@@ -42,6 +44,13 @@ class SandboxState:
         while self.hang.get(provider) and time.monotonic() < deadline:
             time.sleep(0.02)
         return True
+    def over_limit(self, provider: str) -> bool:
+        """Count one call against a limit set with /_control/limit; True once it is spent."""
+        with self.lock:
+            if provider not in self.limits:
+                return False
+            self.calls[f"{provider}:limited"] += 1
+            return self.calls[f"{provider}:limited"] > self.limits[provider]
 
     def next_failure(self, provider: str) -> int | None:
         with self.lock:
