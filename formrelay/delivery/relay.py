@@ -50,6 +50,7 @@ from formrelay.delivery.queue import (
     new_job,
     open_store,
     restore_submission,
+    storage_down,
 )
 from formrelay.forms.osdi import read_osdi
 from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
@@ -300,6 +301,8 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
     return out, errors
 
 
+# Retry-After of a 503 when neither the provider nor the queue could take a submission (seconds).
+UNAVAILABLE_RETRY_AFTER = 30
 QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
 QUEUE_FULL = Msg("We cannot take submissions just now. Please try again in a few minutes.")
@@ -455,8 +458,11 @@ class Relay:
         if form.config.followup is not None:
             try:
                 self.store.add(new_job(form.slug, "followup", submission))
-            except Exception:
-                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                log.error("form %s: could not queue the follow-up of %s: queue storage unavailable (%s)",
+                          form.slug, submission.id, exc.__class__.__name__)
         self.destinations.delivered(form, submission)
 
     def bury(self, form: Form, job: Job, reason: str) -> None:
@@ -492,8 +498,12 @@ class Relay:
             job.last_error = reason.reason
         try:
             self.store.put(job)
-        except Exception:
-            log.exception("form %s: could not store submission %s", form.slug, submission.id)
+        except Exception as exc:
+            if not storage_down(exc):
+                raise
+            # One line, no traceback: during an outage this happens for every submission that must wait.
+            log.error("form %s: could not store submission %s: queue storage unavailable (%s)",
+                      form.slug, submission.id, exc.__class__.__name__)
             return None
         metrics.DEFERRALS.labels(form.config.provider, why).inc()
         if target == "primary":
@@ -506,24 +516,48 @@ class Relay:
         """Deliver now, else keep it durably (202), else 503. Idempotency keys follow the IETF draft: a repeat
         with the same body gets the first answer, another body 422, a repeat while the first is in flight 409."""
         key = self._idempotency_key(form, submission)
-        if key is None:
-            return self._deliver_now(form, submission)
-        fp = fingerprint(submission)
-        marker = json.dumps({"fp": fp})
-        prior = self._claim_key(form, key, fp, marker)
-        if prior is not None:
-            return prior
+        fp = marker = ""
+        if key is not None:
+            fp = fingerprint(submission)
+            marker = json.dumps({"fp": fp})
+            try:
+                prior = self._claim_key(form, key, fp, marker)
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                # A healthy CRM still gets the submission: a rare duplicate beats turning a supporter away.
+                log.warning("form %s: idempotency records unavailable (%s); delivering without one",
+                            form.slug, exc.__class__.__name__)
+                key, prior = None, None
+            if prior is not None:
+                return prior
         try:
             outcome = self._deliver_now(form, submission)
         except BaseException:
-            self.store.idem_release(key, marker)
+            if key is not None:
+                self._forget_key(key, marker)
             raise
-        if outcome.status in ("delivered", "queued", "rejected"):
-            record = {"fp": fp, "answer": outcome.public()}
-            self.store.idem_store(key, json.dumps(record), self.queue_settings.idempotency_ttl)
-        else:
-            self.store.idem_release(key, marker)  # invalid or unavailable: the supporter may fix it and send again
+        if key is not None:
+            try:
+                if outcome.status in ("delivered", "queued", "rejected"):
+                    record = {"fp": fp, "answer": outcome.public()}
+                    self.store.idem_store(key, json.dumps(record), self.queue_settings.idempotency_ttl)
+                else:  # invalid or unavailable: the supporter may fix it and send again
+                    self.store.idem_release(key, marker)
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                log.warning("form %s: could not record the answer for its idempotency key (%s)",
+                            form.slug, exc.__class__.__name__)
         return outcome
+
+    def _forget_key(self, key: str, marker: str = "") -> None:
+        try:
+            self.store.idem_release(key, marker)
+        except Exception as exc:
+            if not storage_down(exc):
+                raise
+            log.warning("could not release an idempotency key (%s)", exc.__class__.__name__)
 
     def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
         """The synchronous path: surge, bulkhead and breaker decide whether to try now; the try runs under the
@@ -562,7 +596,7 @@ class Relay:
         return self.defer(form, submission, "primary", reason, why, due_in) or Outcome(
             "unavailable",
             message=_("We could not send this just now. Please try again in a few minutes."),
-            retry_after=int(reason.retry_after) if reason.retry_after else None,
+            retry_after=max(1, int(reason.retry_after)) if reason.retry_after else UNAVAILABLE_RETRY_AFTER,
         )
 
     def _surge_allows(self) -> bool:
@@ -620,8 +654,12 @@ class Relay:
         job.last_error = f"no answer within {self.answer_within:g} s; the first attempt was still in flight"
         try:
             self.store.put(job)
-        except Exception:
-            log.exception("form %s: could not store submission %s past the deadline", form.slug, submission.id)
+        except Exception as exc:  # the supporter then waits for the attempt's own answer: nothing is promised
+            if storage_down(exc):
+                log.error("form %s: could not store submission %s past the deadline: queue storage unavailable "
+                          "(%s)", form.slug, submission.id, exc.__class__.__name__)
+            else:
+                log.exception("form %s: could not store submission %s past the deadline", form.slug, submission.id)
             return None
         log.info("form %s: submission %s not answered within %.1f s; queued, leased to the attempt in flight",
                  form.slug, submission.id, self.answer_within)
