@@ -11,7 +11,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from formrelay.forms.fields import (
 from formrelay.core.outcome import Outcome
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
-from formrelay.delivery.attempts import Breaker, Guard
+from formrelay.delivery.attempts import AttemptThreads, Breaker, Done, Guard
 from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
@@ -318,7 +317,7 @@ class _Flight:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.done = threading.Event()
+        self.done = Done()
         self.result: Any = None
         self.job: Job | None = None
 
@@ -375,8 +374,7 @@ class Relay:
                         self.attempt_bound) for name in self.providers
         }
         # Each bulkhead slot has a thread, so an attempt never waits for one.
-        self._executor = ThreadPoolExecutor(max_workers=max(1, relay.provider_concurrency * len(self.providers)),
-                                            thread_name_prefix="formrelay-attempt")
+        self._executor = AttemptThreads(max(1, relay.provider_concurrency * len(self.providers)), "formrelay-attempt")
         # Above the relay-wide rate valid submissions are queued (202), not refused: only those that passed the
         # origin check, parsing, validation and the spam traps reach this counter.
         self.surge = (Budget("relay-wide", relay.global_rate_limit, relay.rate_limit_storage or config.shared_storage)
@@ -632,7 +630,8 @@ class Relay:
                 guard.bulkhead.leave()
 
         # The request's context goes along, so the attempt's upstream time is in the request's log line.
-        self._executor.submit(contextvars.copy_context().run, run)
+        context = contextvars.copy_context()
+        self._executor.submit(lambda: context.run(run))
         if flight.done.wait(self.answer_within):
             return flight.result
         if queueable:
@@ -820,7 +819,7 @@ class Relay:
             return False  # the store does not answer: the put that follows will say so
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown()
         self.destinations.close()
         for provider in self.providers.values():
             provider.close()
