@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
+import requests.auth
 from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
 from urllib3 import Timeout
 from urllib3.exceptions import (
     ClosedPoolError,
@@ -76,6 +78,7 @@ class Provider(ABC):
         self.http.trust_env = False
         self._proxies_by_host: dict[str, dict[str, str]] = {}
         self._urls: dict[str, str] = {}  # URL as written -> as requests prepares it (see _send)
+        self._basic: tuple[Any, str] | None = None  # (credentials, their Authorization header)
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if bundle:
             self.http.verify = bundle
@@ -185,7 +188,15 @@ class Provider(ABC):
                 merged["Content-Type"] = "application/x-www-form-urlencoded"
         prepared.prepare_headers(merged)
         prepared.prepare_body(data, None, json)
-        if session.auth:
+        if isinstance(session.auth, tuple) and len(session.auth) == 2:
+            # HTTP Basic (what requests makes of a pair), encoded once per credentials rather than per call
+            if self._basic is None or self._basic[0] != session.auth:
+                probe = requests.PreparedRequest()
+                probe.headers = CaseInsensitiveDict()
+                requests.auth.HTTPBasicAuth(*session.auth)(probe)
+                self._basic = (session.auth, probe.headers["Authorization"])
+            prepared.headers["Authorization"] = self._basic[1]
+        elif session.auth:
             prepared.prepare_auth(session.auth, prepared.url)
         prepared.prepare_hooks(None)
         response = session.get_adapter(prepared.url).send(prepared, stream=False, timeout=timeout,
@@ -234,6 +245,7 @@ class PooledAdapter(HTTPAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._keys: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._pools: dict[tuple[Any, ...], Any] = {}  # the same key -> the pool urllib3 gave for it
 
     def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
                                              cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -261,10 +273,18 @@ class PooledAdapter(HTTPAdapter):
                 or not isinstance(request.body, bytes | str | type(None))):
             return HTTPAdapter.send(self, request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
-        try:
-            pool = self.get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        except LocationValueError as exc:
-            raise requests.exceptions.InvalidURL(exc, request=request) from None
+        parts = urlsplit(request.url or "")
+        key = (parts.scheme, parts.netloc, verify if isinstance(verify, str | bool) else repr(verify),
+               cert if isinstance(cert, str | tuple | type(None)) else repr(cert))
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:  # first use, or closed by the pool manager (more hosts than it keeps)
+            try:
+                pool = self.get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            except LocationValueError as exc:
+                raise requests.exceptions.InvalidURL(exc, request=request) from None
+            if len(self._pools) > 64:
+                self._pools.clear()
+            self._pools[key] = pool
         self.cert_verify(pool, request.url, verify, cert)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         try:
