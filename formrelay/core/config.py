@@ -55,6 +55,8 @@ class RelaySettings:
     time_trap_min: float = 2.0
     time_trap_max: float = 3 * 24 * 3600.0
     require_origin: bool = False
+    # IPv6 clients are limited per network of this size: one home or server gets a whole /64.
+    ipv6_prefix: int = 64
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class RelaySchema(Schema):
     time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
     require_origin = fields.Boolean(load_default=False)
+    ipv6_prefix = fields.Integer(load_default=64, validate=validate.Range(min=16, max=128))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:

@@ -24,7 +24,10 @@ bp = Blueprint("forms", __name__)
 def describe(slug: str) -> Response:
     """The form's public description, from the same schema that validates submissions, with a time-trap token."""
     relay = current_relay()
-    return jsonify({**relay.form(slug).describe(), "started": relay.time_trap.issue(slug)})
+    # started_min: the snippet waits out the rest of the time-trap's minimum before it sends, so a fast person
+    # (browser autofill) is never taken for a bot.
+    return jsonify({**relay.form(slug).describe(), "started": relay.time_trap.issue(slug),
+                    "started_min": relay.time_trap.min_seconds})
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
@@ -42,9 +45,9 @@ def submit(slug: str) -> BaseResponse:
         outcome, counted = Outcome("invalid", message=exc.message, errors=exc.errors), "invalid"
     else:
         submission_id = submission.id
-        screened = relay.screen(form, body, request.remote_addr)
-        outcome = screened or relay.submit(form, submission)
-        counted = "discarded" if screened else outcome.status
+        screened = relay.screen(form, body, request.remote_addr, submission)
+        outcome = screened or relay.accept(form, body, submission)
+        counted = "discarded" if screened is not None and screened.detail.get("caught") else outcome.status
     record(form.slug, form.config.provider, counted, outcome, submission_id, started)
     return respond(outcome, form)
 
