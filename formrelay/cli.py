@@ -29,7 +29,10 @@ def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
     import waitress  # type: ignore[import-untyped]
 
     click.echo(f"formrelay listening on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="formrelay")
+    # waitress drops X-Forwarded-* headers unless it is told to trust a proxy itself; the app's ProxyFix decides
+    # that from [relay] trusted_proxies (and ignores the headers when it is 0), so waitress must pass them on.
+    # Without this, behind a proxy every client was 127.0.0.1 and shared one per-address limit.
+    waitress.serve(app, host=host, port=port, threads=threads, ident="formrelay", clear_untrusted_proxy_headers=False)
 
 
 @main.command()
