@@ -340,6 +340,7 @@ def test_hosts_sharing_redis_share_the_key(tmp_path, sandbox, redis_url, start_r
     token = one.token()
     time.sleep(0.4)
     assert two.post(json={**PERSON, "_started": token}).status_code == 200
+    assert len(received(sandbox, "ngp")) == 1  # verified by the other host
     assert one.post(json={**PERSON, "_started": token}).status_code == 200  # a replay: a bot's answer
     assert len(received(sandbox, "ngp")) == 1
 
