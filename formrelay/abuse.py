@@ -89,6 +89,7 @@ class TrapCheck:
     ttl: float = 0.0  # how long the nonce must be remembered: the token's remaining life
 
 
+STORE_RETRY_SECONDS = 30.0
 TOO_FAST_MESSAGE = "That was quick! Please wait a moment and send the form again."
 RELOAD_MESSAGE = "This page is out of date. Please reload it and send the form again."
 
@@ -108,6 +109,7 @@ class TimeTrap:
         self._configured = secret_key
         self._shared_key = shared_key
         self._signer: Signer | None = None
+        self._retry_store_at: float | None = None  # set while signing with a stand-in key (the store was down)
         self.key_id = ""
         self._lock = threading.Lock()
         self._warned: set[str] = set()
@@ -116,25 +118,35 @@ class TimeTrap:
 
     @property
     def signer(self) -> Signer:
-        """The signer, keyed once: [relay] secret_key, else the key kept in the shared store, else a process key."""
-        if self._signer is None:
+        """The signer: [relay] secret_key, else the key kept in the shared store, else (store down) a stand-in key
+        of this process, until the store answers again."""
+        retry = self._retry_store_at
+        if self._signer is None or (retry is not None and time.monotonic() >= retry):
             with self._lock:
-                if self._signer is None:
+                retry = self._retry_store_at
+                if self._signer is None or (retry is not None and time.monotonic() >= retry):
                     key = self._configured or self._key_from_store()
                     self.key_id = hmac.new(key.encode(), b"formrelay-time-trap-key-id", hashlib.sha256).hexdigest()[:8]
                     self._signer = Signer(key, salt="formrelay-started")
         return self._signer
 
     def _key_from_store(self) -> str:
-        if self._shared_key is not None:
-            try:
-                return self._shared_key()
-            except Exception as exc:  # the store is down: tokens still work, and other processes won't drop them
-                log.warning("time-trap: the shared key cannot be read (%s); signing with a key of this process",
-                            exc.__class__.__name__)
-        else:
+        if self._shared_key is None:
             log.warning("no [relay] secret_key and no shared store: time-trap tokens are signed with a per-process key")
-        return secrets.token_urlsafe(32)
+            return secrets.token_urlsafe(32)
+        try:
+            key = self._shared_key()
+        except Exception as exc:  # the store is down: tokens still work, and other processes won't drop them
+            log.warning("time-trap: the shared key cannot be read (%s); signing with a key of this process for now",
+                        exc.__class__.__name__)
+            self._retry_store_at = time.monotonic() + STORE_RETRY_SECONDS
+            return secrets.token_urlsafe(32) if self._signer is None else self._current_key()
+        self._retry_store_at = None
+        return key
+
+    def _current_key(self) -> str:
+        assert self._signer is not None
+        return self._signer.secret_keys[-1].decode()
 
     def issue(self, slug: str, now: float | None = None) -> str:
         signer = self.signer
