@@ -24,6 +24,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from formrelay.core import config
+from formrelay.forms.submission import Submission
+
 log = logging.getLogger(__name__)
 
 PENDING, INFLIGHT, DONE, DEAD = "pending", "inflight", "done", "dead"
@@ -66,6 +69,9 @@ class QueueSchema(Schema):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
         return QueueSettings(**data)
+
+
+config.register_section("queue", QueueSchema)  # the config reads [queue] with it (core never imports up)
 
 
 @dataclass
@@ -114,7 +120,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def serialise_submission(submission: Any) -> dict[str, Any]:
+def serialise_submission(submission: Submission) -> dict[str, Any]:
     return {
         "form": submission.form,
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
@@ -122,15 +128,15 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
         "idempotency_key": submission.idempotency_key,
         "id": submission.id,
         "received_at": submission.received_at,
+        "page_options": dict(submission.page_options),
     }
 
 
-def restore_submission(data: Mapping[str, Any]) -> Any:
-    from formrelay.forms.submission import Submission
-
+def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
         idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
+        page_options=data.get("page_options") or {},
     )
 
 
