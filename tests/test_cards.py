@@ -53,3 +53,23 @@ def test_any_separators_anywhere_in_any_text(card, cuts, seps, before, after):
     pieces.append(card[last:])
     written = "".join(p + (seps[i % len(seps)] if i < len(pieces) - 1 else "") for i, p in enumerate(pieces))
     assert contains_card_number(f"{before} {written} {after}")  # whatever surrounds it
+
+
+def test_an_osdi_body_is_scanned_like_a_flat_one(mocked):
+    """Card numbers in an OSDI helper body: the person's fields are refused, its referrer_data dropped."""
+    from formrelay import create_app
+    from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
+
+    mocked.post(NGP_FORM_URL, json=NGP_SUCCESS)
+    client = create_app(base_config()).test_client()
+    person = {"given_name": "Ann", "family_name": "Lee", "email_addresses": [{"address": "a@example.org"}],
+              "postal_addresses": [{"postal_code": "20009"}]}
+    refused = client.post("/v1/forms/join", json={"person": {**person, "family_name": "Lee 4111/1111/1111/1111"}})
+    assert refused.status_code == 422 and "Card details" in refused.get_json()["errors"]["LastName"][0]
+    comment = client.post("/v1/forms/join", json={"person": person, "comments": "4111.1111.1111.1111 exp 12/29"})
+    assert comment.status_code == 422
+    dropped = client.post("/v1/forms/join", json={"person": person, "referrer_data": {"source": CARDS[0]},
+                                                  "utm_source": f"x {CARDS[1]}"})
+    assert dropped.status_code == 200
+    sent = [c.request.body for c in mocked.calls if c.request.method == "POST"]
+    assert len(sent) == 1 and "1111" not in sent[0] and "4444" not in sent[0]
