@@ -32,7 +32,8 @@ CARD = "4111111111111111"
 class Relay:
     """A `formrelay serve` process on 127.0.0.1 with its own config, queue file and log."""
 
-    def __init__(self, tmp_path: Path, sandbox_url: str, relay: dict[str, Any], name: str = "relay") -> None:
+    def __init__(self, tmp_path: Path, sandbox_url: str, relay: dict[str, Any], name: str = "relay",
+                 backoff: float = 60) -> None:
         self.dir = tmp_path
         self.queue = tmp_path / "queue.sqlite3"
         self.config = tmp_path / f"{name}.toml"
@@ -58,7 +59,8 @@ page_id = 12345
 "Why" = {{}}
 [queue]
 path = "{self.queue}"
-backoff_base = 60
+backoff_base = {backoff}
+poll_interval = 0.1
 """)
         self.log = tmp_path / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -91,8 +93,8 @@ backoff_base = 60
 def start_relay(tmp_path, sandbox) -> Iterator[Any]:
     started: list[Relay] = []
 
-    def start(name: str = "relay", **relay: Any) -> Relay:
-        server = Relay(tmp_path, sandbox.url, relay, name).start()
+    def start(name: str = "relay", backoff: float = 60, **relay: Any) -> Relay:
+        server = Relay(tmp_path, sandbox.url, relay, name, backoff).start()
         started.append(server)
         return server
 
@@ -217,6 +219,21 @@ def test_while_the_crm_is_down_a_bot_is_queued_like_a_person(start_relay, sandbo
     assert person.status_code == bot.status_code == 202
     assert bot.json() == person.json() and person.json()["message"]
     assert bot.headers.get("Retry-After") == person.headers.get("Retry-After")
+
+
+def test_when_the_queue_has_delivered_again_a_bot_is_told_delivered(start_relay, sandbox):
+    """The queue worker's attempts say what a person would be told now, before the next person posts."""
+    relay = start_relay(backoff=0.2)
+    fail_next(sandbox, "ngp", 1)
+    assert relay.post(json=PERSON).status_code == 202
+    deadline = time.monotonic() + 15
+    while len(received(sandbox, "ngp")) < 1:  # the worker delivers it once NGP answers again
+        assert time.monotonic() < deadline, "the queued submission was not delivered"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    bot = relay.post(json={**PERSON, "_hp": "x"})
+    assert bot.status_code == 200 and bot.json()["message"] == "Thank you for signing, friend!"
+    assert len(received(sandbox, "ngp")) == 1
 
 
 def test_after_a_restart_a_bot_still_gets_the_words_a_person_gets(start_relay, sandbox):

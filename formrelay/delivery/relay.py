@@ -535,6 +535,8 @@ class Relay:
         except ProviderError as exc:
             metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "not now").inc()
             self._retry_later(form, job, exc)
+            if job.target == "primary" and form.provider.queueable(form.config):
+                self.remember_answer(form, Outcome("queued", message=QUEUED_MESSAGE))  # what a person gets now
             return
         except Exception as exc:  # a bug must not lose the job: keep it and back off
             metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "error").inc()
@@ -546,6 +548,7 @@ class Relay:
             self.store.finish(job, outcome.status)
             if job.target == "primary":
                 self.after_delivery(form, submission)
+                self.remember_answer(form, outcome)  # the CRM is back: a person would be told this now
             log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
