@@ -73,3 +73,13 @@ def test_an_osdi_body_is_scanned_like_a_flat_one(mocked):
     assert dropped.status_code == 200
     sent = [c.request.body for c in mocked.calls if c.request.method == "POST"]
     assert len(sent) == 1 and "1111" not in sent[0] and "4444" not in sent[0]
+
+
+def test_kilobytes_of_digit_soup_count_as_card_data_so_the_scan_stays_cheap():
+    """Past MAX_STEPS candidate spans the scan stops and fails closed: a hostile body cannot make it expensive."""
+    from formrelay.forms import cards
+
+    soup = "1. " * (cards.MAX_STEPS // 7 + 10)  # every span starts with 1: no card, but too many spans to try
+    assert contains_card_number(soup)
+    assert not contains_card_number("1. " * 100)  # a short list of the same is fine
+    assert not contains_card_number("7" * 65536)  # one long id is never split

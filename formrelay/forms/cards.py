@@ -7,11 +7,12 @@ identification: 2200-2204 and 2221-2720, 3, 4, 5, 6, 81-82). So `4111 1111 1111 
 `4111.1111.1111.1111` and `my card 4111111111111111 exp 12/29` are found. What keeps false positives down:
 a run right after `+` is an international phone number; one group of more than 19 digits (a long id) is not
 split; numbers starting 0, 1, 7, 9 (national phone numbers, dates, timestamps) are never cards.
-The scan is one pass over the text plus at most 19 digit groups per group: linear in the text.
+The scan is linear in the text: at most seven constant-time checks per digit.
 """
 from __future__ import annotations
 
-import unicodedata
+import re
+from itertools import accumulate
 
 MIN_DIGITS, MAX_DIGITS = 13, 19
 PHONE_MIN_DIGITS = 15  # E.164 numbers have at most 15 digits, so a phone field is only flagged above that
@@ -19,8 +20,10 @@ PHONE_MIN_DIGITS = 15  # E.164 numbers have at most 15 digits, so a phone field 
 SEPARATORS = frozenset("./-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00b7\u200b\u200c\u200d\u2060\ufeff\u30fb\uff0e\uff0f\uff0d")
 
 
-def _separator(ch: str) -> bool:
-    return ch in SEPARATORS or ch.isspace() or unicodedata.category(ch) == "Zs"
+# A run: a digit, then any separators and a digit, repeated. Nothing follows the repeated group that could fail
+# and make the engine try it again, so matching is linear (a trailing stretch of separators is read twice).
+RUN = re.compile(r"\d(?:[\s" + re.escape("".join(sorted(SEPARATORS))) + r"]*\d)*")
+GROUP = re.compile(r"\d+")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -48,54 +51,44 @@ def starts_like_a_card(digits: str) -> bool:
 
 
 def is_card_number(digits: str, min_digits: int = MIN_DIGITS) -> bool:
+    """One digit string, as a whole (the reference the scan below must agree with)."""
     return min_digits <= len(digits) <= MAX_DIGITS and starts_like_a_card(digits) and luhn_ok(digits)
 
 
 def _runs(text: str) -> list[tuple[bool, list[str]]]:
-    """(after a plus sign, digit groups) for every run of digit groups joined only by separators."""
-    runs: list[tuple[bool, list[str]]] = []
-    groups: list[str] = []
-    current: list[str] = []
-    plus = False
-    previous = ""
-    for ch in text:
-        if ch.isdecimal():
-            if not current and not groups:
-                plus = previous == "+"
-            current.append(str(unicodedata.decimal(ch)))
-        elif _separator(ch):
-            if current:
-                groups.append("".join(current))
-                current = []
-        else:
-            if current:
-                groups.append("".join(current))
-                current = []
-            if groups:
-                runs.append((plus, groups))
-                groups = []
-        previous = ch
-    if current:
-        groups.append("".join(current))
-    if groups:
-        runs.append((plus, groups))
-    return runs
+    """(right after a plus sign, digit groups) for every run of digit groups joined only by separators."""
+    return [(match.start() > 0 and text[match.start() - 1] == "+", GROUP.findall(match.group()))
+            for match in RUN.finditer(text) if match.end() - match.start() >= MIN_DIGITS]
+
+
+MAX_STEPS = 20_000  # candidate spans tried per text (~10 ms); digit soup beyond that counts as card data
 
 
 def contains_card_number(text: str, phone: bool = False) -> bool:
-    """True when the text holds a card number by the rule above (phone fields: only from 15 digits)."""
-    if sum(ch.isdecimal() for ch in text) < MIN_DIGITS:
-        return False  # the common case, decided in one cheap pass
+    """True when the text holds a card number by the rule above (phone fields: only from 15 digits).
+
+    A run of n digits has at most 7n candidate spans (whole groups, 13-19 digits); those that start like a card
+    get a Luhn check. A text that would need more than MAX_STEPS of them (kilobytes of digits split by
+    separators, which nobody types into a form) counts as holding a card number (fail closed), so that a
+    hostile body cannot make the scan expensive.
+    """
     min_digits = PHONE_MIN_DIGITS if phone else MIN_DIGITS
+    steps = 0
     for after_plus, groups in _runs(text):
-        for start in range(len(groups)):
-            if start == 0 and after_plus:
-                continue  # +44 ..., +62 ...: an international phone number
-            digits = ""
-            for group in groups[start:]:
-                digits += group
-                if len(digits) > MAX_DIGITS:
-                    break
-                if is_card_number(digits, min_digits):
+        digits = "".join(groups)
+        if len(digits) < min_digits or len(groups) == 1 and len(digits) > MAX_DIGITS:
+            continue  # too short, or one long id: never split
+        if not digits.isascii():
+            digits = "".join(str(int(d)) for d in digits)  # fullwidth and other decimal digits
+        starts = set(accumulate((len(g) for g in groups[:-1]), initial=0))
+        if after_plus:
+            starts.discard(0)  # +44 ..., +62 ...: an international phone number
+        for end in accumulate(len(g) for g in groups):
+            steps += 1 + MAX_DIGITS - min_digits
+            if steps > MAX_STEPS:
+                return True
+            for length in range(min_digits, min(end, MAX_DIGITS) + 1):
+                start = end - length
+                if start in starts and starts_like_a_card(digits[start:start + 4]) and luhn_ok(digits[start:end]):
                     return True
     return False
