@@ -25,6 +25,7 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay import metrics
 from formrelay.core import config
+from formrelay.core.i18n import Msg
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ CAPTCHA_SERVICES: Mapping[str, tuple[str, str]] = {
     "recaptcha": ("https://www.google.com/recaptcha/api/siteverify", "g-recaptcha-response"),
 }
 CAPTCHA_FIELDS = frozenset(field for _, field in CAPTCHA_SERVICES.values())
-CAPTCHA_MESSAGE = "Please complete the verification and send the form again."
+CAPTCHA_MESSAGE = Msg("Please complete the verification and send the form again.")
 
 _counts: Counter[tuple[str, str]] = Counter()
 _counts_lock = threading.Lock()
@@ -94,8 +95,8 @@ class TrapCheck:
 
 
 STORE_RETRY_SECONDS = 30.0
-TOO_FAST_MESSAGE = "That was quick! Please wait a moment and send the form again."
-RELOAD_MESSAGE = "This page is out of date. Please reload it and send the form again."
+TOO_FAST_MESSAGE = Msg("That was quick! Please wait a moment and send the form again.")
+RELOAD_MESSAGE = Msg("This page is out of date. Please reload it and send the form again.")
 
 
 class TimeTrap:

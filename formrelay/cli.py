@@ -101,10 +101,46 @@ def check(config_path: str | None) -> None:
         for problem in form.provider.check(form.config):
             problems += 1
             click.echo(f"  ERROR: {problem}")
+        problems += _check_destinations(relay, form)
     relay.close()
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo("\nok")
+
+
+def _check_destinations(relay: Any, form: Any) -> int:
+    """Print the form's `also` forms (what the person model fills) and webhooks (does the host answer a TCP
+    connect; nothing is sent). The number of problems found. Never a URL path or a secret: host and name only."""
+    from formrelay.core.errors import ProviderError
+    from formrelay.delivery.destinations import coverage
+    from formrelay.webhooks import reachable
+
+    problems = 0
+    for slug in form.config.also:
+        other = relay.forms[slug]
+        try:
+            filled, never, sometimes = coverage(form, other)
+        except ProviderError as exc:
+            problems += 1
+            click.echo(f"  also {slug}: ERROR: {exc}")
+            continue
+        click.echo(f"  also {slug} ({other.config.provider}): the person model fills {', '.join(filled) or 'nothing'}")
+        if never:
+            problems += 1
+            click.echo(f"  ERROR: also {slug}: required there, but nothing of this form maps to it: "
+                       f"{', '.join(never)}; every such job would be a dead letter (see [forms.{slug}.person])")
+        if sometimes:
+            click.echo(f"  note: also {slug}: required there, filled only when given here: {', '.join(sometimes)}; "
+                       "submissions without it go to the dead letters for that form")
+    for hook in form.config.webhooks:
+        ok, said = reachable(hook.url, relay.config.relay.connect_timeout)
+        data = "with personal data" if hook.include_personal_data else "without personal data"
+        where = hook.host if hook.host == hook.name else f"{hook.name} ({hook.host})"
+        click.echo(f"  webhook {where} [{', '.join(hook.events)}; {data}]: {said}")
+        if not ok:
+            problems += 1
+            click.echo(f"  ERROR: webhook {where} {said}; its events wait in the queue until it answers")
+    return problems
 
 
 def _hint(problem: str, form: Any) -> str | None:
@@ -203,10 +239,24 @@ def queue_list(config_path: str | None, state: str | None, limit: int) -> None:
     stats = relay.queue_stats()
     click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting "
                f"{_age(stats['oldest_age'])}")
-    for job in relay.store.jobs(state, limit):
+    from formrelay.delivery.destinations import by_submission, destination
+
+    jobs = relay.store.jobs(state, limit)
+    for job in jobs:
         s = job.summary()
         click.echo(f"{job.id}  {job.state:<8} {job.form:<16} {job.target:<8} attempts={job.attempts:<3} "
                    f"due={s['due']}  {job.last_error or ''}")
+    groups = by_submission(jobs)
+    if any(len(group) > 1 or group[0].target != "primary" for group in groups.values()):
+        click.echo("\ndestinations by submission:")
+        for submission_id, group in groups.items():
+            parts = []
+            for job in group:
+                where = relay.forms[job.form].config.provider if job.target == "primary" and job.form in relay.forms \
+                    else destination(job.target)
+                event = f" ({job.target.rpartition('/')[2]})" if job.target.startswith("webhook:") else ""
+                parts.append(f"{where}{event} {job.state}")
+            click.echo(f"{submission_id}  {group[0].form:<16} {', '.join(parts)}")
     relay.close()
 
 

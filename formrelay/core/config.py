@@ -1,6 +1,8 @@
 """Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects."""
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -19,6 +21,8 @@ from marshmallow import (
     post_load,
     validate,
 )
+
+from formrelay.core import i18n
 
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
@@ -104,6 +108,8 @@ class RelaySettings:
     time_trap_min: float = 2.0
     time_trap_max: float = 3 * 24 * 3600.0
     require_origin: bool = False
+    # The language of answers when Accept-Language matches none of the shipped ones (and there is none).
+    locale: str = "en"
     # IPv6 clients are limited per network of this size: one home or server gets a whole /64.
     ipv6_prefix: int = 64
 
@@ -132,8 +138,33 @@ class OSDISettings:
 
     allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
     allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
-    allow_autoresponse_off: bool = False       # whether triggers.autoresponse.enabled = false is honoured
+    allow_autoresponse_off: bool = False       # whether a body not asking for the autoresponse gets none
     allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
+
+
+WEBHOOK_EVENTS = ("delivered", "queued", "dead")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One [[forms.x.webhooks]] entry: where to send which events, signed with which secret."""
+
+    name: str  # in the queue, logs and metrics (the URL may hold a token, so it is never shown)
+    url: str = field(repr=False)
+    secret: str = field(repr=False)  # "whsec_" + base64 of the key (Standard Webhooks)
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    include_personal_data: bool = True
+    rate: str = "10/second"
+
+    @property
+    def host(self) -> str:
+        """host[:port] of the URL: what `formrelay check` and the default name show."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
 
 
 @dataclass(frozen=True)
@@ -153,9 +184,25 @@ class FormConfig:
     followup: Any = None
     require_started: bool = False
     captcha: Any = None
+    # A language tag (e.g. fr-CA) that forces the form's answers into one language; ENS also gets it as `locale`.
+    locale: str | None = None
+    # Labels for every language ({field: label}), and per language tag ({"fr": {field: label}}), lower-case tags.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    labels_by_locale: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
+
+    def localized(self, table: Mapping[str, Any], language: str, tag: str | None) -> Any:
+        """The entry of a per-language table for an answer: the exact tag (fr-ca), else the language (fr)."""
+        if tag and tag.lower() in table:
+            return table[tag.lower()]
+        return table.get(language)
     # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
     person: Mapping[str, str] = field(default_factory=dict)
     osdi: OSDISettings = OSDISettings()
+    # after the form's own delivery, the same submission goes to these forms too (each a queue job of its own)
+    also: tuple[str, ...] = ()
+    # [[forms.x.webhooks]]: signed Standard Webhooks notifications
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,18 +263,54 @@ class RelaySchema(Schema):
     time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
     require_origin = fields.Boolean(load_default=False)
+    locale = fields.String(load_default="en", validate=lambda tag: _shipped_language(tag) is not None)
     ipv6_prefix = fields.Integer(load_default=64, validate=validate.Range(min=16, max=128))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:
         data["allowed_origins"] = tuple(data["allowed_origins"])
+        data["locale"] = _shipped_language(data["locale"]) or "en"
         return RelaySettings(**data)
 
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "person", "osdi"}
+     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi", "also", "webhooks"}
 )
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def _shipped_language(tag: str) -> str | None:
+    """The shipped language a tag answers in, or a ValidationError that lists the shipped ones."""
+    language = i18n.language_of(tag) if LANGUAGE_TAG.match(tag) else None
+    if language is None:
+        raise ValidationError(f"no catalogue for {tag!r}; shipped: {', '.join(i18n.available())} "
+                              "(README: adding a language)")
+    return language
+
+
+def _tag_key(tag: str) -> str:
+    """A per-language table's key as it is looked up: lower case, '-' between subtags."""
+    if not LANGUAGE_TAG.match(tag):
+        raise ValidationError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
+    _shipped_language(tag)
+    return tag.lower().replace("_", "-")
+
+
+def _labels(value: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`labels`: a string is a field's label in every language; a table is one language's labels."""
+    if not isinstance(value, dict):
+        raise ValidationError("a table of field = label, or of language = {field = label}")
+    flat: dict[str, str] = {}
+    by_locale: dict[str, dict[str, str]] = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            flat[key] = item
+        elif isinstance(item, dict) and all(isinstance(v, str) for v in item.values()):
+            by_locale[_tag_key(key)] = dict(item)
+        else:
+            raise ValidationError(f"labels.{key}: a label (string) or a table of field = label")
+    return flat, by_locale
 
 
 class OSDISchema(Schema):
@@ -262,10 +345,82 @@ class CommonFormSchema(Schema):
     followup = fields.Dict(load_default=None)
     require_started = fields.Boolean(load_default=False)
     captcha = fields.Dict(load_default=None)
+    locale = fields.String(load_default=None, validate=validate.Regexp(LANGUAGE_TAG, error="not a language tag such as 'fr' or 'fr-CA'"))
+    labels = fields.Raw(load_default=dict)
+    titles = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     # Keys are checked against the person model when the form's definition loads (forms/person.py).
     person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
                          load_default=dict)
     osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
+    also = fields.List(fields.String(validate=validate.Regexp(SLUG, error="not a form slug")), load_default=list)
+    webhooks = fields.List(fields.Dict(), load_default=list)
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key inside a `whsec_` secret; ValueError (never naming the secret) when it is not one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("must start with whsec_ (a Standard Webhooks secret)")
+    encoded = secret[len(WEBHOOK_SECRET_PREFIX):]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("whsec_ must be followed by base64") from None
+    # The specification asks for 24 to 64 random bytes; fewer would be a weak key.
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key after whsec_ must be 24 to 64 bytes (it is {len(key)})")
+    return key
+
+
+def _webhook_secret_ok(value: str) -> None:
+    try:
+        webhook_key(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class WebhookSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = _url(required=True)
+    secret = fields.String(required=True, validate=_webhook_secret_ok)
+    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+                         load_default=lambda: list(WEBHOOK_EVENTS), validate=validate.Length(min=1))
+    include_personal_data = fields.Boolean(load_default=True)
+    name = fields.String(load_default=None, validate=validate.Regexp(
+        WEBHOOK_NAME, error="letters, digits, '.', ':', '_' and '-' (at most 64)"))
+    rate = fields.String(load_default="10/second", validate=_rate_limit_ok)
+
+
+def _request_target(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _webhooks(raw: list[Any], where: str, source: str) -> tuple[WebhookConfig, ...]:
+    out: list[WebhookConfig] = []
+    for i, table in enumerate(raw):
+        try:
+            data = WebhookSchema().load(table)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, f'{where}.webhooks[{i}]')}") from None
+        hook = WebhookConfig(name="", url=data["url"], secret=data["secret"], events=tuple(dict.fromkeys(data["events"])),
+                             include_personal_data=data["include_personal_data"], rate=data["rate"])
+        name = data["name"] or hook.host
+        if data["name"] is None:
+            # Two receivers on one host: the second is host-2, and so on (name them to keep them apart for good).
+            taken = {h.name for h in out}
+            base, n = name, 1
+            while name in taken:
+                n += 1
+                name = f"{base}-{n}"
+        elif any(h.name == name for h in out):
+            raise ConfigError(f"{source}: {where}.webhooks[{i}].name: {name!r} is used twice")
+        out.append(WebhookConfig(name=name, url=hook.url, secret=hook.secret, events=hook.events,
+                                 include_personal_data=hook.include_personal_data, rate=hook.rate))
+    return tuple(out)
 
 
 class LoggingSchema(Schema):
@@ -416,6 +571,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
                 captcha = _section_schema("captcha").load(common["captcha"])
             except ValidationError as err:
                 raise ConfigError(f"{source}: {_messages(err, where + '.captcha')}") from None
+        try:
+            flat_labels, labels_by_locale = _labels(common["labels"])
+            titles = {_tag_key(tag): title for tag, title in common["titles"].items()}
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {where}: {err.messages[0] if isinstance(err.messages, list) else err.messages}") from None
         origins = common.get("allowed_origins")
         forms[slug] = FormConfig(
             slug=slug,
@@ -430,9 +590,27 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             followup=followup,
             require_started=common["require_started"],
             captcha=captcha,
+            locale=common["locale"],
+            labels=flat_labels,
+            labels_by_locale=labels_by_locale,
+            titles=titles,
             person=common["person"],
             osdi=common["osdi"],
+            also=tuple(dict.fromkeys(common["also"])),
+            webhooks=_webhooks(common["webhooks"], where, source),
         )
+    for slug, form in forms.items():
+        for other in form.also:
+            if other == slug:
+                raise ConfigError(f"{source}: forms.{slug}.also: a form cannot name itself")
+            if other not in forms:
+                raise ConfigError(f"{source}: forms.{slug}.also: there is no form {other!r}")
+    # A webhook URL may carry a token in its path (chat and automation tools): mask it like any secret.
+    # The key part of a whsec_ secret is masked on its own too (collect_secrets has the whole string), and so is
+    # the URL's path and query, which an HTTP library's debug line shows without the host.
+    hooks = [hook for form in forms.values() for hook in form.webhooks]
+    secrets = secrets | {hook.url for hook in hooks} | {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
+    secrets = secrets | {target for target in (_request_target(hook.url) for hook in hooks) if len(target) >= 8}
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)
 

@@ -90,6 +90,13 @@ class Job:
     lease_until: float | None = None
     outcome: str | None = None
     uncertain: bool = False
+    # What a destination job needs beyond the submission (a webhook event's outcome); never personal data.
+    detail: dict[str, Any] | None = None
+
+    @property
+    def submission_id(self) -> str:
+        """The submission this job delivers: shared by its primary job and every destination job made from it."""
+        return str(self.submission.get("id") or self.id)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -126,6 +133,7 @@ def serialise_submission(submission: Submission) -> dict[str, Any]:
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
         "context": dict(submission.context),
         "idempotency_key": submission.idempotency_key,
+        "locale": submission.locale,
         "id": submission.id,
         "received_at": submission.received_at,
         "page_options": dict(submission.page_options),
@@ -135,8 +143,8 @@ def serialise_submission(submission: Submission) -> dict[str, Any]:
 def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
-        idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
-        page_options=data.get("page_options") or {},
+        idempotency_key=data.get("idempotency_key"), locale=data.get("locale"), id=data["id"],
+        received_at=data["received_at"], page_options=data.get("page_options") or {},
     )
 
 
@@ -153,6 +161,14 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def add(self, job: Job) -> bool:
+        """Store a new job unless one with its id exists (whatever its state); True when it was added.
+
+        Destination jobs have ids derived from the submission and the destination, so a repeat of the step
+        that makes them (a primary delivered again after a cut-off lease) never repeats a destination.
+        """
 
     @abstractmethod
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
@@ -280,6 +296,13 @@ class SQLiteStore(Store):
     def put(self, job: Job) -> None:
         with self._tx() as db:
             self._write(db, job)
+
+    def add(self, job: Job) -> bool:
+        with self._tx() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body) VALUES (?,?,?,?,?,?)",
+                (job.id, job.state, job.due_at, job.lease_until, job.created_at, job.to_json()),
+            ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         with self._tx() as db:
@@ -454,6 +477,12 @@ class RedisStore(Store):
             self._save(pipe, job)
             pipe.execute()
 
+    def add(self, job: Job) -> bool:
+        # Body and its due/dead entry in one step, and only if the id is new.
+        keys = {PENDING: self.k_due, DEAD: self.k_dead, DONE: self.k_done, INFLIGHT: self.k_inflight}
+        score = job.due_at if job.state == PENDING else time.time()
+        return bool(self.redis.eval(ADD_LUA, 2, self.k_jobs, keys[job.state], job.id, job.to_json(), score))
+
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
         return [Job.from_json(b) for b in bodies]
@@ -541,6 +570,13 @@ class RedisStore(Store):
         self.redis.close()
 
 
+ADD_LUA = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+
 KV_ADD_LUA = """
 local v = redis.call('GET', KEYS[1])
 if v then return v end
@@ -582,11 +618,13 @@ def backoff(settings: QueueSettings, attempts: int, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
-def new_job(form: str, target: str, submission: Any, due_at: float | None = None) -> Job:
+def new_job(form: str, target: str, submission: Any, due_at: float | None = None,
+            detail: dict[str, Any] | None = None) -> Job:
+    """A job for one target; its id is the submission's id, plus the target for any but the primary (stable)."""
     now = time.time()
     job_id = submission.id if target == "primary" else f"{submission.id}-{target}"
     return Job(id=job_id or uuid.uuid4().hex, form=form, target=target, submission=serialise_submission(submission),
-               created_at=now, due_at=due_at if due_at is not None else now)
+               created_at=now, due_at=due_at if due_at is not None else now, detail=detail)
 
 
 class Worker:

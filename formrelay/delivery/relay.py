@@ -19,7 +19,10 @@ from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, RELOAD_MESSAGE, TOO_FAST_MESSAGE, TimeTrap, TrapCheck
 from formrelay.core import logs
 from formrelay.core.config import Config, FormConfig
+from formrelay.core import i18n
 from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.fields import (
     WIDGET,
     Definition,
@@ -27,10 +30,13 @@ from formrelay.forms.fields import (
     build_schema,
     describe_schema,
     flatten_errors,
+    relabel,
+    shown,
 )
 from formrelay.core.outcome import Outcome
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
+from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
     Job,
@@ -60,7 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION = "formrelay"
-ONE_VALUE = "Only one value is accepted."
+ONE_VALUE = Msg("Only one value is accepted.")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Form:
                     self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
                     return self._loaded
                 raise
+            definition = relabel(definition, self.config.labels)
             schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
             self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
             self.last_error = None
@@ -154,20 +161,34 @@ class Form:
     def schema(self) -> FormSchema:
         return self.loaded().schema
 
-    def title(self) -> str:
-        return self.config.title or self.definition.title or self.slug
+    def _localized(self, table: Mapping[str, Any]) -> Any:
+        return self.config.localized(table, i18n.current(), i18n.current_tag())
+
+    def title(self, fetch: bool = True) -> str:
+        """The title in the answer's language: the config's for that language, the config's, the CRM's."""
+        local = self._localized(self.config.titles)
+        if local or self.config.title or not fetch:
+            return local or self.config.title or self.slug
+        return self.definition.title or self.slug
 
     def describe(self) -> dict[str, Any]:
-        """The public description (contract section 2), derived from the validating schema."""
+        """The public description (contract section 2), derived from the validating schema, in the answer's language."""
+        described = describe_schema(self.schema)
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        for item in described:
+            if item["name"] in local:
+                item["label"] = local[item["name"]]
         return {
             "form": self.slug,
             "provider": self.config.provider,
             "title": self.title(),
-            "fields": describe_schema(self.schema),
+            "fields": described,
         }
 
     def labels(self) -> dict[str, str]:
-        return {name: f.metadata.get("title", name) for name, f in self.schema.fields.items()}
+        """Each field's label in the answer's language (config per language, else the relay's words translated)."""
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        return {name: local.get(name) or shown(f.metadata.get("title", name)) for name, f in self.schema.fields.items()}
 
     def aliases(self) -> dict[str, str]:
         aliases = self.definition.aliases()
@@ -206,9 +227,11 @@ class Form:
             data = None
         errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
         if errors:
-            raise Invalid("Some fields need attention.", errors=errors)
+            raise Invalid(_("Some fields need attention."), errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
-        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+        # The answer's language tag goes with the submission, so a CRM that takes one hears it even from the queue.
+        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key,
+                          locale=i18n.current_tag())
 
 
     def _validate_osdi(self, body: OSDIBody, idempotency_key: str | None) -> Submission:
@@ -225,7 +248,7 @@ def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Map
     errors: dict[str, list[str]] = {}
     for group in definition.one_of:
         if not any(data.get(name) not in (None, "", []) for name in group):
-            message = "Enter at least one of: " + ", ".join(labels.get(n, n) for n in group) + "."
+            message = Msg("Enter at least one of: {fields}.").format(fields=", ".join(labels.get(n, n) for n in group))
             for name in group:
                 errors[name] = [message]
     return errors
@@ -248,13 +271,13 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
         elif len(items) == 1:
             out[name] = items[0]
         elif len(items) > 1:
-            errors[name] = [ONE_VALUE]
+            errors[name] = [_(ONE_VALUE)]
     return out, errors
 
 
 SHARED_KEY_TTL = 100 * 365 * 24 * 3600.0  # for good: a new key would make every open page's token unverifiable
 ANSWER_TTL = 30 * 24 * 3600.0  # how long the answer shown to bots outlives the last person's submission
-QUEUED_MESSAGE = "Thank you. We have your submission and will pass it on shortly."
+QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
 
 
@@ -279,6 +302,8 @@ class Relay:
                 token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
         self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max,
                                   shared_key=self._shared_time_trap_key)
+        # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
+        self.destinations = Destinations(self)
 
     def _shared_time_trap_key(self) -> str:
         """Without [relay] secret_key, one random key kept in the queue store: every worker (SQLite, one host) or
@@ -303,7 +328,7 @@ class Relay:
         try:
             return self.forms[slug]
         except KeyError:
-            raise FormNotFound(f"There is no form called {slug!r}.") from None
+            raise FormNotFound(_("There is no form by this name.")) from None
 
     def check_origin(self, form: Form, origin: str | None, referer: str | None, own: str) -> None:
         """403 for a browser post from a site the form does not allow (Origin, else Referer)."""
@@ -311,7 +336,7 @@ class Relay:
         if not abuse.origin_allowed(origin, referer, own, allowed, self.config.relay.require_origin):
             abuse.count(form.slug, "origin not allowed")
             log.info("form %s: refused a post from an origin it does not allow", form.slug)
-            raise Forbidden("This form does not accept submissions from this site.")
+            raise Forbidden(_("This form does not accept submissions from this site."))
 
     def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None,
                submission: Submission | None = None) -> Outcome | None:
@@ -332,8 +357,8 @@ class Relay:
             if check.fake:
                 return self.bot_answer(form)
             if check.wait is not None:
-                return Outcome("rate_limited", message=TOO_FAST_MESSAGE, retry_after=max(1, math.ceil(check.wait)))
-            return Outcome("invalid", message=RELOAD_MESSAGE, errors={"_started": [RELOAD_MESSAGE]})
+                return Outcome("rate_limited", message=_(TOO_FAST_MESSAGE), retry_after=max(1, math.ceil(check.wait)))
+            return Outcome("invalid", message=_(RELOAD_MESSAGE), errors={"_started": [_(RELOAD_MESSAGE)]})
         refused = self._check_captcha(form, body, remote_ip)
         if refused is not None:
             return refused
@@ -382,8 +407,15 @@ class Relay:
                 log.exception("form %s: cannot free a time-trap token", form.slug)
 
     def remember_answer(self, form: Form, outcome: Outcome) -> None:
-        """Keep what a person was just told (status, message, redirect), here and in the shared store."""
-        answer = Outcome(outcome.status, message=outcome.message, redirect=outcome.redirect)
+        """Keep what a person was just told (status, message, redirect), here and in the shared store.
+
+        The relay's own words are kept as their English source and translated for each bot, so a bot hears the
+        language it asked for, as a person would; a CRM's words are kept as they are (every person gets them).
+        """
+        message = outcome.message
+        if message is not None and message in (QUEUED_MESSAGE, _(QUEUED_MESSAGE)):
+            message = str(QUEUED_MESSAGE)
+        answer = Outcome(outcome.status, message=message, redirect=outcome.redirect)
         if answer == form.last_answer:
             return
         form.last_answer = answer
@@ -403,6 +435,8 @@ class Relay:
         if shared:
             body = json.loads(shared)
             answer = Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"))
+        if answer.message == QUEUED_MESSAGE:
+            answer = dataclasses.replace(answer, message=_(QUEUED_MESSAGE))
         return dataclasses.replace(answer, detail={"caught": True})  # detail is never shown
 
     def _check_captcha(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
@@ -419,9 +453,9 @@ class Relay:
         abuse.count(form.slug, f"captcha {verdict}")
         if verdict == "unavailable":
             log.warning("form %s: CAPTCHA service unavailable; refusing as configured", form.slug)
-            return Outcome("unavailable", message="Verification is unavailable just now. Please try again shortly.",
+            return Outcome("unavailable", message=_("Verification is unavailable just now. Please try again shortly."),
                            retry_after=30)
-        return Outcome("invalid", message=CAPTCHA_MESSAGE, errors={captcha.field: [CAPTCHA_MESSAGE]})
+        return Outcome("invalid", message=_(CAPTCHA_MESSAGE), errors={captcha.field: [_(CAPTCHA_MESSAGE)]})
 
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
@@ -433,15 +467,24 @@ class Relay:
         raise ValueError(f"unknown delivery target {target!r}")
 
     def after_delivery(self, form: Form, submission: Submission) -> None:
-        """Queue the form's follow-up email as a job of its own: it can't delay, fail or repeat the primary."""
-        if form.config.followup is None:
-            return
-        try:
-            self.store.put(new_job(form.slug, "followup", submission))
-        except Exception:
-            log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        """Queue the follow-up email, `also` forms and webhooks as jobs of their own: none can delay, fail or
+        repeat the primary, and (stored only if new) a repeat of this step never repeats them."""
+        if form.config.followup is not None:
+            try:
+                self.store.add(new_job(form.slug, "followup", submission))
+            except Exception:
+                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        self.destinations.delivered(form, submission)
+
+    def bury(self, form: Form, job: Job, reason: str) -> None:
+        """To the dead letters; when it is the submission's own delivery, the webhooks that want `dead` hear it."""
+        self.store.bury(job, reason)
+        if job.target == "primary":
+            self.destinations.dead(form, job.submission, reason)
 
     def rule(self, form: Form, target: str = "primary") -> str:
+        if self.destinations.handles(target):
+            return self.destinations.rule(form, target)
         if target == "followup":
             return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
@@ -462,7 +505,11 @@ class Relay:
         except Exception:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
-        return Outcome("queued", message=QUEUED_MESSAGE)
+        if target == "primary":
+            self.destinations.queued(form, submission, reason.reason)
+            if job.state == DEAD:
+                self.destinations.dead(form, job.submission, job.last_error or reason.reason)
+        return Outcome("queued", message=_(QUEUED_MESSAGE))
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
         """Deliver now, else keep it durably (202), else 503; repeats of an idempotency key get the first answer."""
@@ -491,7 +538,7 @@ class Relay:
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
             return self.defer(form, submission, "primary", exc) or Outcome(
                 "unavailable",
-                message="We could not send this just now. Please try again in a few minutes.",
+                message=_("We could not send this just now. Please try again in a few minutes."),
                 retry_after=int(exc.retry_after) if exc.retry_after else None,
             )
         if outcome.status == "delivered":
@@ -517,7 +564,7 @@ class Relay:
                 return Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"),
                                errors=body.get("errors"), retry_after=body.get("retry_after"))
             if time.monotonic() > deadline:
-                return Outcome("queued", message=QUEUED_MESSAGE)
+                return Outcome("queued", message=_(QUEUED_MESSAGE))
             time.sleep(0.05)
 
     def work(self, job: Job) -> None:
@@ -527,45 +574,64 @@ class Relay:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
             return
         if job.uncertain and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
+            self.bury(form, job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
         submission = restore_submission(job.submission)
         try:
-            outcome = self.attempt(form, submission, job.target)
+            if self.destinations.handles(job.target):
+                outcome = self.destinations.attempt(form, job)
+            else:
+                outcome = self.attempt(form, submission, job.target)
+        except DeadLetter as exc:
+            self._count(form, job, "dead")
+            self.bury(form, job, str(exc))
+            log.warning("queue: job %s moved to dead letters: %s", job.id, exc)
+            return
         except ProviderError as exc:
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "not now").inc()
+            self._count(form, job, "not now")
             self._retry_later(form, job, exc)
             if job.target == "primary" and form.provider.queueable(form.config):
                 self.remember_answer(form, Outcome("queued", message=QUEUED_MESSAGE))  # what a person gets now
             return
         except Exception as exc:  # a bug must not lose the job: keep it and back off
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "error").inc()
+            self._count(form, job, "error")
             log.exception("queue: job %s failed unexpectedly", job.id)
             self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
             return
-        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, outcome.status).inc()
+        self._count(form, job, outcome.status)
         if outcome.status == "delivered":
-            self.store.finish(job, outcome.status)
             if job.target == "primary":
+                # Destination jobs first: should this process die before `finish`, the primary's retry makes
+                # them again, and Store.add keeps the ones already made (and done) as they are.
                 self.after_delivery(form, submission)
                 self.remember_answer(form, outcome)  # the CRM is back: a person would be told this now
-            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
+            self.store.finish(job, outcome.status)
+            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, destination(job.target)
+                     if self.destinations.handles(job.target) else form.config.provider, job.attempts)
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
-            self.store.bury(job, f"refused by the provider ({reason})")
+            self.bury(form, job, f"refused by the provider ({reason})")
             log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, outcome.status)
+
+    @staticmethod
+    def _count(form: Form, job: Job, result: str) -> None:
+        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, result).inc()
+        if job.target != "primary":
+            metrics.DESTINATION_ATTEMPTS.labels(form.slug, destination(job.target), result).inc()
 
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"{reason}; {HELD}")
+            self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
-            self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
+            self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
-            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+            delay = backoff(settings, job.attempts, retry_after)
+            self.store.reschedule(job, time.time() + delay, reason)
+            log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
 
     def queue_stats(self) -> dict[str, Any]:
         """Depth, oldest waiting age and dead letters, for readiness and metrics."""
@@ -573,6 +639,7 @@ class Relay:
         return {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead, "inflight": stats.inflight}
 
     def close(self) -> None:
+        self.destinations.close()
         for provider in self.providers.values():
             provider.close()
         if self._store is not None:

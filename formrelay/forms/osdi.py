@@ -8,7 +8,8 @@ the body, and what is not:
   form has a field for it, `referrer_data.source` / `referrer_data.referrer` as page context, and top-level
   relay controls (`_hp`, `_started`, `_idempotency_key`) and page context (`utm_*`, `source`, `referrer`);
 - taken only where `[forms.x.osdi]` allows it: `add_tags` / `remove_tags` named in `allow_add_tags` /
-  `allow_remove_tags`, `triggers.autoresponse.enabled = false` with `allow_autoresponse_off`, and an email or
+  `allow_remove_tags`, an autoresponse not asked for (`triggers.autoresponse.enabled` false or absent, as the
+  plugin's `autoresponse: false` sends) with `allow_autoresponse_off`, and an email or
   phone `status` of "subscribed" (which ticks the form's consent field) with `allow_status`;
 - never: any other top-level key (flat field names beside `person` included), other triggers, other statuses.
 """
@@ -20,6 +21,8 @@ from typing import Any
 
 from formrelay.core.config import OSDISettings
 from formrelay.core.errors import BadRequest
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import (
     CUSTOM_PREFIX,
     OSDIShapeError,
@@ -32,6 +35,9 @@ from formrelay.forms.submission import CONTEXT_KEYS, CONTROL_PREFIX, OSDIBody, V
 
 REFERRER_KEYS = ("source", "referrer")
 PATH_ECHO_MAX = 200  # a path may hold a custom field's name, which the page chose: echo a bounded amount
+UNREADABLE = Msg("Not an OSDI body the relay can read: {path} {problem}.")
+# TRANSLATORS: a field's message, then where in the OSDI body the field's value was found.
+AT_PATH = Msg("{message} (at {path})")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class OSDIRead:
 
     def annotate(self, errors: Mapping[str, list[str]]) -> dict[str, list[str]]:
         """The form's errors with the OSDI path in each message, so a developer finds the part of the body."""
-        return {name: [f"{message} (at {self.paths[name]})" if name in self.paths else message
+        return {name: [AT_PATH.format(message=message, path=self.paths[name]) if name in self.paths else message
                        for message in messages]
                 for name, messages in errors.items()}
 
@@ -54,14 +60,20 @@ def _allowed_tags(raw: Any, allowed: tuple[str, ...], where: str) -> list[str]:
     if not allowed or raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
-        raise BadRequest(f"{where} must be a list of strings.")
+        raise BadRequest(Msg("{where} must be a list of strings.").format(where=where))
     by_lower = {tag.lower(): tag for tag in allowed}
     return list(dict.fromkeys(by_lower[t.strip().lower()] for t in raw if t.strip().lower() in by_lower))
 
 
 def _autoresponse_off(triggers: Any) -> bool:
+    """Whether the page asked for no autoresponse: anything but `triggers.autoresponse.enabled = true`.
+
+    In OSDI a helper's autoresponse is a trigger the body asks for; the OSDI jQuery plugin's documented
+    `autoresponse: false` option asks by leaving `triggers` out altogether (it never sends `enabled: false`).
+    So an absent trigger says "off" as plainly as `enabled: false` does.
+    """
     autoresponse = triggers.get("autoresponse") if isinstance(triggers, Mapping) else None
-    return isinstance(autoresponse, Mapping) and autoresponse.get("enabled") is False
+    return not (isinstance(autoresponse, Mapping) and autoresponse.get("enabled") is True)
 
 
 def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OSDIRead:
@@ -71,7 +83,7 @@ def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OS
         person, found = person_from_osdi(doc["person"])
     except OSDIShapeError as exc:
         path = exc.path if len(exc.path) <= PATH_ECHO_MAX else exc.path[:PATH_ECHO_MAX] + "..."
-        raise BadRequest(f"Not an OSDI body the relay can read: {path} {exc.message}.") from None
+        raise BadRequest(UNREADABLE.format(path=path, problem=_(exc.message))) from None
     if not allow.allow_status:
         person = person.without_statuses()
     values: dict[str, Value] = dict(to_values(mapping, person))
@@ -85,7 +97,7 @@ def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OS
     comments = doc.get("comments")
     if comments_field is not None and comments is not None:
         if not isinstance(comments, str):
-            raise BadRequest("Not an OSDI body the relay can read: comments must be a string.")
+            raise BadRequest(UNREADABLE.format(path="comments", problem=_(Msg("must be a string"))))
         values[comments_field] = comments
 
     # Relay controls and page context ride at the top level, as beside a flat body's fields.
@@ -165,8 +177,9 @@ def request_schema(mapping: PersonMapping, allow: OSDISettings, controls: Mappin
     properties["add_tags"] = {"type": "array", "items": {"type": "string"}, "description": tags_note.format("allow_add_tags")}
     properties["remove_tags"] = {"type": "array", "items": {"type": "string"},
                                  "description": tags_note.format("allow_remove_tags")}
-    properties["triggers"] = {"type": "object", "description": "only autoresponse.enabled = false is read, and only "
-                                                               "with [forms.x.osdi] allow_autoresponse_off"}
+    properties["triggers"] = {"type": "object", "description": "only autoresponse.enabled is read, and only with "
+                                                               "[forms.x.osdi] allow_autoresponse_off: anything but "
+                                                               "true (absent too) is no autoresponse"}
     properties["referrer_data"] = {"type": "object", "properties": {k: {"type": "string"} for k in REFERRER_KEYS}}
     properties.update(controls)
     return {"type": "object", "required": ["person"], "properties": properties,

@@ -18,6 +18,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
 from formrelay.forms.cards import contains_card_number
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 
 CONTROL_PREFIX = "_"
 # Values the snippet copies from the page URL; providers may pass them on (ENS txn1-5, AN referrer_data).
@@ -25,6 +27,8 @@ CONTEXT_KEYS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer",
 )
 CONTEXT_MAX_LENGTH = 500
+TOO_MANY_FIELDS = Msg("Too many fields (at most {count}).")
+TOO_MANY_BYTES = Msg("The body is larger than {count} bytes.")
 
 Value = str | bool | list[str | bool]
 
@@ -37,6 +41,8 @@ class Submission:
     values: Mapping[str, Any]
     context: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    # The supporter's language tag as negotiated (e.g. fr-CA), for CRMs that take one (ENS `locale`).
+    locale: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     received_at: float = field(default_factory=time.time)
     # What an OSDI body asked for and the form's [forms.x.osdi] allows: add_tags, remove_tags, autoresponse.
@@ -71,18 +77,18 @@ def _scalar(value: Any) -> str | bool | None:
         return value
     if isinstance(value, int | float):
         return json.dumps(value)
-    raise BadRequest("A JSON body must be one flat object: nested objects are not accepted.")
+    raise BadRequest(_("A JSON body must be one flat object: nested objects are not accepted."))
 
 
 def _from_json(raw: bytes) -> dict[str, Value]:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("The body is not valid JSON in UTF-8.") from None
+        raise BadRequest(_("The body is not valid JSON in UTF-8.")) from None
     if not isinstance(data, dict):
-        raise BadRequest("A JSON body must be one flat object.")
+        raise BadRequest(_("A JSON body must be one flat object."))
     if _has_lone_surrogate(data):
-        raise BadRequest(NOT_UTF8)
+        raise BadRequest(_(NOT_UTF8))
     if isinstance(data.get("person"), dict):
         return OSDIBody(data)
     out: dict[str, Value] = {}
@@ -97,7 +103,7 @@ def _from_json(raw: bytes) -> dict[str, Value]:
     return out
 
 
-NOT_UTF8 = "The body is not valid UTF-8."
+NOT_UTF8 = Msg("The body is not valid UTF-8.")
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -129,15 +135,15 @@ def _from_urlencoded(raw: bytes, limits: RelaySettings) -> dict[str, Value]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(NOT_UTF8) from None
+        raise BadRequest(_(NOT_UTF8)) from None
     try:
         pairs = parse_qsl(
             text, keep_blank_values=True, max_num_fields=limits.max_fields, encoding="utf-8", errors="strict"
         )
     except UnicodeDecodeError:
-        raise BadRequest(NOT_UTF8) from None
+        raise BadRequest(_(NOT_UTF8)) from None
     except ValueError:
-        raise TooLarge(f"Too many fields (at most {limits.max_fields}).") from None
+        raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields)) from None
     out: dict[str, Value] = {}
     for key, value in pairs:
         _add(out, key, value)
@@ -152,7 +158,7 @@ def _from_multipart(request: Request, limits: RelaySettings) -> dict[str, Value]
     turn bytes that are not UTF-8 into U+FFFD and pass them on)."""
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
-        raise BadRequest("The multipart body has no boundary.")
+        raise BadRequest(_("The multipart body has no boundary."))
     decoder = MultipartDecoder(boundary.encode("utf-8", "replace"), max_form_memory_size=limits.max_body_bytes,
                                max_parts=limits.max_fields + 10)
     out: dict[str, Value] = {}
@@ -166,26 +172,26 @@ def _from_multipart(request: Request, limits: RelaySettings) -> dict[str, Value]
             if isinstance(event, Epilogue):
                 break
             if isinstance(event, NeedData):
-                raise BadRequest("The multipart body is cut short.")
+                raise BadRequest(_("The multipart body is cut short."))
             if isinstance(event, File):
                 if event.filename:
-                    raise BadRequest("File uploads are not accepted.")
+                    raise BadRequest(_("File uploads are not accepted."))
                 part, chunks = event, []  # an empty file input: nothing chosen, nothing kept
             elif isinstance(event, Field):
                 part, chunks = event, []
                 charset = parse_options_header(event.headers.get("content-type", ""))[1].get("charset", "utf-8")
                 if charset.lower() not in PART_CHARSETS:
-                    raise UnsupportedMediaType("Only UTF-8 is accepted.")
+                    raise UnsupportedMediaType(_("Only UTF-8 is accepted."))
             elif isinstance(event, Data):
                 chunks.append(event.data)
                 if not event.more_data and isinstance(part, Field) and part.name:
                     _add(out, part.name, b"".join(chunks).decode("utf-8"))
     except UnicodeDecodeError:
-        raise BadRequest(NOT_UTF8) from None
+        raise BadRequest(_(NOT_UTF8)) from None
     except RequestEntityTooLarge:
-        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.") from None
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes)) from None
     except ValueError:
-        raise BadRequest("The multipart body cannot be read.") from None
+        raise BadRequest(_("The multipart body cannot be read.")) from None
     return out
 
 
@@ -193,11 +199,11 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
     """The submitted fields as {name: value or [values]}; 400/413/415 in the contract's shape."""
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:
-        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes))
     mimetype = request.mimetype
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("Only UTF-8 is accepted.")
+        raise UnsupportedMediaType(_("Only UTF-8 is accepted."))
     if mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json")):
         body = _from_json(_read(request, limits))
     elif mimetype == "application/x-www-form-urlencoded":
@@ -206,10 +212,10 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
         body = _from_multipart(request, limits)
     else:
         raise UnsupportedMediaType(
-            "Send application/json, application/x-www-form-urlencoded or multipart/form-data."
+            _("Send application/json, application/x-www-form-urlencoded or multipart/form-data.")
         )
     if (body.size if isinstance(body, OSDIBody) else len(body)) > limits.max_fields:
-        raise TooLarge(f"Too many fields (at most {limits.max_fields}).")
+        raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields))
     return body
 
 
@@ -217,7 +223,7 @@ def _read(request: Request, limits: RelaySettings) -> bytes:
     # Read one byte past the limit so that a chunked body without Content-Length is bounded too.
     raw = request.stream.read(limits.max_body_bytes + 1)
     if len(raw) > limits.max_body_bytes:
-        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes))
     return raw
 
 
@@ -258,7 +264,7 @@ CARD_FIELD = re.compile(
     r"(^|[^a-z])(cvv2?|cvc2?|ccv|ccvv|ccnumber|cardnumber|creditcardnumber|securitycode)($|[^a-z])",
     re.IGNORECASE,
 )
-CARD_MESSAGE = (
+CARD_MESSAGE = Msg(
     "Card details cannot be sent through this form. Please use the secure payment page instead."
 )
 FORM_ERRORS = "_form"
@@ -279,15 +285,15 @@ def reject_card_data(values: Mapping[str, Value], phone_fields: set[str]) -> Non
     for key, value in values.items():
         texts = _texts(value)
         if contains_card_number(key):
-            errors[FORM_ERRORS] = [CARD_MESSAGE]  # never echo or log a name that holds a card number
+            errors[FORM_ERRORS] = [_(CARD_MESSAGE)]  # never echo or log a name that holds a card number
             continue
         if not texts:
             continue
         by_name = CARD_FIELD.search(key.replace("[", " ").replace("]", " "))
         if by_name or any(contains_card_number(t, phone=key in phone_fields) for t in texts):
-            errors[key] = [CARD_MESSAGE]
+            errors[key] = [_(CARD_MESSAGE)]
     if errors:
-        raise Invalid("Card details cannot be sent through this form.", errors=errors)
+        raise Invalid(_("Card details cannot be sent through this form."), errors=errors)
 
 
 def without_card_numbers(entries: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -8,8 +8,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay import metrics
-from formrelay.web import cors
+from formrelay.web import cors, locale
+from formrelay.core import i18n
 from formrelay.core.errors import Invalid
+from formrelay.core.i18n import gettext as _
 from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
@@ -24,10 +26,13 @@ bp = Blueprint("forms", __name__)
 def describe(slug: str) -> Response:
     """The form's public description, from the same schema that validates submissions, with a time-trap token."""
     relay = current_relay()
+    described = relay.form(slug).describe()
+    locale.mark()
+    # The snippet's texts in the supporter's language ride along, so an unconfigured page speaks it too.
     # started_min: the snippet waits out the rest of the time-trap's minimum before it sends, so a fast person
     # (browser autofill) is never taken for a bot.
-    return jsonify({**relay.form(slug).describe(), "started": relay.time_trap.issue(slug),
-                    "started_min": relay.time_trap.min_seconds})
+    return jsonify({**described, "started": relay.time_trap.issue(slug), "started_min": relay.time_trap.min_seconds,
+                    "locale": i18n.current(), "texts": locale.snippet_texts()})
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
@@ -80,8 +85,9 @@ def preflight(slug: str) -> Response:
 def thanks(slug: str) -> str:
     """The built-in thank-you page a plain form post is sent to when the form has no success_url."""
     form = current_relay().form(slug)
+    locale.mark()
     return render_template(
-        "thanks.html", title="Thank you", form_title=form.config.title or slug,
+        "thanks.html", title=_("Thank you"), form_title=form.title(fetch=False),
         queued=request.args.get("status") == "queued",
     )
 
