@@ -159,8 +159,8 @@ def _from_multipart(request: Request, limits: RelaySettings) -> dict[str, Value]
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
         raise BadRequest(_("The multipart body has no boundary."))
-    decoder = MultipartDecoder(boundary.encode("utf-8", "replace"), max_form_memory_size=limits.max_body_bytes,
-                               max_parts=limits.max_fields + 10)
+    decoder = MultipartDecoder(boundary.encode("utf-8", "replace"), max_form_memory_size=limits.max_body_bytes)
+    parts = 0
     out: dict[str, Value] = {}
     part: Field | File | None = None
     chunks: list[bytes] = []
@@ -178,7 +178,9 @@ def _from_multipart(request: Request, limits: RelaySettings) -> dict[str, Value]
                     raise BadRequest(_("File uploads are not accepted."))
                 part, chunks = event, []  # an empty file input: nothing chosen, nothing kept
             elif isinstance(event, Field):
-                part, chunks = event, []
+                part, chunks, parts = event, [], parts + 1
+                if parts > limits.max_fields:
+                    raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields))
                 charset = parse_options_header(event.headers.get("content-type", ""))[1].get("charset", "utf-8")
                 if charset.lower() not in PART_CHARSETS:
                     raise UnsupportedMediaType(_("Only UTF-8 is accepted."))
