@@ -314,7 +314,7 @@ class Relay:
 
     @property
     def store(self) -> Store:
-        """The outbox (opened on first use, so that describing forms never touches it)."""
+        """The outbox, opened on first use (a description touches it once, for the shared time-trap key)."""
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
