@@ -159,11 +159,13 @@ def test_card_numbers_in_context_and_controls_are_dropped_before_anything_keeps_
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.text(max_size=10), surrogate=st.integers(0xD800, 0xDFFF), in_key=st.booleans())
-def test_lone_surrogates_are_a_400_never_a_500(fuzz_client, value, surrogate, in_key):
+@given(value=st.text(max_size=10), surrogate=st.integers(0xD800, 0xDFFF),
+       where=st.sampled_from(["key", "value", "osdi"]))
+def test_lone_surrogates_are_a_400_never_a_500(fuzz_client, value, surrogate, where):
     escaped = f"\\u{surrogate:04x}"
     text = json.dumps(value)[1:-1] + escaped
-    raw = f'{{"{text}": "x"}}' if in_key else f'{{"FirstName": "{text}", "EmailAddress": "a@example.org"}}'
+    raw = {"key": f'{{"{text}": "x"}}', "value": f'{{"FirstName": "{text}", "EmailAddress": "a@example.org"}}',
+           "osdi": f'{{"person": {{"given_name": "{text}", "email_addresses": [{{"address": "a@example.org"}}]}}}}'}[where]
     answer = fuzz_client.post("/v1/forms/join", data=raw.encode(), content_type="application/json")
     assert answer.status_code == 400 and answer.get_json()["status"] == "bad_request"
 
