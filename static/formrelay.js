@@ -77,6 +77,7 @@
       add(form, trap);
     }
     hidden(form, "_idempotency_key", newKey());
+    hidden(form, "_page_url", win.location.href.split("#")[0]);  // for attribution parameters (NGP queryString)
     var params = new URLSearchParams(win.location.search);
     CONTEXT.forEach(function (key) {
       if (params.get(key) && !own(F, "elements", form)[key]) hidden(form, key, params.get(key));
