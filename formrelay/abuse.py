@@ -173,7 +173,7 @@ class TimeTrap:
                 log.warning("time-trap: a token signed with another key (id %s): do all hosts share "
                             "[relay] secret_key or redis_url?", parts[3])
             if required:
-                return TrapCheck("time-trap token signed with another key", wait=None)
+                return TrapCheck("time-trap token signed with another key")
             return TrapCheck()
         try:
             signer.unsign(token)
