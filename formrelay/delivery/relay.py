@@ -380,8 +380,9 @@ class Relay:
         owner = (submission.idempotency_key or submission.id) if submission is not None else secrets.token_hex(8)
         try:
             return self.store.kv_add(f"started:{check.nonce}", owner, check.ttl) == owner
-        except Exception:  # the store cannot say: a person is never dropped for that
-            log.exception("form %s: cannot record a time-trap token's use; accepting the submission", form.slug)
+        except Exception as exc:  # the store cannot say: a person is never dropped for that
+            log.warning("form %s: cannot record a time-trap token's use (%s); accepting the submission", form.slug,
+                        exc.__class__.__name__)
             return True
 
     def accept(self, form: Form, body: Mapping[str, Any], submission: Submission) -> Outcome:
@@ -406,8 +407,8 @@ class Relay:
         if check.nonce:
             try:
                 self.store.kv_delete(f"started:{check.nonce}", submission.idempotency_key or submission.id)
-            except Exception:
-                log.exception("form %s: cannot free a time-trap token", form.slug)
+            except Exception as exc:  # storage away: the token stays used, as a bot's replay would find it
+                log.warning("form %s: cannot free a time-trap token (%s)", form.slug, exc.__class__.__name__)
 
     def remember_answer(self, form: Form, outcome: Outcome) -> None:
         """Keep what a person was just told (status, message, redirect), here and in the shared store.
@@ -424,16 +425,16 @@ class Relay:
         form.last_answer = answer
         try:
             self.store.kv_set(f"answer:{form.slug}", json.dumps(answer.public()), ANSWER_TTL)
-        except Exception:
-            log.exception("form %s: cannot share the last answer", form.slug)
+        except Exception as exc:  # storage away: this process still remembers it
+            log.warning("form %s: cannot share the last answer (%s)", form.slug, exc.__class__.__name__)
 
     def bot_answer(self, form: Form) -> Outcome:
         """The answer a person would get now: the last one a person got, on any worker or host sharing the store."""
         shared = None
         try:
             shared = self.store.kv_get(f"answer:{form.slug}")
-        except Exception:
-            log.exception("form %s: cannot read the last answer", form.slug)
+        except Exception as exc:  # storage away: this process's own memory of it
+            log.warning("form %s: cannot read the last answer (%s)", form.slug, exc.__class__.__name__)
         answer = form.last_answer or Outcome("delivered")
         if shared:
             body = json.loads(shared)
