@@ -132,3 +132,21 @@ def test_store_values_used_once_and_expiring(store):
     assert store.kv_get("started:join:n1") is None and store.kv_add("started:join:n1", "c", ttl=5) == "c"
     store.kv_set("answer:join", '{"status": "queued"}', ttl=5)
     assert store.kv_get("answer:join") == '{"status": "queued"}'
+
+
+def test_while_the_breaker_is_open_a_bot_is_queued_as_a_person_would_be(mocked):
+    """Before any person has met the outage, the provider's open breaker says what a person would get now."""
+    mocked.post(NGP_FORM_URL, json=NGP_SUCCESS)
+    app = create_app(base_config(secret_key=KEY))
+    client = app.test_client()
+    assert client.post("/v1/forms/join", json=VALID).get_json()["status"] == "delivered"
+    breaker = app.extensions["formrelay"].guards["ngp"].breaker
+    for _ in range(50):
+        if breaker.state == "open":
+            break
+        breaker.failed("ngp: HTTP 503")
+    assert breaker.state == "open"
+    bot = client.post("/v1/forms/join", json={**VALID, "_hp": "x"})
+    person = client.post("/v1/forms/join", json=VALID)
+    assert bot.status_code == person.status_code == 202 and bot.get_json() == person.get_json()
+    assert len(posts(mocked)) == 1
