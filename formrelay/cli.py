@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from formrelay.cli_queue import queue
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
 
@@ -68,6 +69,10 @@ def check(config_path: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     relay = Relay(config)
+    # check leaves no trace: tokens are not shared through the queue store, so no queue file or key is made.
+    for provider in relay.providers.values():
+        for token in provider.shared_tokens():
+            token.store = None
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     for slug, form in relay.forms.items():
@@ -92,7 +97,7 @@ def check(config_path: str | None) -> None:
             if "options" in f:
                 flags.append(f"{len(f['options'])} options")
             click.echo(f"  - {f['name']:<28} {f['type']:<9} {', '.join(flags):<24} {f['label']}")
-        for problem in form.provider.check(form.config):
+        for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
             click.echo(f"  ERROR: {problem}")
     relay.close()
@@ -142,10 +147,6 @@ def demo(host: str, port: int) -> None:
         sandbox.stop()
 
 
-def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.0f}s"
-
-
 def _relay(config_path: str | None) -> Any:
     from formrelay.delivery.relay import Relay
 
@@ -182,71 +183,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     relay.close()
 
 
-@main.group()
-def queue() -> None:
-    """See and act on what is waiting or dead in the queue."""
-
-
-@queue.command("list")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--state", type=click.Choice(["pending", "inflight", "done", "dead"]), default=None)
-@click.option("--limit", default=100, show_default=True)
-def queue_list(config_path: str | None, state: str | None, limit: int) -> None:
-    """One line per job: id, state, form, attempts, due time, last error. No personal data."""
-    relay = _relay(config_path)
-    stats = relay.queue_stats()
-    click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting "
-               f"{_age(stats['oldest_age'])}")
-    for job in relay.store.jobs(state, limit):
-        s = job.summary()
-        click.echo(f"{job.id}  {job.state:<8} {job.form:<16} {job.target:<8} attempts={job.attempts:<3} "
-                   f"due={s['due']}  {job.last_error or ''}")
-    relay.close()
-
-
-@queue.command("show")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--show-data", is_flag=True, help="include the supporter's personal data")
-def queue_show(job_id: str, config_path: str | None, show_data: bool) -> None:
-    """One job as JSON; the submitted values only with --show-data."""
-    import json
-
-    relay = _relay(config_path)
-    job = relay.store.get(job_id)
-    relay.close()
-    if job is None:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(json.dumps(job.summary(show_data), indent=2))
-
-
-@queue.command("retry")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-def queue_retry(job_id: str, config_path: str | None) -> None:
-    """Make a dead or waiting job due now."""
-    import time
-
-    relay = _relay(config_path)
-    ok = relay.store.retry(job_id, time.time())
-    relay.close()
-    if not ok:
-        raise click.ClickException(f"no job {job_id} to retry")
-    click.echo(f"{job_id} will be tried again now")
-
-
-@queue.command("drop")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.confirmation_option(prompt="Drop this submission for good?")
-def queue_drop(job_id: str, config_path: str | None) -> None:
-    """Delete a job for good (after an operator decided it must not be delivered)."""
-    relay = _relay(config_path)
-    ok = relay.store.drop(job_id)
-    relay.close()
-    if not ok:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(f"{job_id} dropped")
+main.add_command(queue)
 
 
 if __name__ == "__main__":

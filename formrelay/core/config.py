@@ -20,6 +20,8 @@ from marshmallow import (
     validate,
 )
 
+from formrelay.core.suggest import did_you_mean
+
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
 DEFAULT_CONFIG_PATH = "formrelay.toml"
@@ -248,7 +250,23 @@ def collect_secrets(value: Any, key: str = "") -> set[str]:
     return found
 
 
-def _messages(err: ValidationError, where: str) -> str:
+UNKNOWN = "Unknown field."
+
+
+def _known(schema: Schema | None, extra: frozenset[str] = frozenset()) -> list[str]:
+    if schema is None:
+        return sorted(extra)
+    return sorted({f.data_key or name for name, f in schema.fields.items()} | extra)
+
+
+def _messages(err: ValidationError, where: str, known: list[str] | None = None) -> str:
+    """Marshmallow's messages as 'where.key: message'; an unknown key gets the close names, if any."""
+    messages = err.messages
+    if known and isinstance(messages, dict):
+        messages = {k: [f"unknown key{did_you_mean(str(k), known)}" if m == UNKNOWN else m for m in v]
+                    if isinstance(v, list) else v for k, v in messages.items()}
+    err = ValidationError(messages)
+
     def flatten(prefix: str, messages: Any) -> list[str]:
         if isinstance(messages, dict):
             out: list[str] = []
@@ -269,7 +287,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     env = os.environ if env is None else env
     unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
     if unknown_top:
-        raise ConfigError(f"{source}: unknown top-level table(s): {', '.join(sorted(unknown_top))}")
+        tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
+        raise ConfigError(f"{source}: unknown top-level table(s): "
+                          + ", ".join(f"{t}{did_you_mean(t, tables)}" for t in sorted(unknown_top)))
     data = interpolate(dict(raw), env)
     secrets = frozenset(collect_secrets(data))
 
@@ -279,7 +299,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         try:
             return schema.load(data.get(name, {}))
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, name)}") from None
+            raise ConfigError(f"{source}: {_messages(err, name, _known(schema))}") from None
 
     relay = section(RelaySchema(), "relay")
     queue = section(QueueSchema(), "queue")
@@ -290,11 +310,14 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     for name, table in (data.get("providers") or {}).items():
         cls = provider_class(name)
         if cls is None:
-            raise ConfigError(f"{source}: providers.{name}: unknown provider")
+            from formrelay.providers import REGISTRY
+
+            raise ConfigError(f"{source}: providers.{name}: unknown provider{did_you_mean(name, REGISTRY)}")
         try:
             providers[name] = cls.settings_schema().load(table or {})
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}')}") from None
+            known = _known(cls.settings_schema())
+            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}', known)}") from None
 
     forms: dict[str, FormConfig] = {}
     for slug, table in (data.get("forms") or {}).items():
@@ -309,7 +332,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             raise ConfigError(f"{source}: {_messages(err, where)}") from None
         cls = provider_class(common["provider"])
         if cls is None:
-            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}")
+            from formrelay.providers import REGISTRY
+
+            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}"
+                              f"{did_you_mean(common['provider'], REGISTRY)}")
         if common["provider"] not in providers:
             if cls.needs_settings:
                 raise ConfigError(f"{source}: {where}: needs a [providers.{common['provider']}] table")
@@ -318,7 +344,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         try:
             options = cls.form_schema().load(own)
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, where)}") from None
+            known = _known(cls.form_schema(), COMMON_FORM_KEYS)
+            raise ConfigError(f"{source}: {_messages(err, where, known)}") from None
         followup = None
         if common.get("followup") is not None:
             if "engageone" not in providers:

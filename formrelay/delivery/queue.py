@@ -16,9 +16,9 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,10 @@ class QueueSettings:
     workers: int = 2
     embedded_worker: bool = True
     idempotency_ttl: float = 24 * 3600.0
-    keep_done: float = 7 * 24 * 3600.0
+    # Personal data of a delivered submission is erased as soon as every job of it is done; keep_done > 0 keeps
+    # it that many seconds (for debugging only). The metadata (form, times, outcome, ids) stays keep_metadata.
+    keep_done: float = 0.0
+    keep_metadata: float = 7 * 24 * 3600.0
 
 
 class QueueSchema(Schema):
@@ -61,7 +64,8 @@ class QueueSchema(Schema):
     workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
     embedded_worker = fields.Boolean(load_default=True)
     idempotency_ttl = fields.Float(load_default=24 * 3600.0, validate=validate.Range(min=1))
-    keep_done = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
+    keep_done = fields.Float(load_default=0.0, validate=validate.Range(min=0))
+    keep_metadata = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
@@ -70,7 +74,12 @@ class QueueSchema(Schema):
 
 @dataclass
 class Job:
-    """One delivery to make: a validated submission, to the form's provider ("primary") or a follow-up target."""
+    """One delivery to make: a validated submission, to the form's provider ("primary") or a follow-up target.
+
+    Every job made from one submission carries its `submission_id` (the primary, a follow-up, and later each
+    `also` form or webhook): the submission's personal data is erased when ALL of them are done, not before
+    (see formrelay.delivery.retention).
+    """
 
     id: str
     form: str
@@ -83,25 +92,52 @@ class Job:
     last_error: str | None = None
     lease_until: float | None = None
     outcome: str | None = None
+    # True once an attempt may have reached the provider without an answer (read timeout, cut-off lease).
     uncertain: bool = False
+    submission_id: str = ""
+    finished_at: float | None = None  # when it was delivered, or moved to the dead letters
+    retried_at: float | None = None  # an operator's retry restarts the clock that max_age counts
+    erased: bool = False  # the personal data is gone; only metadata is left
+
+    def __post_init__(self) -> None:
+        if not self.submission_id:
+            self.submission_id = str(self.submission.get("id") or self.id)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
-        return cls(**json.loads(text))
+        # Bodies written by an older or newer version may lack or add keys: take what this version knows.
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _JOB_FIELDS})
 
     def summary(self, show_data: bool = False) -> dict[str, Any]:
         """What `formrelay queue` prints: never secrets; personal data only when asked for."""
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "submission"}
-        out["created"] = dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(timespec="seconds")
-        out["due"] = dt.datetime.fromtimestamp(self.due_at, dt.UTC).isoformat(timespec="seconds")
-        if show_data:
+        out["created"] = _iso(self.created_at)
+        out["due"] = _iso(self.due_at) if self.state == PENDING else None
+        out["finished"] = _iso(self.finished_at)
+        if self.state == DONE:
+            out["last_error"] = None  # an error that was overcome is history, not the job's state
+        if show_data and not self.erased:
             out["submission"] = self.submission
-        else:
+        elif not self.erased:
             out["fields"] = sorted(self.submission.get("values", {}))
         return out
+
+
+    def without_personal_data(self) -> Job:
+        """This job with the submission reduced to metadata: form, ids and times stay, values and context go."""
+        kept = {k: self.submission[k] for k in ("form", "id", "received_at") if k in self.submission}
+        return Job(**{**{f: getattr(self, f) for f in _JOB_FIELDS}, "submission": kept, "erased": True})
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _jsonable(value: Any) -> Any:
@@ -189,13 +225,47 @@ class Store(ABC):
         """Delete key if its stored answer ends with " <suffix>" (a shared token that was refused or expired)."""
 
     def retry(self, job_id: str, now: float) -> bool:
-        """A dead or pending job made due now (operator's `formrelay queue retry`)."""
+        """A dead or pending job made due now, attempts and backoff started afresh (`formrelay queue retry`)."""
         job = self.get(job_id)
-        if job is None or job.state == DONE:
+        if job is None or job.state not in (DEAD, PENDING) or job.erased:
             return False
-        job.state, job.due_at, job.uncertain = PENDING, now, False
-        self.put(job)
-        return True
+        job.state, job.due_at, job.uncertain, job.attempts = PENDING, now, False, 0
+        job.last_error, job.finished_at, job.retried_at, job.lease_until = None, None, now, None
+        return self.swap(job_id, (DEAD, PENDING), job)
+
+    # -- for operators and data minimisation (formrelay.delivery.retention and .admin build on these) -----
+
+    @abstractmethod
+    def scan(self, state: str | None = None) -> Iterator[Job]:
+        """Every job (in one state), in batches, so that a large queue is never read at once."""
+
+    @abstractmethod
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        """Atomically replace the job (delete it when new is None) if its state is one of `states`.
+
+        A worker claiming the job meanwhile changes its state, so an operator's change never races a delivery.
+        """
+
+    @abstractmethod
+    def erase_submission(self, submission_id: str) -> list[str]:
+        """If every job of the submission is done, replace each one's personal data with metadata, atomically.
+
+        The ids of the jobs erased now; empty while any job of the submission is still to be delivered.
+        """
+
+    def scrub(self) -> None:
+        """Make deletions final on disk (SQLite's write-ahead log); nothing to do where there is no such log."""
+
+    @abstractmethod
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        """Record operator actions, for the server to log and for `formrelay queue audit`."""
+
+    @abstractmethod
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recorded actions not yet logged by any server process, each handed to exactly one caller."""
+
+    @abstractmethod
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     def close(self) -> None:
         return None
@@ -214,6 +284,10 @@ class SQLiteStore(Store):
                 " lease_until REAL, created_at REAL NOT NULL, body TEXT NOT NULL)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at)")
+            # The jobs of one submission are found together, so that its data goes when the last is done.
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_submission ON jobs (json_extract(body, '$.submission_id'))")
+            db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+                       " entry TEXT NOT NULL, logged INTEGER NOT NULL DEFAULT 0)")
             db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")
 
@@ -233,6 +307,9 @@ class SQLiteStore(Store):
                     time.sleep(0.025)
             db.execute("PRAGMA synchronous=FULL")  # queued means on disk, even on power loss
             db.execute("PRAGMA busy_timeout=30000")
+            # Deleted and replaced rows are overwritten with zeros, so erased personal data is not left behind
+            # in free pages (see scrub() for the write-ahead log).
+            db.execute("PRAGMA secure_delete=ON")
             self._local.db = db
         return db
 
@@ -267,7 +344,7 @@ class SQLiteStore(Store):
             jobs = []
             for body, state in rows:
                 job = Job.from_json(body)
-                job.uncertain = state == INFLIGHT
+                job.uncertain = job.uncertain or state == INFLIGHT
                 job.state, job.lease_until = INFLIGHT, now + lease
                 job.attempts += 1
                 self._write(db, job)
@@ -276,6 +353,7 @@ class SQLiteStore(Store):
 
     def finish(self, job: Job, outcome: str) -> None:
         job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
         self.put(job)
 
     def reschedule(self, job: Job, due_at: float, error: str) -> None:
@@ -284,6 +362,7 @@ class SQLiteStore(Store):
 
     def bury(self, job: Job, reason: str) -> None:
         job.state, job.last_error, job.lease_until = DEAD, reason, None
+        job.finished_at = time.time()
         self.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -300,7 +379,9 @@ class SQLiteStore(Store):
 
     def drop(self, job_id: str) -> bool:
         with self._tx() as db:
-            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+            dropped = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+        self.scrub()
+        return dropped
 
     def purge_done(self, before: float) -> None:
         with self._tx() as db:
@@ -341,6 +422,83 @@ class SQLiteStore(Store):
             if row and str(row[0]).endswith(" " + suffix):
                 db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
 
+    def scan(self, state: str | None = None, batch: int = 500) -> Iterator[Job]:
+        after: tuple[float, str] = (float("-inf"), "")
+        where = "state = ? AND " if state else ""
+        while True:
+            args: tuple[Any, ...] = (*((state,) if state else ()), *after, batch)
+            rows = self._db().execute(
+                f"SELECT body, created_at, id FROM jobs WHERE {where}(created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?", args).fetchall()
+            for body, _, _ in rows:
+                yield Job.from_json(body)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][1], rows[-1][2])
+
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in states:
+                return False
+            if new is None:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            else:
+                self._write(db, new)
+        if new is None or new.erased:
+            self.scrub()
+        return True
+
+    def erase_submission(self, submission_id: str) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission_id') = ? OR id = ?",
+                              (submission_id, submission_id)).fetchall()
+            jobs = [Job.from_json(r[0]) for r in rows]
+            jobs = [j for j in jobs if j.submission_id == submission_id]
+            if not jobs or any(j.state != DONE for j in jobs):
+                return []
+            erased = [j for j in jobs if not j.erased]
+            for job in erased:
+                self._write(db, job.without_personal_data())
+        if erased:
+            self.scrub()
+        return [j.id for j in erased]
+
+    def scrub(self) -> None:
+        """Copy the log into the file and truncate it to zero bytes: old row images live on in the WAL otherwise.
+
+        Another connection's open read can make the checkpoint partial; the next erasure or sweep tries again.
+        """
+        try:
+            busy, _, _ = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = 1
+            log.debug("queue: checkpoint failed: %s", exc)
+        if busy:
+            log.info("queue: the write-ahead log could not be truncated yet (a reader is busy); will retry")
+
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO audit (at, entry) VALUES (?, ?)",
+                           [(e.get("at", time.time()), json.dumps(e, separators=(",", ":"))) for e in entries])
+
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT seq, entry FROM audit WHERE logged = 0 ORDER BY seq LIMIT ?",
+                              (limit,)).fetchall()
+            if rows:
+                db.execute(f"UPDATE audit SET logged = 1 WHERE seq IN ({','.join('?' * len(rows))})",
+                           [r[0] for r in rows])
+        return [json.loads(r[1]) for r in rows]
+
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    def purge_audit(self, before: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM audit WHERE at < ? AND logged = 1", (before,))
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -357,7 +515,7 @@ local function take(ids, uncertain)
     local body = redis.call('HGET', KEYS[3], id)
     if body then
       local job = cjson.decode(body)
-      job['uncertain'] = uncertain
+      job['uncertain'] = uncertain or job['uncertain'] == true
       job['state'] = 'inflight'
       job['lease_until'] = now + lease
       job['attempts'] = job['attempts'] + 1
@@ -385,10 +543,14 @@ class RedisStore(Store):
         self.redis = redis.Redis.from_url(url)
         self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
+        self.k_sub, self.k_audit, self.k_audit_new = f"{prefix}:q:sub:", f"{prefix}:audit", f"{prefix}:audit:new"
         self._claim = self.redis.register_script(CLAIM_LUA)
+        self._swap = self.redis.register_script(SWAP_LUA)
+        self._erase = self.redis.register_script(ERASE_LUA)
 
     def _save(self, pipe: Any, job: Job) -> None:
         pipe.hset(self.k_jobs, job.id, job.to_json())
+        pipe.sadd(self.k_sub + job.submission_id, job.id)  # the jobs of one submission, erased together
         for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
             pipe.zrem(key, job.id)
         if job.state == PENDING:
@@ -411,6 +573,7 @@ class RedisStore(Store):
 
     def finish(self, job: Job, outcome: str) -> None:
         job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
         self.put(job)
 
     def reschedule(self, job: Job, due_at: float, error: str) -> None:
@@ -419,6 +582,7 @@ class RedisStore(Store):
 
     def bury(self, job: Job, reason: str) -> None:
         job.state, job.last_error, job.lease_until = DEAD, reason, None
+        job.finished_at = time.time()
         self.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -434,18 +598,24 @@ class RedisStore(Store):
         return sorted(jobs, key=lambda j: j.created_at)
 
     def drop(self, job_id: str) -> bool:
+        job = self.get(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
                 pipe.zrem(key, job_id)
+            if job is not None:
+                pipe.srem(self.k_sub + job.submission_id, job_id)
             pipe.hdel(self.k_jobs, job_id)
             return bool(pipe.execute()[-1])
 
     def purge_done(self, before: float) -> None:
         old = self.redis.zrangebyscore(self.k_done, "-inf", before)
         if old:
+            jobs = [Job.from_json(b) for b in self.redis.hmget(self.k_jobs, old) if b]  # type: ignore[arg-type]
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self.k_done, *old)
                 pipe.hdel(self.k_jobs, *old)
+                for job in jobs:
+                    pipe.srem(self.k_sub + job.submission_id, job.id)
                 pipe.execute()
 
     def stats(self, now: float) -> Stats:
@@ -474,9 +644,118 @@ class RedisStore(Store):
         # Compare and delete in one step, so a token a peer has just stored is not dropped.
         self.redis.eval(FORGET_LUA, 1, self.k_idem + key, " " + suffix)
 
+    def scan(self, state: str | None = None, batch: int = 500) -> Iterator[Job]:
+        keys = {PENDING: self.k_due, INFLIGHT: self.k_inflight, DEAD: self.k_dead, DONE: self.k_done}
+        for key in [keys[state]] if state else list(keys.values()):
+            start = 0
+            while True:
+                ids = self.redis.zrange(key, start, start + batch - 1)
+                if not ids:
+                    break
+                for body in self.redis.hmget(self.k_jobs, ids):  # type: ignore[arg-type]
+                    if body:
+                        job = Job.from_json(body)
+                        if state is None or job.state == state:
+                            yield job
+                start += batch
+
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        current = self.get(job_id)
+        if current is None:
+            return False
+        body, index, score = "", 0, 0.0
+        if new is not None:
+            body = new.to_json()
+            index = {PENDING: 2, INFLIGHT: 3, DEAD: 4, DONE: 5}[new.state]  # its sorted set among KEYS
+            score = new.due_at if new.state == PENDING else (new.lease_until or time.time())
+        keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id]
+        return bool(self._swap(keys=keys, args=[job_id, ",".join(states), body, index, score]))
+
+    def erase_submission(self, submission_id: str) -> list[str]:
+        members = [i.decode() for i in self.redis.smembers(self.k_sub + submission_id)]
+        ids = members or [submission_id]  # a job stored before submissions had a set of their own
+        bodies = self.redis.hmget(self.k_jobs, ids)  # type: ignore[arg-type]
+        jobs = [Job.from_json(b) for b in bodies if b]
+        if not jobs or any(j.state != DONE for j in jobs):
+            return []
+        erased = [j for j in jobs if not j.erased]
+        if not erased:
+            return []
+        # The script writes the stubs only if the submission still has exactly these jobs, all done.
+        args: list[Any] = [len(members)]
+        for job in erased:
+            args += [job.id, job.without_personal_data().to_json()]
+        done = self._erase(keys=[self.k_jobs, self.k_sub + submission_id], args=args)
+        return [j.id for j in erased] if done else []
+
+    def rewrite_persistence(self) -> str | None:
+        """After `forget`: Redis's append-only file still holds the old commands until it is rewritten."""
+        try:
+            info = self.redis.info("persistence")
+        except Exception:
+            return "could not read Redis's persistence settings: check its AOF and RDB files yourself"
+        notes = []
+        if info.get("aof_enabled"):
+            try:
+                self.redis.bgrewriteaof()
+                notes.append("the append-only file is being rewritten without the erased data")
+            except Exception:
+                notes.append("the append-only file could not be rewritten (BGREWRITEAOF refused): run it yourself")
+        try:
+            snapshots = bool(self.redis.config_get("save").get("save"))
+        except Exception:  # CONFIG is often disabled on managed Redis
+            snapshots = True
+        if snapshots:
+            notes.append("RDB snapshots keep the old data until Redis next saves one")
+        return "; ".join(notes) or None
+
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(e, separators=(",", ":")) for e in entries]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.k_audit_new, *lines)
+            pipe.rpush(self.k_audit, *lines)
+            pipe.ltrim(self.k_audit, -10_000, -1)  # the history an operator can list; the server's log keeps all
+            pipe.execute()
+
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        taken = self.redis.lpop(self.k_audit_new, limit) or []
+        return [json.loads(t) for t in taken]  # type: ignore[union-attr]
+
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(t) for t in self.redis.lrange(self.k_audit, -limit, -1)]  # type: ignore[union-attr]
+
     def close(self) -> None:
         self.redis.close()
 
+
+# Replace or delete one job if its state is one of ARGV[2] (comma-separated), keeping every index in step.
+SWAP_LUA = """
+local body = redis.call('HGET', KEYS[1], ARGV[1])
+if not body then return 0 end
+local state = cjson.decode(body)['state']
+if not string.find(',' .. ARGV[2] .. ',', ',' .. state .. ',', 1, true) then return 0 end
+for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[6], ARGV[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[tonumber(ARGV[4])], ARGV[5], ARGV[1])
+return 1
+"""
+
+# Erase a submission's jobs (ARGV: count of jobs, then id, stub pairs) only if it still has that many, all done.
+ERASE_LUA = """
+local ids = redis.call('SMEMBERS', KEYS[2])
+if #ids ~= tonumber(ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if not body or cjson.decode(body)['state'] ~= 'done' then return 0 end
+end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
 
 FORGET_LUA = """
 local v = redis.call('GET', KEYS[1])
@@ -523,6 +802,8 @@ class Worker:
         self.threads = threads or self.settings.workers
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._chores = threading.Lock()
+        self._last_sweep = self._last_audit = 0.0
 
     def start(self) -> Worker:
         for i in range(self.threads):
@@ -537,20 +818,31 @@ class Worker:
             thread.join(timeout)
 
     def run(self) -> None:
-        last_purge = 0.0
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-                if time.monotonic() - last_purge > 600:
-                    last_purge = time.monotonic()
-                    purge = getattr(self.relay.store, "purge_done", None)
-                    if purge:
-                        purge(time.time() - self.settings.keep_done)
+                self.chores()
             except Exception:
                 log.exception("queue worker: unexpected error; carrying on")
                 worked = 0
             if not worked:
                 self._stop.wait(self.settings.poll_interval)
+
+    def chores(self) -> None:
+        """One thread at a time: log operators' recorded actions (each second), sweep old data (every 5 minutes)."""
+        if not self._chores.acquire(blocking=False):
+            return
+        try:
+            from formrelay.delivery import admin, retention
+
+            if time.monotonic() - self._last_audit >= 1.0:
+                self._last_audit = time.monotonic()
+                admin.emit_recorded(self.relay.store)
+            if time.monotonic() - self._last_sweep >= 300:
+                self._last_sweep = time.monotonic()
+                retention.sweep(self.relay.store, self.settings)
+        finally:
+            self._chores.release()
 
     def run_once(self, limit: int = 1) -> int:
         """Claim and deliver up to `limit` jobs; the number handled."""

@@ -25,7 +25,9 @@ from formrelay.forms.fields import (
     flatten_errors,
 )
 from formrelay.core.outcome import Outcome
+from formrelay.core.suggest import did_you_mean
 from formrelay.providers import provider_class
+from formrelay.delivery import retention
 from formrelay.delivery.queue import (
     DEAD,
     Job,
@@ -138,6 +140,14 @@ class Form:
 
     def labels(self) -> dict[str, str]:
         return {name: f.metadata.get("title", name) for name, f in self.schema.fields.items()}
+
+    def problems(self) -> list[str]:
+        """Mistakes in the form's config that only its schema reveals (for `formrelay check`), with close names."""
+        declared = list(self.schema.fields)
+        return [
+            f"aliases: {alias!r} points to {target!r}, which is not a field of this form{did_you_mean(target, declared)}"
+            for alias, target in self.config.aliases.items() if target not in self.schema.fields
+        ]
 
     def aliases(self) -> dict[str, str]:
         aliases = self.definition.aliases()
@@ -311,6 +321,7 @@ class Relay:
         if not form.provider.queueable(form.config):
             return None
         job = new_job(form.slug, target, submission)
+        job.attempts, job.uncertain = 1, reason.may_have_arrived  # the synchronous attempt counts
         if reason.may_have_arrived and self.rule(form) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
             log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
@@ -406,8 +417,10 @@ class Relay:
         if outcome.status == "delivered":
             self.store.finish(job, outcome.status)
             if job.target == "primary":
-                self.after_delivery(form, submission)
-            log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, form.config.provider, job.attempts)
+                self.after_delivery(form, submission)  # before erasure: the follow-up joins the submission's jobs
+            erased = retention.erase_if_complete(self.store, job, self.queue_settings)
+            log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, form.config.provider, job.attempts,
+                     "; personal data erased from the queue" if erased else "")
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
             self.store.bury(job, f"refused by the provider ({reason})")
@@ -416,9 +429,12 @@ class Relay:
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
+        if isinstance(exc, TryLater) and exc.may_have_arrived:
+            job.uncertain = True
+        started = max(job.created_at, job.retried_at or 0.0)  # an operator's retry restarts max_age
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
             self.store.bury(job, f"{reason}; {HELD}")
-        elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
+        elif job.attempts >= settings.max_attempts or time.time() - started > settings.max_age:
             self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:

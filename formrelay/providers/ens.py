@@ -18,6 +18,7 @@ from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.core.outcome import Outcome
+from formrelay.core.suggest import did_you_mean
 from formrelay.providers.base import (
     Provider,
     SharedToken,
@@ -412,8 +413,10 @@ class ENS(Provider):
             else:
                 missing.append(conf.name)
         if missing:
+            known = [*by_field, *by_question]
             raise DefinitionError(
-                f"ens: the account has no supporter field or question named {', '.join(repr(m) for m in missing)}"
+                "ens: the account has no supporter field or question named "
+                + ", ".join(f"{m!r}{did_you_mean(m, known)}" for m in missing)
             )
         contact = options.contact_message
         if contact is not None and contact.editable:
