@@ -385,7 +385,8 @@ class SQLiteStore(Store):
 
     def purge_done(self, before: float) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE state = ? AND created_at < ?", (DONE, before))
+            db.execute("DELETE FROM jobs WHERE state = ? AND COALESCE(json_extract(body, '$.finished_at'), created_at) < ?",
+                       (DONE, before))
             db.execute("DELETE FROM idempotency WHERE expires_at < ?", (time.time(),))
 
     def stats(self, now: float) -> Stats:
