@@ -253,6 +253,11 @@ class Store(ABC):
         The ids of the jobs erased now; empty while any job of the submission is still to be delivered.
         """
 
+    def finish_and_erase(self, job: Job, outcome: str) -> list[str]:
+        """finish(), then erase_submission(): one step where the store can make it one transaction."""
+        self.finish(job, outcome)
+        return self.erase_submission(job.submission_id)
+
     def scrub(self) -> None:
         """Make deletions final on disk (SQLite's write-ahead log); nothing to do where there is no such log."""
 
@@ -276,6 +281,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.scrub_pending = False  # an erasure whose write-ahead log is not truncated yet
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._tx() as db:
@@ -453,31 +459,48 @@ class SQLiteStore(Store):
 
     def erase_submission(self, submission_id: str) -> list[str]:
         with self._tx() as db:
-            rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission_id') = ? OR id = ?",
-                              (submission_id, submission_id)).fetchall()
-            jobs = [Job.from_json(r[0]) for r in rows]
-            jobs = [j for j in jobs if j.submission_id == submission_id]
-            if not jobs or any(j.state != DONE for j in jobs):
-                return []
-            erased = [j for j in jobs if not j.erased]
-            for job in erased:
-                self._write(db, job.without_personal_data())
+            return self._erase(db, submission_id)
+
+    def finish_and_erase(self, job: Job, outcome: str) -> list[str]:
+        job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
+        with self._tx() as db:  # one transaction, one fsync: a drain pays for erasure only in CPU
+            self._write(db, job)
+            return self._erase(db, job.submission_id)
+
+    def _erase(self, db: sqlite3.Connection, submission_id: str) -> list[str]:
+        rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission_id') = ? OR id = ?",
+                          (submission_id, submission_id)).fetchall()
+        jobs = [j for j in (Job.from_json(r[0]) for r in rows) if j.submission_id == submission_id]
+        if not jobs or any(j.state != DONE for j in jobs):
+            return []
+        erased = [j for j in jobs if not j.erased]
+        for job in erased:
+            self._write(db, job.without_personal_data())
         if erased:
-            self.scrub()
+            # Gone from the database now; the old row images in the write-ahead log go at the next scrub(),
+            # which the worker's chores run within a second (a checkpoint per delivery would halve a drain).
+            self.scrub_pending = True
         return [j.id for j in erased]
 
     def scrub(self) -> None:
         """Copy the log into the file and truncate it to zero bytes: old row images live on in the WAL otherwise.
 
-        Another connection's open read can make the checkpoint partial; the next erasure or sweep tries again.
+        A truncating checkpoint holds other writers back while it waits for readers, so it waits briefly (not the
+        30 s a write may wait); when another connection is busy, the worker's chores try again each second.
         """
+        db = self._db()
         try:
-            busy, _, _ = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            db.execute("PRAGMA busy_timeout=100")
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.OperationalError as exc:
             busy = 1
             log.debug("queue: checkpoint failed: %s", exc)
+        finally:
+            db.execute("PRAGMA busy_timeout=30000")
+        self.scrub_pending = bool(busy)
         if busy:
-            log.info("queue: the write-ahead log could not be truncated yet (a reader is busy); will retry")
+            log.info("queue: the write-ahead log could not be truncated yet (another connection is busy); will retry")
 
     def audit_add(self, entries: list[dict[str, Any]]) -> None:
         with self._tx() as db:
@@ -808,7 +831,8 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._chores = threading.Lock()
-        self._last_sweep = self._last_audit = 0.0
+        self._last_audit = 0.0
+        self._last_sweep = time.monotonic() - 270  # the first sweep 30 s after start, not with every worker's boot
 
     def start(self) -> Worker:
         for i in range(self.threads):
@@ -843,6 +867,8 @@ class Worker:
             if time.monotonic() - self._last_audit >= 1.0:
                 self._last_audit = time.monotonic()
                 admin.emit_recorded(self.relay.store)
+                if getattr(self.relay.store, "scrub_pending", False):
+                    self.relay.store.scrub()
             if time.monotonic() - self._last_sweep >= 300:
                 self._last_sweep = time.monotonic()
                 retention.sweep(self.relay.store, self.settings)

@@ -415,10 +415,9 @@ class Relay:
             return
         metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, outcome.status).inc()
         if outcome.status == "delivered":
-            self.store.finish(job, outcome.status)
+            erased = retention.finish(self.store, job, outcome.status, self.queue_settings)
             if job.target == "primary":
-                self.after_delivery(form, submission)  # before erasure: the follow-up joins the submission's jobs
-            erased = retention.erase_if_complete(self.store, job, self.queue_settings)
+                self.after_delivery(form, submission)  # a job of its own, with its own copy until it is done
             log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, form.config.provider, job.attempts,
                      "; personal data erased from the queue" if erased else "")
         else:

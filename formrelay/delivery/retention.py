@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +22,15 @@ from formrelay.delivery.queue import DEAD, DONE, INFLIGHT, PENDING, Job, QueueSe
 log = logging.getLogger(__name__)
 
 
-def erase_if_complete(store: Store, job: Job, settings: QueueSettings) -> list[str]:
-    """After a job is done: erase its submission's data now if every job of it is done (unless keep_done)."""
+def finish(store: Store, job: Job, outcome: str, settings: QueueSettings) -> list[str]:
+    """A job delivered: done, and its submission's data erased now if every job of it is done (unless keep_done).
+
+    The ids of the jobs erased.
+    """
     if settings.keep_done > 0:
+        store.finish(job, outcome)
         return []  # kept for debugging, opt-in; sweep() erases it once keep_done has passed
-    return store.erase_submission(job.submission_id)
+    return store.finish_and_erase(job, outcome)
 
 
 def sweep(store: Store, settings: QueueSettings, now: float | None = None) -> int:
@@ -110,7 +113,3 @@ def purge_dead(store: Store, older_than: float, now: float | None = None) -> lis
     store.scrub()
     return purged
 
-
-def personal_data_left(jobs: Iterable[Job]) -> list[str]:
-    """Ids of done jobs that still hold personal data (for tests and `queue list`)."""
-    return [j.id for j in jobs if j.state == DONE and not j.erased]
