@@ -198,6 +198,7 @@ def queue_drop(job_ids: tuple[str, ...], config_path: str | None, yes: bool, as_
         click.confirm(f"Drop {len(job_ids)} submission(s) for good?", abort=True)
     with opened(config_path) as relay:
         dropped = [j for j in job_ids if admin.drop(relay.store, j)]
+        relay.store.scrub(wait=5.0)  # this process exits next: make the deletion final on disk now
         admin.audit(relay.store, "drop", dropped)
     missing = [j for j in job_ids if j not in dropped]
     _report(as_json, "drop", dropped, {"not_dropped": missing}, f"{len(dropped)} job(s) dropped")

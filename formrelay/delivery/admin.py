@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from formrelay.delivery.queue import DEAD, PENDING, Job, Store
 
@@ -84,7 +84,7 @@ def retry_all(store: Store, filters: Filters, include_held: bool = False) -> tup
     """Retry every dead letter that matches; (retried ids, held ids skipped)."""
     now = time.time()
     retried, held = [], []
-    for job in list(select(store, Filters(**{**filters.__dict__, "state": DEAD}), now)):
+    for job in list(select(store, replace(filters, state=DEAD), now)):
         if job.erased:
             continue
         if is_held(job) and not include_held:

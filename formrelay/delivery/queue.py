@@ -18,7 +18,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields as dataclass_fields
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,10 @@ class Job:
             out["fields"] = sorted(self.submission.get("values", {}))
         return out
 
-
     def without_personal_data(self) -> Job:
         """This job with the submission reduced to metadata: form, ids and times stay, values and context go."""
         kept = {k: self.submission[k] for k in ("form", "id", "received_at") if k in self.submission}
-        return Job(**{**{f: getattr(self, f) for f in _JOB_FIELDS}, "submission": kept, "erased": True})
+        return replace(self, submission=kept, erased=True)
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))
@@ -258,7 +258,7 @@ class Store(ABC):
         self.finish(job, outcome)
         return self.erase_submission(job.submission_id)
 
-    def scrub(self) -> None:
+    def scrub(self, wait: float = 0.1) -> None:
         """Make deletions final on disk (SQLite's write-ahead log); nothing to do where there is no such log."""
 
     @abstractmethod
@@ -387,7 +387,7 @@ class SQLiteStore(Store):
     def drop(self, job_id: str) -> bool:
         with self._tx() as db:
             dropped = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
-        self.scrub()
+        self.scrub_pending = self.scrub_pending or dropped
         return dropped
 
     def purge_done(self, before: float) -> None:
@@ -454,7 +454,7 @@ class SQLiteStore(Store):
             else:
                 self._write(db, new)
         if new is None or new.erased:
-            self.scrub()
+            self.scrub_pending = True  # the caller scrubs once after a batch (or the worker's chores do)
         return True
 
     def erase_submission(self, submission_id: str) -> list[str]:
@@ -483,15 +483,15 @@ class SQLiteStore(Store):
             self.scrub_pending = True
         return [j.id for j in erased]
 
-    def scrub(self) -> None:
+    def scrub(self, wait: float = 0.1) -> None:
         """Copy the log into the file and truncate it to zero bytes: old row images live on in the WAL otherwise.
 
-        A truncating checkpoint holds other writers back while it waits for readers, so it waits briefly (not the
-        30 s a write may wait); when another connection is busy, the worker's chores try again each second.
+        A truncating checkpoint holds other writers back while it waits for readers, so the worker waits briefly
+        (not the 30 s a write may wait) and tries again each second; the CLI, which exits after, waits longer.
         """
         db = self._db()
         try:
-            db.execute("PRAGMA busy_timeout=100")
+            db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.OperationalError as exc:
             busy = 1

@@ -101,7 +101,7 @@ def forget(store: Store, email: str) -> Forgotten:
                 result.busy.append(job.id)  # claimed meanwhile
         elif job.state == DONE and store.swap(job.id, (DONE,), job.without_personal_data()):
             result.erased.append(job.id)
-    store.scrub()
+    store.scrub(wait=5.0)
     return result
 
 
@@ -110,6 +110,6 @@ def purge_dead(store: Store, older_than: float, now: float | None = None) -> lis
     now = time.time() if now is None else now
     old = [job.id for job in store.scan(DEAD) if (job.finished_at or job.created_at) < now - older_than]
     purged = [job_id for job_id in old if store.swap(job_id, (DEAD,), None)]
-    store.scrub()
+    store.scrub(wait=5.0)
     return purged
 
