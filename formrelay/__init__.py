@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from formrelay.core.version import __version__
+
 if TYPE_CHECKING:
     from formrelay.web.app import create_app
 
-__all__ = ["create_app"]
-__version__ = "0.1.0"
+__all__ = ["__version__", "create_app"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, Signer
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay import metrics
+from formrelay.core import config
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class CaptchaSchema(Schema):
         url, field_name = CAPTCHA_SERVICES[data["provider"]]
         return Captcha(provider=data["provider"], secret=data["secret"], verify_url=data["verify_url"] or url,
                        field=data["field"] or field_name, on_error=data["on_error"])
+
+
+config.register_section("captcha", CaptchaSchema)  # the config reads [forms.x.captcha] with it
 
 
 class TimeTrap:

@@ -97,6 +97,9 @@ def check(config_path: str | None) -> None:
             if "options" in f:
                 flags.append(f"{len(f['options'])} options")
             click.echo(f"  - {f['name']:<28} {f['type']:<9} {', '.join(flags):<24} {f['label']}")
+        mapping = form.person_mapping  # where an OSDI body's parts land (README: Coming from jquery-osdi)
+        mapped = ", ".join(f"{key} -> {name}" for key, name in mapping.fields.items())
+        click.echo(f"  OSDI person: {mapped or 'nothing'}; other custom fields -> {mapping.custom or 'dropped'}")
         for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
             click.echo(f"  ERROR: {problem}")

@@ -6,6 +6,9 @@ its values to files there and a scrape of any worker sums them all. What the rel
 oldest waiting submission, dead letters) is read from the shared queue storage at scrape time, so it is the
 same from whichever worker answers. Labels are form slugs, provider names, status words and reasons: never
 personal data, and never anything a client chose (unknown slugs are not counted by name).
+
+A leaf of the transport floor: it imports only core. The gauges read the relay through `RelayState`, a shape
+this module declares and the relay (a floor above) has; the operations endpoint hands the relay in.
 """
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,7 +31,6 @@ from prometheus_client.registry import REGISTRY, Collector
 
 if TYPE_CHECKING:
     from formrelay.core.config import MetricsSettings
-    from formrelay.delivery.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,24 @@ def upstream_result(status: int | None) -> str:
     return f"{status // 100}xx" if status else "error"
 
 
+class _HasStatus(Protocol):
+    def status(self) -> Mapping[str, Any]: ...
+
+
+class RelayState(Protocol):
+    """What the gauges read at scrape time. Metrics is a leaf that knows no relay: the relay (a floor above)
+    is handed in by the operations endpoint and satisfies this by its shape."""
+
+    @property
+    def providers(self) -> Mapping[str, _HasStatus]: ...
+
+    def queue_stats(self) -> Mapping[str, Any]: ...
+
+
 class RelayCollector(Collector):
     """Gauges read at scrape time from the relay's shared state."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: RelayState) -> None:
         self.relay = relay
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -100,7 +116,7 @@ class RelayCollector(Collector):
         yield auth
 
 
-def exposition(relay: Relay) -> tuple[bytes, str]:
+def exposition(relay: RelayState) -> tuple[bytes, str]:
     """The text a scrape gets: this process's (or all workers') metrics plus the relay's gauges."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

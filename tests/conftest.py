@@ -116,7 +116,7 @@ def wait_until_serving(url: str, proc: Any, timeout: float = 30) -> None:
         try:
             requests.get(f"{url}/healthz", timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a loaded machine may boot workers slowly
             assert proc.poll() is None, f"{url}: the server process exited"
             assert time.monotonic() < deadline, f"{url}: the server did not start within {timeout} s"
             time.sleep(0.05)

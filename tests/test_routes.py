@@ -324,7 +324,10 @@ def test_openapi_document_carries_each_forms_schema(client):
     doc = client.get("/v1/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     post = doc["paths"]["/v1/forms/join"]["post"]
-    ref = post["requestBody"]["content"]["application/json"]["schema"]["allOf"][0]["$ref"]
+    flat, osdi = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"]  # flat or an OSDI body
+    assert osdi["required"] == ["person"]
+    ref = flat["allOf"][0]["$ref"]
+    assert post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]["allOf"][0]["$ref"] == ref
     schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert schema["properties"]["EmailAddress"]["format"] == "email"
     assert schema["properties"]["FirstName"]["maxLength"] == 20

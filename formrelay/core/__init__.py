@@ -1,1 +1,6 @@
-"""The bottom floor: plain types, settings, errors and logging; imports nothing else of formrelay."""
+"""The bottom floor: plain types and settings that every other floor reads.
+
+Lives here: errors (the relay's exceptions), outcome (the status words of an answer), config (the typed
+settings, and the registry where the floors above register their schemas at start-up), logs (masking, JSON
+lines) and version. May import: nothing else of formrelay.
+"""

@@ -5,10 +5,10 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from marshmallow import (
     EXCLUDE,
@@ -34,6 +34,55 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why (never a secret value)."""
+
+
+class ProviderSchemas(Protocol):
+    """What the config needs of a provider (its class satisfies this): the schemas of its own keys."""
+
+    needs_settings: bool  # a form of this provider needs a [providers.<name>] table
+
+    def settings_schema(self) -> Schema: ...  # [providers.<name>]
+
+    def form_schema(self) -> Schema: ...  # a [forms.x] table's keys beyond the common ones
+
+
+# Filled at start-up by the floors above, which this bottom floor never imports: formrelay.providers registers
+# every provider's name (its class, and so its schemas, is imported only when a config names it),
+# formrelay.delivery.queue the [queue] schema, formrelay.abuse the [forms.x.captcha] schema (EngageOne's class
+# carries the [forms.x.followup] schema). formrelay.delivery.relay imports all three; create_app and the CLI
+# import the relay before they read a config.
+_PROVIDERS: dict[str, Callable[[], ProviderSchemas]] = {}
+_SECTIONS: dict[str, type[Schema]] = {}
+_REQUIRED_SECTIONS = ("queue", "captcha")
+
+
+def register_provider(name: str, load: Callable[[], ProviderSchemas]) -> None:
+    """Make `provider = "<name>"` and [providers.<name>] known; `load` returns the provider's class."""
+    _PROVIDERS[name] = load
+
+
+def register_section(name: str, schema: type[Schema]) -> None:
+    """Give the schema of a table the config reads but a higher floor defines ([queue], [forms.x.captcha], ...)."""
+    _SECTIONS[name] = schema
+
+
+def provider_schemas(name: str) -> ProviderSchemas | None:
+    """The registered provider called name (its class), or None."""
+    load = _PROVIDERS.get(name)
+    return load() if load is not None else None
+
+
+def _section_schema(name: str) -> Schema:
+    return _SECTIONS[name]()
+
+
+def _check_registered() -> None:
+    missing = [f"the [{name}] schema" for name in _REQUIRED_SECTIONS if name not in _SECTIONS]
+    missing += [] if _PROVIDERS else ["the providers"]
+    if missing:
+        # A programming error, not a config error: the start-up registrations this config needs did not happen.
+        raise RuntimeError(f"formrelay.core.config: nothing registered {', '.join(missing)}; import "
+                           "formrelay.delivery.relay (as create_app and the CLI do) before reading a config")
 
 
 @dataclass(frozen=True)
@@ -78,6 +127,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class OSDISettings:
+    """[forms.x.osdi]: what a page posting an OSDI helper body may decide; by default nothing but the person."""
+
+    allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
+    allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
+    allow_autoresponse_off: bool = False       # whether triggers.autoresponse.enabled = false is honoured
+    allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
+
+
+@dataclass(frozen=True)
 class FormConfig:
     """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
 
@@ -94,6 +153,9 @@ class FormConfig:
     followup: Any = None
     require_started: bool = False
     captcha: Any = None
+    # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
+    person: Mapping[str, str] = field(default_factory=dict)
+    osdi: OSDISettings = OSDISettings()
 
 
 @dataclass(frozen=True)
@@ -163,8 +225,24 @@ class RelaySchema(Schema):
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha"}
+     "require_started", "captcha", "person", "osdi"}
 )
+
+
+class OSDISchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allow_add_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_remove_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    allow_autoresponse_off = fields.Boolean(load_default=False)
+    allow_status = fields.Boolean(load_default=False)
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> OSDISettings:
+        return OSDISettings(allow_add_tags=tuple(data["allow_add_tags"]),
+                            allow_remove_tags=tuple(data["allow_remove_tags"]),
+                            allow_autoresponse_off=data["allow_autoresponse_off"], allow_status=data["allow_status"])
 
 
 class CommonFormSchema(Schema):
@@ -183,6 +261,10 @@ class CommonFormSchema(Schema):
     followup = fields.Dict(load_default=None)
     require_started = fields.Boolean(load_default=False)
     captcha = fields.Dict(load_default=None)
+    # Keys are checked against the person model when the form's definition loads (forms/person.py).
+    person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
+                         load_default=dict)
+    osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
 
 
 class LoggingSchema(Schema):
@@ -282,8 +364,7 @@ def _messages(err: ValidationError, where: str, known: list[str] | None = None) 
 
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<mapping>") -> Config:
     """Validate a decoded TOML document into a Config."""
-    from formrelay.providers import provider_class
-
+    _check_registered()
     env = os.environ if env is None else env
     unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
     if unknown_top:
@@ -293,8 +374,6 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     data = interpolate(dict(raw), env)
     secrets = frozenset(collect_secrets(data))
 
-    from formrelay.delivery.queue import QueueSchema
-
     def section(schema: Schema, name: str) -> Any:
         try:
             return schema.load(data.get(name, {}))
@@ -302,17 +381,15 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             raise ConfigError(f"{source}: {_messages(err, name, _known(schema))}") from None
 
     relay = section(RelaySchema(), "relay")
-    queue = section(QueueSchema(), "queue")
+    queue = section(_section_schema("queue"), "queue")
     logging_settings = section(LoggingSchema(), "logging")
     metrics_settings = section(MetricsSchema(), "metrics")
 
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
-        cls = provider_class(name)
+        cls = provider_schemas(name)
         if cls is None:
-            from formrelay.providers import REGISTRY
-
-            raise ConfigError(f"{source}: providers.{name}: unknown provider{did_you_mean(name, REGISTRY)}")
+            raise ConfigError(f"{source}: providers.{name}: unknown provider{did_you_mean(name, _PROVIDERS)}")
         try:
             providers[name] = cls.settings_schema().load(table or {})
         except ValidationError as err:
@@ -330,12 +407,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             common = CommonFormSchema().load(table)
         except ValidationError as err:
             raise ConfigError(f"{source}: {_messages(err, where)}") from None
-        cls = provider_class(common["provider"])
+        cls = provider_schemas(common["provider"])
         if cls is None:
-            from formrelay.providers import REGISTRY
-
             raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}"
-                              f"{did_you_mean(common['provider'], REGISTRY)}")
+                              f"{did_you_mean(common['provider'], _PROVIDERS)}")
         if common["provider"] not in providers:
             if cls.needs_settings:
                 raise ConfigError(f"{source}: {where}: needs a [providers.{common['provider']}] table")
@@ -350,18 +425,15 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         if common.get("followup") is not None:
             if "engageone" not in providers:
                 raise ConfigError(f"{source}: {where}.followup: needs a [providers.engageone] table")
-            from formrelay.providers.engageone import FollowupSchema
-
+            mailer: Any = provider_schemas("engageone")  # loaded above: [providers.engageone] is there
             try:
-                followup = FollowupSchema().load(common["followup"])
+                followup = mailer.followup_schema().load(common["followup"])
             except ValidationError as err:
                 raise ConfigError(f"{source}: {_messages(err, where + '.followup')}") from None
         captcha = None
         if common.get("captcha") is not None:
-            from formrelay.abuse import CaptchaSchema
-
             try:
-                captcha = CaptchaSchema().load(common["captcha"])
+                captcha = _section_schema("captcha").load(common["captcha"])
             except ValidationError as err:
                 raise ConfigError(f"{source}: {_messages(err, where + '.captcha')}") from None
         origins = common.get("allowed_origins")
@@ -378,6 +450,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             followup=followup,
             require_started=common["require_started"],
             captcha=captcha,
+            person=common["person"],
+            osdi=common["osdi"],
         )
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)

@@ -25,6 +25,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from formrelay.core import config
+from formrelay.forms.submission import Submission
+
 log = logging.getLogger(__name__)
 
 PENDING, INFLIGHT, DONE, DEAD = "pending", "inflight", "done", "dead"
@@ -71,6 +74,9 @@ class QueueSchema(Schema):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
         return QueueSettings(**data)
+
+
+config.register_section("queue", QueueSchema)  # the config reads [queue] with it (core never imports up)
 
 
 @dataclass
@@ -150,7 +156,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def serialise_submission(submission: Any) -> dict[str, Any]:
+def serialise_submission(submission: Submission) -> dict[str, Any]:
     return {
         "form": submission.form,
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
@@ -158,15 +164,15 @@ def serialise_submission(submission: Any) -> dict[str, Any]:
         "idempotency_key": submission.idempotency_key,
         "id": submission.id,
         "received_at": submission.received_at,
+        "page_options": dict(submission.page_options),
     }
 
 
-def restore_submission(data: Mapping[str, Any]) -> Any:
-    from formrelay.forms.submission import Submission
-
+def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
         idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
+        page_options=data.get("page_options") or {},
     )
 
 
@@ -862,16 +868,14 @@ class Worker:
         if not self._chores.acquire(blocking=False):
             return
         try:
-            from formrelay.delivery import admin, retention
-
             if time.monotonic() - self._last_audit >= 1.0:
                 self._last_audit = time.monotonic()
-                admin.emit_recorded(self.relay.store)
+                self.relay.log_operator_actions()
                 if getattr(self.relay.store, "scrub_pending", False):
                     self.relay.store.scrub()
             if time.monotonic() - self._last_sweep >= 300:
                 self._last_sweep = time.monotonic()
-                retention.sweep(self.relay.store, self.settings)
+                self.relay.sweep()
         finally:
             self._chores.release()
 

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError, fields
@@ -15,7 +15,7 @@ from marshmallow import ValidationError, fields
 from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.core.config import Config, FormConfig
-from formrelay.core.errors import Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
 from formrelay.forms.fields import (
     WIDGET,
     Definition,
@@ -26,8 +26,9 @@ from formrelay.forms.fields import (
 )
 from formrelay.core.outcome import Outcome
 from formrelay.core.suggest import did_you_mean
+from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
-from formrelay.delivery import retention
+from formrelay.delivery import admin, retention
 from formrelay.delivery.queue import (
     DEAD,
     Job,
@@ -38,7 +39,8 @@ from formrelay.delivery.queue import (
     open_store,
     restore_submission,
 )
-from formrelay.forms.submission import Submission, Value, reject_card_data, split_controls
+from formrelay.forms.osdi import read_osdi
+from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -58,6 +60,7 @@ class Loaded:
     definition: Definition
     schema: FormSchema
     fetched_at: float
+    person: PersonMapping = PersonMapping()
 
 
 class Form:
@@ -90,15 +93,16 @@ class Form:
                 return current
             try:
                 definition = self.provider.definition(self.config)
+                person = self._person_mapping(definition)
             except ProviderError as exc:
                 self.last_error = str(exc)
                 if current is not None:
                     log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, exc)
-                    self._loaded = Loaded(current.definition, current.schema, time.monotonic())
+                    self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
                     return self._loaded
                 raise
             schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
-            self._loaded = Loaded(definition, schema_cls(), time.monotonic())
+            self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
             self.last_error = None
             return self._loaded
         finally:
@@ -107,6 +111,19 @@ class Form:
     @property
     def definition(self) -> Definition:
         return self.loaded().definition
+
+    @property
+    def person_mapping(self) -> PersonMapping:
+        """Which of this form's fields hold which part of the common person model (forms/person.py)."""
+        return self.loaded().person
+
+    def _person_mapping(self, definition: Definition) -> PersonMapping:
+        """The provider's mapping with [forms.x.person] applied; a bad override is a definition problem."""
+        try:
+            return apply_overrides(self.provider.person_mapping(self.config, definition), self.config.person,
+                                   [spec.name for spec in definition.fields])
+        except MappingError as exc:
+            raise DefinitionError(f"form {self.slug}: {exc}") from None
 
     def cache_state(self) -> dict[str, Any]:
         """For readiness: whether the schema is loaded, how old it is, and the last refresh problem."""
@@ -156,6 +173,8 @@ class Form:
 
     def validate(self, body: Mapping[str, Value], idempotency_key: str | None = None) -> Submission:
         """Body -> Submission, or Invalid (422) with messages keyed by field name."""
+        if isinstance(body, OSDIBody):
+            return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
         values, controls, context = split_controls(body, set(declared))
@@ -178,6 +197,16 @@ class Form:
             raise Invalid("Some fields need attention.", errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
         return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+
+
+    def _validate_osdi(self, body: OSDIBody, idempotency_key: str | None) -> Submission:
+        """An OSDI body: mapped to this form's fields, then validated exactly like a flat body; 422s name the OSDI path."""
+        read = read_osdi(body, self.person_mapping, self.config.osdi)
+        try:
+            submission = self.validate(read.values, idempotency_key)
+        except Invalid as exc:
+            raise Invalid(exc.message, errors=read.annotate(exc.errors or {})) from None
+        return replace(submission, page_options=read.page_options)
 
 
 def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, list[str]]:
@@ -439,6 +468,14 @@ class Relay:
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
             self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+
+    def log_operator_actions(self) -> int:
+        """Print into this server's log the actions the queue CLI recorded in the store (each by one process)."""
+        return admin.emit_recorded(self.store)
+
+    def sweep(self) -> int:
+        """Erase what keep_done kept (or a crash left), drop old metadata: the worker calls it every 5 minutes."""
+        return retention.sweep(self.store, self.queue_settings)
 
     def queue_stats(self) -> dict[str, Any]:
         """Depth, oldest waiting age and dead letters, for readiness and metrics."""

@@ -1,1 +1,5 @@
-"""Pure parts: field specs, schemas and the submission as data; imports only formrelay.core."""
+"""Pure parts: what a form is and what a supporter sent, as data, with no I/O.
+
+Lives here: fields (FieldSpec -> marshmallow schema -> description), submission (parsing a body, control
+fields, the card-number guard); person.py is reserved for the common person model. May import: formrelay.core.
+"""

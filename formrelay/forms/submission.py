@@ -35,6 +35,29 @@ class Submission:
     idempotency_key: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     received_at: float = field(default_factory=time.time)
+    # What an OSDI body asked for and the form's [forms.x.osdi] allows: add_tags, remove_tags, autoresponse.
+    page_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class OSDIBody(dict[str, Value]):
+    """A JSON body with a `person` object (an OSDI helper body, as the OSDI jQuery plugin posts).
+
+    As a mapping it holds the body's top-level scalars (relay controls such as `_hp`, page context, a CAPTCHA
+    token), so the relay screens it like any body; `doc` keeps the whole document, which the form reads
+    against its person mapping (forms/osdi.py) before validating it exactly like a flat body.
+    """
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        super().__init__({k: _scalar(v) for k, v in doc.items() if isinstance(v, str | int | float)})  # type: ignore[misc]
+        self.doc = doc
+
+    @property
+    def size(self) -> int:
+        """What counts against max_fields: top-level scalars, custom fields and the items of every list."""
+        person = self.doc["person"]
+        custom = person.get("custom_fields")
+        lists = [v for v in (*person.values(), *self.doc.values()) if isinstance(v, list)]
+        return len(self) + (len(custom) if isinstance(custom, dict) else 0) + sum(len(v) for v in lists)
 
 
 def _scalar(value: Any) -> str | bool | None:
@@ -54,6 +77,8 @@ def _from_json(raw: bytes) -> dict[str, Value]:
         raise BadRequest("The body is not valid JSON in UTF-8.") from None
     if not isinstance(data, dict):
         raise BadRequest("A JSON body must be one flat object.")
+    if isinstance(data.get("person"), dict):
+        return OSDIBody(data)
     out: dict[str, Value] = {}
     for key, value in data.items():
         if isinstance(value, list):
@@ -126,7 +151,7 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
         raise UnsupportedMediaType(
             "Send application/json, application/x-www-form-urlencoded or multipart/form-data."
         )
-    if len(body) > limits.max_fields:
+    if (body.size if isinstance(body, OSDIBody) else len(body)) > limits.max_fields:
         raise TooLarge(f"Too many fields (at most {limits.max_fields}).")
     return body
 

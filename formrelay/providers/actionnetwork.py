@@ -13,6 +13,7 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.forms.person import PersonMapping
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.forms.submission import Submission
@@ -178,8 +179,31 @@ def definition_for(form: ANForm, title: str) -> Definition:
     return Definition(title=title, fields=tuple(specs), one_of=(("email_address", "phone_number"),))
 
 
-def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any]:
-    """Validated values -> the OSDI helper body (pure). Tags and triggers come from config only."""
+# The person model is Action Network's own (OSDI): each person key has its flat field (CONTRACT section 5).
+PERSON_FIELDS: Mapping[str, str] = {
+    "given_name": "given_name", "family_name": "family_name", "email": "email_address", "phone": "phone_number",
+    "street": "street", "locality": "locality", "region": "region", "postal_code": "postal_code",
+    "country": "country",
+}
+
+
+def person_mapping_for(form: ANForm) -> PersonMapping:
+    """The flat fields <-> the OSDI person (pure): natively, consent boxes as statuses, custom[<key>] fields."""
+    mapped = dict(PERSON_FIELDS)
+    if form.action in ("petition", "advocacy_campaign"):
+        mapped["comments"] = "comments"
+    if form.email_consent_field:
+        mapped["email_status"] = form.email_consent_field
+    if form.sms_opt_in_field:
+        mapped["phone_status"] = form.sms_opt_in_field
+    return PersonMapping(mapped, custom="custom[{key}]")
+
+
+def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str],
+                  page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validated values -> the OSDI helper body (pure). Tags and triggers come from config, and from the page only
+    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py)."""
+    page = page_options or {}
     person: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
         if values.get(name):
@@ -211,17 +235,19 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
     if custom:
         person["custom_fields"] = custom
     body: dict[str, Any] = {"person": person}
-    if form.add_tags:
-        body["add_tags"] = list(form.add_tags)
-    if form.remove_tags:
-        body["remove_tags"] = list(form.remove_tags)
+    add_tags = list(dict.fromkeys([*form.add_tags, *page.get("add_tags", ())]))
+    remove_tags = [t for t in dict.fromkeys([*form.remove_tags, *page.get("remove_tags", ())]) if t not in add_tags]
+    if add_tags:
+        body["add_tags"] = add_tags
+    if remove_tags:
+        body["remove_tags"] = remove_tags
     if values.get("comments") and form.action in ("petition", "advocacy_campaign"):
         body["comments"] = values["comments"]
     referrer = {k: context[k] for k in ("source", "referrer") if context.get(k)}
     if referrer:
         # Inferred key: OSDI's referrer_data; AN's resources say action_network:referrer_data.
         body["referrer_data"] = referrer
-    if form.autoresponse and form.action != "advocacy_campaign":
+    if form.autoresponse and form.action != "advocacy_campaign" and page.get("autoresponse") is not False:
         body["triggers"] = {"autoresponse": {"enabled": True}}
     return body
 
@@ -277,6 +303,9 @@ class ActionNetwork(Provider):
         suffix = "?background_request=true" if options.background else ""
         return f"{self.settings.base_url}{path}{suffix}"
 
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(form.options)
+
     def definition(self, form: FormConfig) -> Definition:
         options: ANForm = form.options
         if options.action == "signup" and not self.settings.api_key:
@@ -291,7 +320,9 @@ class ActionNetwork(Provider):
             headers["OSDI-API-Token"] = self.settings.api_key
         started = time.perf_counter()
         response = self.request("POST", self.url(options), json=build_payload(options, submission.values,
-                                                                              submission.context), headers=headers)
+                                                                              submission.context,
+                                                                              submission.page_options),
+                                     headers=headers)
         log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key))

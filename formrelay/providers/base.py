@@ -16,9 +16,11 @@ from marshmallow import Schema
 from requests.adapters import HTTPAdapter
 
 from formrelay import metrics
+from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import Definition
+from formrelay.forms.person import BY_TYPE, COMMON_NAMES, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.forms.submission import Submission
 
@@ -68,6 +70,14 @@ class Provider(ABC):
     @abstractmethod
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         """Send one validated submission. Returns delivered/invalid/rejected, raises TryLater for 'not now'."""
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        """Which of the form's fields hold which part of the common person model (pure; see forms/person.py).
+
+        The default matches common names ("first_name", "email", "postcode", ...); providers whose forms have
+        fixed names say so in one function of their own. `[forms.x.person]` overrides are applied by the relay.
+        """
+        return match_fields(definition, COMMON_NAMES, custom="{key}", by_type=BY_TYPE)
 
     def uncertain_delivery_for(self, form: FormConfig) -> str:
         """The rule for a delivery that may have arrived: "retry" or "hold" (per form, e.g. per action type)."""
@@ -209,8 +219,6 @@ class SharedToken:
                 except ValueError:
                     expires_at = 0.0
                 if token and time.time() < expires_at:
-                    from formrelay.core import logs
-
                     logs.add_secrets([token])
                     return token, expires_at
                 store.idem_forget(self.key, token)  # expired or unreadable: claim again

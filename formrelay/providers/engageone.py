@@ -16,6 +16,7 @@ from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.forms.person import BY_TYPE, COMMON_NAMES, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import (
     Provider,
@@ -197,6 +198,12 @@ def followup_record(followup: Followup, definition: Definition, values: Mapping[
     return record
 
 
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """The data set's keys <-> the person model (pure): `email` always, the rest by common key names
+    (first_name, last_name, phone, postcode, ...); any other key takes the custom field of its own name."""
+    return match_fields(definition, {**COMMON_NAMES, "email": ("email",)}, custom="{key}", by_type=BY_TYPE)
+
+
 def read_answer(status: int, body: Any) -> Outcome:
     """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
     if status == 429 or status >= 500 or status == 408:
@@ -215,6 +222,8 @@ class EngageOne(Provider):
     name: ClassVar[str] = "engageone"
     settings_schema: ClassVar[type[Schema]] = EngageOneSettingsSchema
     form_schema: ClassVar[type[Schema]] = EngageOneFormSchema
+    # [forms.x.followup] of any form: an email through EngageOne after that form's own delivery
+    followup_schema: ClassVar[type[Schema]] = FollowupSchema
     # A repeated send would mail the supporter twice: hold uncertain sends for an operator.
     uncertain_delivery: ClassVar[str] = "hold"
 
@@ -275,6 +284,9 @@ class EngageOne(Provider):
     def definition(self, form: FormConfig) -> Definition:
         options: EngageOneForm = form.options
         return Definition(title=form.title or options.send.communication, fields=options.fields)
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         return self.send(form.options.send, record_from(submission.values))

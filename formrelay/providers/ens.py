@@ -17,6 +17,7 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.core.suggest import did_you_mean
 from formrelay.providers.base import (
@@ -228,9 +229,35 @@ def _question_options(locale: Mapping[str, Any]) -> tuple[Option, ...] | None:
     return out or None
 
 
+# The person model in the account's supporter fields, by their standard `property` first (which survives an
+# account renaming "Postcode" to "ZIP"), then by the usual field names. emailAddress, firstName, lastName,
+# postcode and phoneNumber are confirmed properties; address1, address2, city, region, country are inferred.
+PERSON_PROPERTIES: Mapping[str, str] = {
+    "given_name": "firstName", "family_name": "lastName", "email": "emailAddress", "phone": "phoneNumber",
+    "street": "address1", "street2": "address2", "locality": "city", "region": "region",
+    "postal_code": "postcode", "country": "country",
+}
+PERSON_NAMES: Mapping[str, tuple[str, ...]] = {
+    "given_name": ("First Name",), "family_name": ("Last Name",), "email": ("Email Address",),
+    "phone": ("Phone Number",), "street": ("Address 1",), "street2": ("Address 2",), "locality": ("City",),
+    "region": ("Region",), "postal_code": ("Postcode",), "country": ("Country",),
+}
+
+
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """The form's supporter fields <-> the person model (pure); questions take custom fields of their own name."""
+    properties: Mapping[str, str] = definition.extra.get("properties", {})
+    candidates = {
+        key: (*[name for name, prop in properties.items() if prop == PERSON_PROPERTIES.get(key)], *names)
+        for key, names in PERSON_NAMES.items()
+    }
+    return match_fields(definition, candidates, custom="{key}", by_type=BY_TYPE)
+
+
 def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, Any],
-                  context: Mapping[str, str]) -> dict[str, Any]:
-    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser."""
+                  context: Mapping[str, str], page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validated values -> the page/process body (pure). Campaign references come from config, never the browser;
+    the page may switch the auto-responder off only where [forms.x.osdi] allowed it (page_options)."""
     questions_kind: Mapping[str, str] = definition.extra.get("questions", {})
     supporter: dict[str, Any] = {}
     questions: dict[str, str] = {}
@@ -249,7 +276,7 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         supporter["questions"] = questions
     body: dict[str, Any] = {
         "demo": form.demo,
-        "suppressAutoResponder": form.suppress_auto_responder,
+        "suppressAutoResponder": form.suppress_auto_responder or (page_options or {}).get("autoresponse") is False,
         "supporter": supporter,
     }
     if form.appeal_code:
@@ -401,10 +428,12 @@ class ENS(Provider):
         by_question = {str(q.get("name")): q for q in questions if isinstance(q, Mapping)}
         specs: list[FieldSpec] = []
         question_names: dict[str, str] = {}
+        properties: dict[str, str] = {}
         missing = []
         for conf in options.fields:
             if conf.name in by_field:
                 specs.append(field_spec(conf.name, conf, by_field[conf.name], None, None, options.phone_region))
+                properties[conf.name] = str(by_field[conf.name].get("property") or "")
             elif conf.name in by_question:
                 question = by_question[conf.name]
                 detail = self._lookup(f"/supporter/questions/{question.get('id')}")
@@ -426,12 +455,15 @@ class ENS(Provider):
         if page is None:
             raise DefinitionError(f"ens: no page {options.page_id} in this account")
         title = str(page.get("title") or page.get("name") or "") if isinstance(page, Mapping) else ""
-        return Definition(title=title, fields=tuple(specs), extra={"questions": question_names})
+        return Definition(title=title, fields=tuple(specs), extra={"questions": question_names, "properties": properties})
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
         self.budget.take(wait=self.settings.budget_wait)
-        body = build_payload(options, definition, submission.values, submission.context)
+        body = build_payload(options, definition, submission.values, submission.context, submission.page_options)
         response = self.call("POST", f"/page/{options.page_id}/process", json=body)
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and options.origin_source and outcome.reference:

@@ -15,6 +15,7 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 from formrelay.core.config import FormConfig
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.forms.submission import CARD_FIELD, Submission
@@ -221,6 +222,28 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
     )
 
 
+# The common person model in NGP's element names (seen in NGP's and EveryAction's form definitions; the phone
+# and ZIP variants are inferred). The first name a form has wins; a form without them is matched by field type.
+PERSON_NAMES: Mapping[str, tuple[str, ...]] = {
+    "given_name": ("FirstName",),
+    "family_name": ("LastName",),
+    "email": ("EmailAddress", "Email"),
+    "phone": ("Phone", "MobilePhone", "HomePhone", "WorkPhone", "PhoneNumber"),
+    "street": ("AddressLine1",),
+    "street2": ("AddressLine2",),
+    "locality": ("City",),
+    "region": ("StateProvince", "State"),
+    "postal_code": ("PostalCode", "ZipCode", "Zip"),
+    "country": ("Country",),
+    "comments": ("Comments",),
+}
+
+
+def person_mapping_for(definition: Definition) -> PersonMapping:
+    """NGP element names <-> the person model (pure); any other element takes the custom field of its own name."""
+    return match_fields(definition, PERSON_NAMES, custom="{key}", by_type=BY_TYPE)
+
+
 def build_payload(definition: Definition, values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Validated values -> the urlencoded pairs NGP takes: the form's fields, then its fixed values (pure)."""
     pairs: list[tuple[str, str]] = []
@@ -332,6 +355,9 @@ class NGP(Provider):
 
     def url(self, form: FormConfig) -> str:
         return f"{self.settings.base_url}/forms/{form.options.form_id}"
+
+    def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
+        return person_mapping_for(definition)
 
     def definition(self, form: FormConfig) -> Definition:
         response = self.request("GET", self.url(form), headers={"Accept": "application/json"})

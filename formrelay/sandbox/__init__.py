@@ -2,47 +2,23 @@
 
 Nothing here is used when the relay talks to real providers. The sandbox records what it received and can be
 told to fail, so tests can check exactly what reached "the CRM".
+
+Lives here: state (what was received, failures to answer with), one fake per CRM, and this package, which
+mounts them with the control endpoints. May import: nothing else of formrelay (a fake built from the relay's
+own code would agree with its bugs); the fakes never import this package or each other.
 """
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from formrelay.sandbox import actionnetwork, engageone, ens, ngp
+from formrelay.sandbox.state import SandboxState, state
 
-@dataclass
-class SandboxState:
-    """What each fake provider received, and the failures it has been told to answer with."""
-
-    received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    delay: dict[str, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def record(self, provider: str, item: dict[str, Any]) -> None:
-        with self.lock:
-            self.received[provider].append(item)
-
-    def count_call(self, provider: str, kind: str) -> None:
-        with self.lock:
-            self.calls[f"{provider}:{kind}"] += 1
-
-    def next_failure(self, provider: str) -> int | None:
-        with self.lock:
-            queue = self.failures.get(provider)
-            return queue.pop(0) if queue else None
-
-
-def state() -> SandboxState:
-    from flask import current_app
-
-    sandbox: SandboxState = current_app.extensions["sandbox"]
-    return sandbox
+__all__ = ["SandboxState", "ServerThread", "create_sandbox", "state"]
 
 
 control = Blueprint("control", __name__, url_prefix="/_control")
@@ -99,8 +75,6 @@ def reset() -> Any:
 
 def create_sandbox() -> Flask:
     """The sandbox app with every fake provider mounted under /<provider>/..."""
-    from formrelay.sandbox import actionnetwork, engageone, ens, ngp
-
     app = Flask(__name__)
     app.extensions["sandbox"] = SandboxState()
     app.register_blueprint(control)

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from formrelay.sandbox import state
+from formrelay.sandbox.state import state
 
 bp = Blueprint("sandbox_engageone", __name__, url_prefix="/engageone")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from formrelay.sandbox import state
+from formrelay.sandbox.state import state
 
 bp = Blueprint("sandbox_ens", __name__, url_prefix="/ens/service")
 
@@ -23,6 +23,9 @@ FIELDS = [
     {"id": 5, "name": "Phone Number", "tag": "Phone Number", "property": "phoneNumber"},
     {"id": 6, "name": "Date of Birth", "tag": "Date of Birth", "property": "dateOfBirth"},
     {"id": 7, "name": "Country", "tag": "Country", "property": "country"},
+    {"id": 8, "name": "Address 1", "tag": "Address 1", "property": "address1"},
+    {"id": 9, "name": "City", "tag": "City", "property": "city"},
+    {"id": 10, "name": "Region", "tag": "Region", "property": "region"},
 ]
 QUESTIONS = [
     {"id": 101, "questionId": 9001, "name": "Opt-in", "type": "OPT"},

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from formrelay.sandbox import state
+from formrelay.sandbox.state import state
 
 bp = Blueprint("sandbox_ngp", __name__, url_prefix="/ngp/v2")
 

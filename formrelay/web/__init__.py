@@ -1,1 +1,6 @@
-"""The web floor: the Flask app, routes, negotiated answers, OpenAPI, operations endpoints, the demo."""
+"""The web floor: the Flask app and what it answers over HTTP.
+
+Lives here: app (create_app), routes, responses (negotiated answers), openapi, operations (/healthz, /readyz,
+/metrics), cors, demo and templates/. May import: every floor below (delivery, transport, forms, core) and
+the sandbox (for the demo); never cli.
+"""

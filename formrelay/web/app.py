@@ -21,6 +21,7 @@ from formrelay.core import logs
 from formrelay.core.config import Config, load_config, parse_config
 from formrelay.core.errors import ProviderError, RelayHTTPError
 from formrelay.core.outcome import HTTP_STATUS
+from formrelay.core.version import __version__
 from formrelay.delivery.relay import EXTENSION, Relay, current_relay
 from formrelay.web.responses import error_answer
 
@@ -48,8 +49,6 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     logs.configure(cfg.logging.format, cfg.logging.level)
     logs.add_secrets(cfg.secrets)
     logs.show_personal_data(cfg.logging.personal_data)
-
-    from formrelay import __version__
 
     app = Flask(__name__, static_folder=static_dir(), static_url_path="/static")
     app.config["FORMRELAY_VERSION"] = __version__

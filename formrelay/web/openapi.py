@@ -10,7 +10,9 @@ from flask import Blueprint, Response, jsonify
 
 from formrelay.core.errors import ProviderError
 from formrelay.core.outcome import STATUS_HTTP
+from formrelay.core.version import __version__
 from formrelay.delivery.relay import Relay, current_relay
+from formrelay.forms.osdi import request_schema
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +128,17 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
         except ProviderError as exc:
             log.warning("openapi: form %s left without a request schema: %s", slug, exc)
             body_schema: Any = {"type": "object"}
+            json_schema: Any = body_schema
         else:
             name = f"{schema.__class__.__name__}"
             if name not in spec.components.schemas:
                 spec.components.schema(name, schema=schema.__class__)
             body_schema = {"allOf": [{"$ref": f"#/components/schemas/{name}"},
                                      {"type": "object", "properties": CONTROLS}]}
+            # JSON may also be an OSDI helper body; a flat one has no `person` object, so exactly one applies.
+            flat = {"allOf": [*body_schema["allOf"], {"not": {"type": "object", "required": ["person"],
+                                                              "properties": {"person": {"type": "object"}}}}]}
+            json_schema = {"oneOf": [flat, request_schema(form.person_mapping, form.config.osdi, CONTROLS)]}
         spec.path(
             path=f"/v1/forms/{slug}",
             operations={
@@ -148,7 +155,7 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                     "schema": {"type": "string", "maxLength": 200}}],
                     "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": body_schema},
+                        "application/json": {"schema": json_schema},
                         "application/x-www-form-urlencoded": {"schema": body_schema},
                         "multipart/form-data": {"schema": body_schema},
                     }},
@@ -165,6 +172,4 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
 
 @bp.get("/v1/openapi.json")
 def openapi() -> Response:
-    from formrelay import __version__
-
     return jsonify(build_document(current_relay(), __version__))

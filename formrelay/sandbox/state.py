@@ -1,0 +1,42 @@
+"""The sandbox's shared state: what each fake CRM received and the failures it was told to answer with.
+
+Its own module so that the fake CRMs (ngp, ens, ...) and the package that mounts them never import each other.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+
+@dataclass
+class SandboxState:
+    """What each fake provider received, and the failures it has been told to answer with."""
+
+    received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    delay: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, provider: str, item: dict[str, Any]) -> None:
+        with self.lock:
+            self.received[provider].append(item)
+
+    def count_call(self, provider: str, kind: str) -> None:
+        with self.lock:
+            self.calls[f"{provider}:{kind}"] += 1
+
+    def next_failure(self, provider: str) -> int | None:
+        with self.lock:
+            queue = self.failures.get(provider)
+            return queue.pop(0) if queue else None
+
+
+def state() -> SandboxState:
+    """The state of the sandbox app handling this request."""
+    sandbox: SandboxState = current_app.extensions["sandbox"]
+    return sandbox
