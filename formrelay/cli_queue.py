@@ -40,8 +40,25 @@ def opened(config_path: str | None) -> Iterator[Any]:
     relay = Relay(config)
     try:
         yield relay
+    except _storage_errors() as exc:
+        # No traceback for an operator: which store, and the kind of failure (never a URL with its password).
+        where = "Redis" if config.relay.redis_url else "the SQLite file"
+        raise click.ClickException(f"the queue store ({where}) did not answer: {exc.__class__.__name__}") from None
     finally:
         relay.close()
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import redis
+
+        errors.append(redis.RedisError)
+    except ImportError:  # redis is only needed with [relay] redis_url
+        pass
+    return tuple(errors)
 
 
 def _forms(relay: Any, forms: tuple[str, ...], provider: str | None) -> set[str] | None:
