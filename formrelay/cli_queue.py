@@ -144,11 +144,15 @@ def _age(seconds: float | None) -> str:
 @config_option
 @click.option("--show-data", is_flag=True, help="include the supporter's personal data (while the queue has it)")
 def queue_show(job_id: str, config_path: str | None, show_data: bool) -> None:
-    """One job as JSON; the submitted values only with --show-data."""
+    """One job as JSON; the submitted values only with --show-data (an access that is audited)."""
+    from formrelay.delivery import admin
+
     with opened(config_path) as relay:
         job = relay.store.get(job_id)
         if job is None:
             raise click.ClickException(f"no job {job_id}")
+        if show_data and not job.erased:
+            admin.audit(relay.store, "show-data", [job.id])  # reading someone's data is worth a trace too
         click.echo(json.dumps(_summary(relay, job, show_data), indent=2))
 
 

@@ -338,6 +338,9 @@ def test_retry_all_of_a_form_from_the_command_line(tmp_path):
     assert EMAIL not in json.dumps(entries)
     run = CliRunner().invoke(main, ["queue", "retry", "--config", str(path)])
     assert run.exit_code == 2 and "--all" in run.output
+    run = CliRunner().invoke(main, ["queue", "show", "dead-2", "--show-data", "--config", str(path)])
+    assert run.exit_code == 0 and json.loads(run.stdout)["submission"]["values"]["EmailAddress"] == EMAIL
+    assert store.audit_recent()[-1]["action"] == "show-data" and EMAIL not in json.dumps(store.audit_recent())
 
 
 def test_forget_and_purge_from_the_command_line(tmp_path):
