@@ -4,6 +4,9 @@ A submission can become several jobs: the primary delivery to its form's provide
 18) one job per `also` form and per webhook. All of them carry the submission's id (`Job.submission_id`).
 The personal data (the values and the page context) is erased from every one of them only when ALL of them are
 done: a destination still waiting needs it. What stays is metadata: form, target, times, outcome, ids, attempts.
+Jobs made after a delivery (the follow-up today, `also` and webhooks later) are built from the submission the
+worker holds in memory, each with its own copy, so they never need the data of a job already erased; make them
+with `new_job(form, target, submission)` so that they share the submission id.
 Erasure is real: SQLite overwrites deleted content (`secure_delete`) and truncates its write-ahead log;
 Redis keeps only the overwritten hash value.
 
