@@ -21,6 +21,7 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay import metrics
 from formrelay.core import config
+from formrelay.core.i18n import Msg
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ CAPTCHA_SERVICES: Mapping[str, tuple[str, str]] = {
     "recaptcha": ("https://www.google.com/recaptcha/api/siteverify", "g-recaptcha-response"),
 }
 CAPTCHA_FIELDS = frozenset(field for _, field in CAPTCHA_SERVICES.values())
-CAPTCHA_MESSAGE = "Please complete the verification and send the form again."
+CAPTCHA_MESSAGE = Msg("Please complete the verification and send the form again.")
 
 _counts: Counter[tuple[str, str]] = Counter()
 _counts_lock = threading.Lock()

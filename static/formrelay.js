@@ -14,15 +14,19 @@
     error: "Something went wrong. Please try again.",
     submit: "Send",
     choose: "Choose\u2026",
-    load: "This form could not be loaded."
+    load: "This form could not be loaded.",
+    required: "required"
   };
   var CONTEXT = ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer"];
   var options = win.FormRelayOptions || {};
   var counter = 0;
 
-  function text(host, key) {
+  // The page's own words first (attribute, FormRelayOptions), then the relay's answer, then the texts the
+  // description carried in the supporter's language, then English.
+  function text(host, key, said) {
     var attr = host && host.getAttribute("data-formrelay-text-" + key.replace(/_/g, "-"));
-    return attr || (options.text && options.text[key]) || TEXT[key];
+    var given = host && host.formrelayTexts;
+    return attr || (options.text && options.text[key]) || said || (given && given[key]) || TEXT[key];
   }
 
   function el(tag, attrs, content) {
@@ -149,7 +153,7 @@
     if (body && body.ok) {
       var target = body.redirect && safeUrl(body.redirect);
       if (target && form.getAttribute("data-formrelay-redirect") !== "off") { win.location.assign(target); return; }
-      say(form, body.message || text(form, kind === "queued" ? "queued" : "delivered"), "success");
+      say(form, text(form, kind === "queued" ? "queued" : "delivered", body.message), "success");
       form.reset();
       hidden(form, "_idempotency_key", newKey());
       form.classList.add("formrelay-done");
@@ -160,7 +164,7 @@
       var orphans = showErrors(form, body.errors);
       say(form, [text(form, "invalid")].concat(orphans).join(" "), "error");
     } else if (kind === "rejected") {
-      say(form, body.message || text(form, "rejected"), "error");
+      say(form, text(form, "rejected", body.message), "error");
     } else {
       say(form, text(form, TEXT[kind] ? kind : "error"), "error");
     }
@@ -205,19 +209,22 @@
     status(form);
     form.addEventListener("submit", function (event) { submit(form, event); });
     if (!description && form.getAttribute("data-formrelay-started") !== "off") {
-      describe(form.action).then(function (d) { if (d.started) hidden(form, "_started", d.started); }, function () {});
+      describe(form.action).then(function (d) {
+        form.formrelayTexts = d.texts;
+        if (d.started) hidden(form, "_started", d.started);
+      }, function () {});
     }
     return form;
   }
 
-  function input(field, id) {
+  function input(field, id, form) {
     var attrs = { id: id, name: field.name, required: field.required, maxlength: field.max_length,
                   min: field.min, max: field.max };
     if (field.type === "textarea") return el("textarea", attrs);
     if (field.options && field.type !== "radio" && field.type !== "checkbox") {
       attrs.multiple = field.multiple;
       var select = el("select", attrs);
-      if (!field.multiple) select.appendChild(el("option", { value: "" }, text(null, "choose")));
+      if (!field.multiple) select.appendChild(el("option", { value: "" }, text(form, "choose")));
       field.options.forEach(function (o) { select.appendChild(el("option", { value: o.value }, o.label)); });
       return select;
     }
@@ -229,7 +236,8 @@
 
   function row(field, form) {
     var id = uid("formrelay-field"), wrap = el("div", { "class": "formrelay-field formrelay-" + field.type });
-    var marker = field.required ? el("span", { "class": "formrelay-required", "aria-hidden": "true" }, " *") : null;
+    var marker = field.required ? el("span", { "class": "formrelay-required", "aria-hidden": "true",
+                                               title: text(form, "required") }, " *") : null;
     if (field.options && (field.type === "radio" || field.type === "checkbox")) {
       var set = el("fieldset", { "class": "formrelay-choices" }), legend = el("legend", {}, field.label);
       if (marker) legend.appendChild(marker);
@@ -252,7 +260,7 @@
       var label = el("label", { "for": id }, field.label);
       if (marker) label.appendChild(marker);
       wrap.appendChild(label);
-      wrap.appendChild(input(field, id));
+      wrap.appendChild(input(field, id, form));
     }
     if (field.help) wrap.appendChild(el("p", { "class": "formrelay-help" }, field.help));
     form.appendChild(wrap);
@@ -262,14 +270,15 @@
     var url = host.getAttribute("data-formrelay-form");
     return describe(url).then(function (description) {
       var form = el("form", { action: url, method: "post", "class": "formrelay-form", "data-formrelay": true });
-      if (host.getAttribute("data-formrelay-title") !== "off") form.appendChild(el("h2", {}, description.title));
-      description.fields.forEach(function (field) { row(field, form); });
-      var actions = el("div", { "class": "formrelay-actions" });
-      actions.appendChild(el("button", { type: "submit" }, text(host, "submit")));
-      form.appendChild(actions);
+      form.formrelayTexts = description.texts;
       Array.prototype.forEach.call(host.attributes, function (a) {
         if (a.name.indexOf("data-formrelay-text-") === 0) form.setAttribute(a.name, a.value);
       });
+      if (host.getAttribute("data-formrelay-title") !== "off") form.appendChild(el("h2", {}, description.title));
+      description.fields.forEach(function (field) { row(field, form); });
+      var actions = el("div", { "class": "formrelay-actions" });
+      actions.appendChild(el("button", { type: "submit" }, text(form, "submit")));
+      form.appendChild(actions);
       while (host.firstChild) host.removeChild(host.firstChild);
       host.appendChild(form);
       return enhance(form, description);

@@ -45,3 +45,15 @@ def test_the_wheel_ships_the_snippet(tmp_path):
     (wheel,) = tmp_path.glob("formrelay-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "formrelay/static/formrelay.js" in names and "formrelay/web/templates/outcome.html" in names
+    assert "formrelay/translations/fr/LC_MESSAGES/messages.po" in names
+    # The unpacked wheel (not the checkout) speaks French: the catalogues are read from the package itself.
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    check = ("from formrelay.core import i18n; import formrelay; "
+             "assert formrelay.__file__.startswith(%r), formrelay.__file__; "
+             "i18n.activate('fr'); print(sorted(i18n.available()), i18n.gettext('This field is required.'))"
+             % str(unpacked))
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() == "['de', 'en', 'es', 'fr', 'nl', 'pt'] Ce champ est obligatoire."

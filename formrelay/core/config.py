@@ -20,6 +20,7 @@ from marshmallow import (
     validate,
 )
 
+from formrelay.core import i18n
 from formrelay.core.suggest import did_you_mean
 
 # Every config key the relay itself reads, named once (providers name their own keys).
@@ -106,6 +107,8 @@ class RelaySettings:
     time_trap_min: float = 2.0
     time_trap_max: float = 3 * 24 * 3600.0
     require_origin: bool = False
+    # The language of answers when Accept-Language matches none of the shipped ones (and there is none).
+    locale: str = "en"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,18 @@ class FormConfig:
     followup: Any = None
     require_started: bool = False
     captcha: Any = None
+    # A language tag (e.g. fr-CA) that forces the form's answers into one language; ENS also gets it as `locale`.
+    locale: str | None = None
+    # Labels for every language ({field: label}), and per language tag ({"fr": {field: label}}), lower-case tags.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    labels_by_locale: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
+
+    def localized(self, table: Mapping[str, Any], language: str, tag: str | None) -> Any:
+        """The entry of a per-language table for an answer: the exact tag (fr-ca), else the language (fr)."""
+        if tag and tag.lower() in table:
+            return table[tag.lower()]
+        return table.get(language)
     # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
     person: Mapping[str, str] = field(default_factory=dict)
     osdi: OSDISettings = OSDISettings()
@@ -216,17 +231,53 @@ class RelaySchema(Schema):
     time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
     require_origin = fields.Boolean(load_default=False)
+    locale = fields.String(load_default="en", validate=lambda tag: _shipped_language(tag) is not None)
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:
         data["allowed_origins"] = tuple(data["allowed_origins"])
+        data["locale"] = _shipped_language(data["locale"]) or "en"
         return RelaySettings(**data)
 
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "person", "osdi"}
+     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi"}
 )
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def _shipped_language(tag: str) -> str | None:
+    """The shipped language a tag answers in, or a ValidationError that lists the shipped ones."""
+    language = i18n.language_of(tag) if LANGUAGE_TAG.match(tag) else None
+    if language is None:
+        raise ValidationError(f"no catalogue for {tag!r}; shipped: {', '.join(i18n.available())} "
+                              "(README: adding a language)")
+    return language
+
+
+def _tag_key(tag: str) -> str:
+    """A per-language table's key as it is looked up: lower case, '-' between subtags."""
+    if not LANGUAGE_TAG.match(tag):
+        raise ValidationError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
+    _shipped_language(tag)
+    return tag.lower().replace("_", "-")
+
+
+def _labels(value: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`labels`: a string is a field's label in every language; a table is one language's labels."""
+    if not isinstance(value, dict):
+        raise ValidationError("a table of field = label, or of language = {field = label}")
+    flat: dict[str, str] = {}
+    by_locale: dict[str, dict[str, str]] = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            flat[key] = item
+        elif isinstance(item, dict) and all(isinstance(v, str) for v in item.values()):
+            by_locale[_tag_key(key)] = dict(item)
+        else:
+            raise ValidationError(f"labels.{key}: a label (string) or a table of field = label")
+    return flat, by_locale
 
 
 class OSDISchema(Schema):
@@ -261,6 +312,9 @@ class CommonFormSchema(Schema):
     followup = fields.Dict(load_default=None)
     require_started = fields.Boolean(load_default=False)
     captcha = fields.Dict(load_default=None)
+    locale = fields.String(load_default=None, validate=validate.Regexp(LANGUAGE_TAG, error="not a language tag such as 'fr' or 'fr-CA'"))
+    labels = fields.Raw(load_default=dict)
+    titles = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     # Keys are checked against the person model when the form's definition loads (forms/person.py).
     person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
                          load_default=dict)
@@ -436,6 +490,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
                 captcha = _section_schema("captcha").load(common["captcha"])
             except ValidationError as err:
                 raise ConfigError(f"{source}: {_messages(err, where + '.captcha')}") from None
+        try:
+            flat_labels, labels_by_locale = _labels(common["labels"])
+            titles = {_tag_key(tag): title for tag, title in common["titles"].items()}
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {where}: {err.messages[0] if isinstance(err.messages, list) else err.messages}") from None
         origins = common.get("allowed_origins")
         forms[slug] = FormConfig(
             slug=slug,
@@ -450,6 +509,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             followup=followup,
             require_started=common["require_started"],
             captcha=captcha,
+            locale=common["locale"],
+            labels=flat_labels,
+            labels_by_locale=labels_by_locale,
+            titles=titles,
             person=common["person"],
             osdi=common["osdi"],
         )

@@ -162,6 +162,7 @@ def serialise_submission(submission: Submission) -> dict[str, Any]:
         "values": {k: _jsonable(v) for k, v in submission.values.items()},
         "context": dict(submission.context),
         "idempotency_key": submission.idempotency_key,
+        "locale": submission.locale,
         "id": submission.id,
         "received_at": submission.received_at,
         "page_options": dict(submission.page_options),
@@ -171,8 +172,8 @@ def serialise_submission(submission: Submission) -> dict[str, Any]:
 def restore_submission(data: Mapping[str, Any]) -> Submission:
     return Submission(
         form=data["form"], values=data["values"], context=data.get("context", {}),
-        idempotency_key=data.get("idempotency_key"), id=data["id"], received_at=data["received_at"],
-        page_options=data.get("page_options") or {},
+        idempotency_key=data.get("idempotency_key"), locale=data.get("locale"), id=data["id"],
+        received_at=data["received_at"], page_options=data.get("page_options") or {},
     )
 
 

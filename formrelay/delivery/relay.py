@@ -15,7 +15,10 @@ from marshmallow import ValidationError, fields
 from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
 from formrelay.core.config import Config, FormConfig
+from formrelay.core import i18n
 from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.fields import (
     WIDGET,
     Definition,
@@ -23,6 +26,8 @@ from formrelay.forms.fields import (
     build_schema,
     describe_schema,
     flatten_errors,
+    relabel,
+    shown,
 )
 from formrelay.core.outcome import Outcome
 from formrelay.core.suggest import did_you_mean
@@ -50,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTENSION = "formrelay"
-ONE_VALUE = "Only one value is accepted."
+ONE_VALUE = Msg("Only one value is accepted.")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Form:
                     self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
                     return self._loaded
                 raise
+            definition = relabel(definition, self.config.labels)
             schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
             self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
             self.last_error = None
@@ -143,20 +149,34 @@ class Form:
     def schema(self) -> FormSchema:
         return self.loaded().schema
 
-    def title(self) -> str:
-        return self.config.title or self.definition.title or self.slug
+    def _localized(self, table: Mapping[str, Any]) -> Any:
+        return self.config.localized(table, i18n.current(), i18n.current_tag())
+
+    def title(self, fetch: bool = True) -> str:
+        """The title in the answer's language: the config's for that language, the config's, the CRM's."""
+        local = self._localized(self.config.titles)
+        if local or self.config.title or not fetch:
+            return local or self.config.title or self.slug
+        return self.definition.title or self.slug
 
     def describe(self) -> dict[str, Any]:
-        """The public description (contract section 2), derived from the validating schema."""
+        """The public description (contract section 2), derived from the validating schema, in the answer's language."""
+        described = describe_schema(self.schema)
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        for item in described:
+            if item["name"] in local:
+                item["label"] = local[item["name"]]
         return {
             "form": self.slug,
             "provider": self.config.provider,
             "title": self.title(),
-            "fields": describe_schema(self.schema),
+            "fields": described,
         }
 
     def labels(self) -> dict[str, str]:
-        return {name: f.metadata.get("title", name) for name, f in self.schema.fields.items()}
+        """Each field's label in the answer's language (config per language, else the relay's words translated)."""
+        local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
+        return {name: local.get(name) or shown(f.metadata.get("title", name)) for name, f in self.schema.fields.items()}
 
     def problems(self) -> list[str]:
         """Mistakes in the form's config that only its schema reveals (for `formrelay check`), with close names."""
@@ -194,9 +214,11 @@ class Form:
             data = None
         errors.update(_missing_one_of(self.definition, data if data is not None else cleaned, self.labels()))
         if errors:
-            raise Invalid("Some fields need attention.", errors=errors)
+            raise Invalid(_("Some fields need attention."), errors=errors)
         key = idempotency_key or controls.get("idempotency_key") or None
-        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key)
+        # The answer's language tag goes with the submission, so a CRM that takes one hears it even from the queue.
+        return Submission(form=self.slug, values=data or {}, context=context, idempotency_key=key,
+                          locale=i18n.current_tag())
 
 
     def _validate_osdi(self, body: OSDIBody, idempotency_key: str | None) -> Submission:
@@ -213,7 +235,7 @@ def _missing_one_of(definition: Definition, data: Mapping[str, Any], labels: Map
     errors: dict[str, list[str]] = {}
     for group in definition.one_of:
         if not any(data.get(name) not in (None, "", []) for name in group):
-            message = "Enter at least one of: " + ", ".join(labels.get(n, n) for n in group) + "."
+            message = Msg("Enter at least one of: {fields}.").format(fields=", ".join(labels.get(n, n) for n in group))
             for name in group:
                 errors[name] = [message]
     return errors
@@ -236,11 +258,11 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
         elif len(items) == 1:
             out[name] = items[0]
         elif len(items) > 1:
-            errors[name] = [ONE_VALUE]
+            errors[name] = [_(ONE_VALUE)]
     return out, errors
 
 
-QUEUED_MESSAGE = "Thank you. We have your submission and will pass it on shortly."
+QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
 
 
@@ -281,7 +303,7 @@ class Relay:
         try:
             return self.forms[slug]
         except KeyError:
-            raise FormNotFound(f"There is no form called {slug!r}.") from None
+            raise FormNotFound(_("There is no form by this name.")) from None
 
     def check_origin(self, form: Form, origin: str | None, referer: str | None, own: str) -> None:
         """403 for a browser post from a site the form does not allow (Origin, else Referer)."""
@@ -289,7 +311,7 @@ class Relay:
         if not abuse.origin_allowed(origin, referer, own, allowed, self.config.relay.require_origin):
             abuse.count(form.slug, "origin not allowed")
             log.info("form %s: refused a post from an origin it does not allow", form.slug)
-            raise Forbidden("This form does not accept submissions from this site.")
+            raise Forbidden(_("This form does not accept submissions from this site."))
 
     def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
         """None for a person; for a bot the answer a person would get, with nothing delivered."""
@@ -318,9 +340,9 @@ class Relay:
         abuse.count(form.slug, f"captcha {verdict}")
         if verdict == "unavailable":
             log.warning("form %s: CAPTCHA service unavailable; refusing as configured", form.slug)
-            return Outcome("unavailable", message="Verification is unavailable just now. Please try again shortly.",
+            return Outcome("unavailable", message=_("Verification is unavailable just now. Please try again shortly."),
                            retry_after=30)
-        return Outcome("invalid", message=CAPTCHA_MESSAGE, errors={captcha.field: [CAPTCHA_MESSAGE]})
+        return Outcome("invalid", message=_(CAPTCHA_MESSAGE), errors={captcha.field: [_(CAPTCHA_MESSAGE)]})
 
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
@@ -362,7 +384,7 @@ class Relay:
         except Exception:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
-        return Outcome("queued", message=QUEUED_MESSAGE)
+        return Outcome("queued", message=_(QUEUED_MESSAGE))
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
         """Deliver now, else keep it durably (202), else 503; repeats of an idempotency key get the first answer."""
@@ -391,7 +413,7 @@ class Relay:
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
             return self.defer(form, submission, "primary", exc) or Outcome(
                 "unavailable",
-                message="We could not send this just now. Please try again in a few minutes.",
+                message=_("We could not send this just now. Please try again in a few minutes."),
                 retry_after=int(exc.retry_after) if exc.retry_after else None,
             )
         if outcome.status == "delivered":
@@ -418,7 +440,7 @@ class Relay:
                 return Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"),
                                errors=body.get("errors"), retry_after=body.get("retry_after"))
             if time.monotonic() > deadline:
-                return Outcome("queued", message=QUEUED_MESSAGE)
+                return Outcome("queued", message=_(QUEUED_MESSAGE))
             time.sleep(0.05)
 
     def work(self, job: Job) -> None:

@@ -5,17 +5,32 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import email_validator
 import phonenumbers
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from formrelay.core.i18n import Msg, gettext
+
 log = logging.getLogger(__name__)
 
 FIELD_TYPES = ("text", "email", "tel", "textarea", "select", "radio", "checkbox", "number", "date")
-REQUIRED_MESSAGE = "This field is required."
+REQUIRED_MESSAGE = Msg("This field is required.")
+# Every message Marshmallow can raise on the fields below, in the relay's words: short, polite, translatable.
+# Msg objects are translated when Marshmallow formats them, i.e. in the language of the request that failed.
+VALIDATOR_FAILED = Msg("Please check this value.")
+NOT_TEXT = Msg("Enter text in this field.")
+NOT_A_NUMBER = Msg("Enter a number.")
+NOT_A_DATE = Msg("Enter a valid date (YYYY-MM-DD).")
+NOT_A_CHOICE = Msg("Choose one of the listed options.")
+NOT_A_LIST = Msg("Choose one or more of the listed options.")
+NOT_A_TICK = Msg("Tick the box or leave it empty.")
+NOT_AN_EMAIL = Msg("Enter a valid email address.")
+NOT_A_PHONE = Msg("Enter a valid phone number.")
+NOT_A_ZIP = Msg("Enter a 5-digit ZIP code (or ZIP+4).")
+BASE_MESSAGES = {"required": REQUIRED_MESSAGE, "null": REQUIRED_MESSAGE, "validator_failed": VALIDATOR_FAILED}
 WIDGET = "x-widget"
 TRUTHY = {"on", "true", "1", "yes", "y", "checked"}
 FALSY = {"off", "false", "0", "no", "n", ""}
@@ -80,19 +95,37 @@ class _QuickCopy:
 
 
 class Text(_QuickCopy, fields.String):
-    pass
+    default_error_messages = {**BASE_MESSAGES, "invalid": NOT_TEXT, "invalid_utf8": NOT_TEXT}
 
 
 class Number(_QuickCopy, fields.Decimal):
-    pass
+    default_error_messages = {**BASE_MESSAGES, "invalid": NOT_A_NUMBER, "too_large": Msg("Enter a smaller number."),
+                              "special": NOT_A_NUMBER}
 
 
 class Day(_QuickCopy, fields.Date):
-    pass
+    default_error_messages = {**BASE_MESSAGES, "invalid": NOT_A_DATE, "invalid_awareness": NOT_A_DATE,
+                              "format": NOT_A_DATE}
 
 
 class Many(_QuickCopy, fields.List):
-    pass
+    default_error_messages = {**BASE_MESSAGES, "invalid": NOT_A_LIST}
+
+
+class Length(validate.Length):
+    message_min = Msg("Use at least {min} characters.")
+    message_max = Msg("Use at most {max} characters.")
+    message_all = Msg("Use between {min} and {max} characters.")
+    message_equal = Msg("Use exactly {equal} characters.")
+
+
+class Range(validate.Range):
+    def __init__(self, min: Any = None, max: Any = None) -> None:  # noqa: A002
+        super().__init__(min=min, max=max)
+        # Marshmallow pastes English words into these in __init__; the relay's are whole sentences to translate.
+        self.message_min = Msg("Enter a number of at least {min}.")
+        self.message_max = Msg("Enter a number no greater than {max}.")
+        self.message_all = Msg("Enter a number from {min} to {max}.")
 
 
 class Email(Text):
@@ -103,7 +136,7 @@ class Email(Text):
         try:
             checked = email_validator.validate_email(text, check_deliverability=False)
         except email_validator.EmailNotValidError:
-            raise ValidationError("Enter a valid email address.") from None
+            raise ValidationError(gettext(NOT_AN_EMAIL)) from None
         return str(checked.normalized)
 
 
@@ -120,9 +153,9 @@ class Phone(Text):
         try:
             number = phonenumbers.parse(text, self.region)
         except phonenumbers.NumberParseException:
-            raise ValidationError("Enter a valid phone number.") from None
+            raise ValidationError(gettext(NOT_A_PHONE)) from None
         if not phonenumbers.is_possible_number(number):
-            raise ValidationError("Enter a valid phone number.")
+            raise ValidationError(gettext(NOT_A_PHONE))
         if self.output == "e164":
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         if self.output == "digits":
@@ -133,6 +166,7 @@ class Phone(Text):
 class Checkbox(_QuickCopy, fields.Boolean):
     """An HTML checkbox: 'on' (or true/yes/1) when ticked, absent or false when not."""
 
+    default_error_messages = {**BASE_MESSAGES, "invalid": NOT_A_TICK}
     truthy = TRUTHY | {True}
     falsy = FALSY | {False}
 
@@ -147,19 +181,18 @@ US_ZIP = re.compile(r"^\d{5}(?:-?\d{4})?$")
 
 def _postal_code_us(value: str) -> None:
     if not US_ZIP.match(value):
-        raise ValidationError("Enter a 5-digit ZIP code (or ZIP+4).")
+        raise ValidationError(gettext(NOT_A_ZIP))
 
 
 def _must_be_ticked(value: bool) -> None:
     if value is not True:
-        raise ValidationError(REQUIRED_MESSAGE)
+        raise ValidationError(gettext(REQUIRED_MESSAGE))
 
 
 FORMAT_VALIDATORS = {
     "postal_code_us": _postal_code_us,
 }
 
-ERRORS = {"required": REQUIRED_MESSAGE, "null": REQUIRED_MESSAGE}
 
 
 def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
@@ -170,7 +203,7 @@ def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
         metadata["description"] = spec.help
     if spec.aliases:
         metadata["x-aliases"] = list(spec.aliases)
-    kwargs: dict[str, Any] = {"required": spec.required, "error_messages": ERRORS, "metadata": metadata}
+    kwargs: dict[str, Any] = {"required": spec.required, "metadata": metadata}
 
     if spec.type == "checkbox" and not spec.options:
         if spec.required:
@@ -178,18 +211,18 @@ def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
         return Checkbox(validate=validators or None, **kwargs)
     if spec.type == "number":
         if spec.minimum is not None or spec.maximum is not None:
-            validators.append(validate.Range(min=spec.minimum, max=spec.maximum))
+            validators.append(Range(min=spec.minimum, max=spec.maximum))
         return Number(validate=validators or None, places=None, as_string=True, **kwargs)
     if spec.type == "date":
         return Day(format="%Y-%m-%d", validate=validators or None, **kwargs)
 
     max_length = spec.max_length or default_max_length
-    inner: list[Any] = [validate.Length(max=max_length)]
+    inner: list[Any] = [Length(max=max_length)]
     if spec.options is not None:
         inner.append(
             validate.OneOf(
                 [o.value for o in spec.options], labels=[o.label for o in spec.options],
-                error="Choose one of the listed options.",
+                error=NOT_A_CHOICE,
             )
         )
     if spec.format in FORMAT_VALIDATORS:
@@ -207,7 +240,7 @@ def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
     if spec.multiple:
         # Checkbox groups and multi-selects post one value per ticked option.
         if spec.required:
-            validators.append(validate.Length(min=1, error=REQUIRED_MESSAGE))
+            validators.append(Length(min=1, error=REQUIRED_MESSAGE))
         return Many(kind(validate=inner, **extra), validate=validators or None, **kwargs)
     return kind(validate=inner, **extra, **kwargs)
 
@@ -226,6 +259,14 @@ def build_schema(name: str, specs: Sequence[FieldSpec], default_max_length: int 
     return FormSchema.from_dict(declared, name=f"{safe_name}Schema")  # type: ignore[return-value]
 
 
+def relabel(definition: Definition, labels: Mapping[str, str]) -> Definition:
+    """The definition with the config's labels (every language) in place of the CRM's or the relay's (pure)."""
+    if not labels:
+        return definition
+    specs = tuple(replace(spec, label=labels[spec.name]) if spec.name in labels else spec for spec in definition.fields)
+    return replace(definition, fields=specs)
+
+
 def _validators(f: fields.Field) -> Iterable[Any]:
     found = list(f.validators)
     inner = getattr(f, "inner", None)
@@ -234,12 +275,17 @@ def _validators(f: fields.Field) -> Iterable[Any]:
     return found
 
 
+def shown(label: Any) -> Any:
+    """A label as the supporter sees it: the relay's own words (a Msg) in their language, a CRM's as written."""
+    return label.translated() if isinstance(label, Msg) else label
+
+
 def describe_field(name: str, f: fields.Field) -> dict[str, Any]:
     """The public description of one schema field (contract section 2)."""
     meta = f.metadata
     out: dict[str, Any] = {
         "name": name,
-        "label": meta.get("title", name),
+        "label": shown(meta.get("title", name)),
         "type": meta.get(WIDGET, "text"),
         "required": bool(f.required),
     }
@@ -247,7 +293,7 @@ def describe_field(name: str, f: fields.Field) -> dict[str, Any]:
         if isinstance(v, validate.Length) and v.max is not None:
             out["max_length"] = v.max
         elif isinstance(v, validate.OneOf):
-            out["options"] = [{"value": val, "label": lab} for val, lab in zip(v.choices, v.labels)]
+            out["options"] = [{"value": val, "label": shown(lab)} for val, lab in zip(v.choices, v.labels)]
         elif isinstance(v, validate.Range):
             if v.min is not None:
                 out["min"] = v.min

@@ -20,6 +20,8 @@ from typing import Any
 
 from formrelay.core.config import OSDISettings
 from formrelay.core.errors import BadRequest
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import (
     CUSTOM_PREFIX,
     OSDIShapeError,
@@ -32,6 +34,9 @@ from formrelay.forms.submission import CONTEXT_KEYS, CONTROL_PREFIX, OSDIBody, V
 
 REFERRER_KEYS = ("source", "referrer")
 PATH_ECHO_MAX = 200  # a path may hold a custom field's name, which the page chose: echo a bounded amount
+UNREADABLE = Msg("Not an OSDI body the relay can read: {path} {problem}.")
+# TRANSLATORS: a field's message, then where in the OSDI body the field's value was found.
+AT_PATH = Msg("{message} (at {path})")
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class OSDIRead:
 
     def annotate(self, errors: Mapping[str, list[str]]) -> dict[str, list[str]]:
         """The form's errors with the OSDI path in each message, so a developer finds the part of the body."""
-        return {name: [f"{message} (at {self.paths[name]})" if name in self.paths else message
+        return {name: [AT_PATH.format(message=message, path=self.paths[name]) if name in self.paths else message
                        for message in messages]
                 for name, messages in errors.items()}
 
@@ -54,7 +59,7 @@ def _allowed_tags(raw: Any, allowed: tuple[str, ...], where: str) -> list[str]:
     if not allowed or raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
-        raise BadRequest(f"{where} must be a list of strings.")
+        raise BadRequest(Msg("{where} must be a list of strings.").format(where=where))
     by_lower = {tag.lower(): tag for tag in allowed}
     return list(dict.fromkeys(by_lower[t.strip().lower()] for t in raw if t.strip().lower() in by_lower))
 
@@ -71,7 +76,7 @@ def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OS
         person, found = person_from_osdi(doc["person"])
     except OSDIShapeError as exc:
         path = exc.path if len(exc.path) <= PATH_ECHO_MAX else exc.path[:PATH_ECHO_MAX] + "..."
-        raise BadRequest(f"Not an OSDI body the relay can read: {path} {exc.message}.") from None
+        raise BadRequest(UNREADABLE.format(path=path, problem=_(exc.message))) from None
     if not allow.allow_status:
         person = person.without_statuses()
     values: dict[str, Value] = dict(to_values(mapping, person))
@@ -85,7 +90,7 @@ def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OS
     comments = doc.get("comments")
     if comments_field is not None and comments is not None:
         if not isinstance(comments, str):
-            raise BadRequest("Not an OSDI body the relay can read: comments must be a string.")
+            raise BadRequest(UNREADABLE.format(path="comments", problem=_(Msg("must be a string"))))
         values[comments_field] = comments
 
     # Relay controls and page context ride at the top level, as beside a flat body's fields.

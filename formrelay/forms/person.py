@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from formrelay.core.i18n import Msg
 from formrelay.forms.fields import Definition, to_text
 
 NAME_KEYS = ("given_name", "family_name")
@@ -397,7 +398,7 @@ def _scalar(value: Any, path: str) -> str | None:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise OSDIShapeError(path, "must be a string")
+    raise OSDIShapeError(path, Msg("must be a string"))
 
 
 def _items(person: Mapping[str, Any], name: str) -> list[tuple[int, Mapping[str, Any]]]:
@@ -405,11 +406,11 @@ def _items(person: Mapping[str, Any], name: str) -> list[tuple[int, Mapping[str,
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise OSDIShapeError(f"person.{name}", "must be a list of objects")
+        raise OSDIShapeError(f"person.{name}", Msg("must be a list of objects"))
     out = []
     for i, item in enumerate(raw):
         if not isinstance(item, Mapping):
-            raise OSDIShapeError(f"person.{name}[{i}]", "must be an object")
+            raise OSDIShapeError(f"person.{name}[{i}]", Msg("must be an object"))
         out.append((i, item))
     # OSDI marks the primary item with `primary: true`; without one, the first is primary.
     out.sort(key=lambda pair: 0 if pair[1].get("primary") is True else 1)
@@ -422,7 +423,7 @@ def person_from_osdi(doc: Any) -> tuple[Person, dict[str, str]]:
     Raises OSDIShapeError naming the path when the shape is wrong. Unknown keys are ignored, as OSDI asks.
     """
     if not isinstance(doc, Mapping):
-        raise OSDIShapeError("person", "must be an object")
+        raise OSDIShapeError("person", Msg("must be an object"))
     paths: dict[str, str] = {}
     flat: dict[str, str | None] = {}
 
@@ -455,7 +456,7 @@ def person_from_osdi(doc: Any) -> tuple[Person, dict[str, str]]:
         path = f"person.postal_addresses[{i}]"
         lines = item.get("address_lines")
         if lines is not None and not isinstance(lines, list):
-            raise OSDIShapeError(f"{path}.address_lines", "must be a list of strings")
+            raise OSDIShapeError(f"{path}.address_lines", Msg("must be a list of strings"))
         checked = [_scalar(line, f"{path}.address_lines[{n}]") for n, line in enumerate(lines or [])]
         for name in ("locality", "region", "postal_code", "country"):
             _scalar(item.get(name), f"{path}.{name}")
@@ -471,7 +472,7 @@ def person_from_osdi(doc: Any) -> tuple[Person, dict[str, str]]:
     custom = doc.get("custom_fields")
     if custom is not None:
         if not isinstance(custom, Mapping):
-            raise OSDIShapeError("person.custom_fields", "must be an object")
+            raise OSDIShapeError("person.custom_fields", Msg("must be an object"))
         for name, value in custom.items():
             key = f"{CUSTOM_PREFIX}{name}"
             take(key, value, osdi_path(key))

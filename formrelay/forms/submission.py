@@ -14,6 +14,8 @@ from flask import Request
 
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 
 CONTROL_PREFIX = "_"
 # Values the snippet copies from the page URL; providers may pass them on (ENS txn1-5, AN referrer_data).
@@ -21,6 +23,8 @@ CONTEXT_KEYS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer",
 )
 CONTEXT_MAX_LENGTH = 500
+TOO_MANY_FIELDS = Msg("Too many fields (at most {count}).")
+TOO_MANY_BYTES = Msg("The body is larger than {count} bytes.")
 
 Value = str | bool | list[str | bool]
 
@@ -33,6 +37,8 @@ class Submission:
     values: Mapping[str, Any]
     context: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    # The supporter's language tag as negotiated (e.g. fr-CA), for CRMs that take one (ENS `locale`).
+    locale: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     received_at: float = field(default_factory=time.time)
     # What an OSDI body asked for and the form's [forms.x.osdi] allows: add_tags, remove_tags, autoresponse.
@@ -67,16 +73,16 @@ def _scalar(value: Any) -> str | bool | None:
         return value
     if isinstance(value, int | float):
         return json.dumps(value)
-    raise BadRequest("A JSON body must be one flat object: nested objects are not accepted.")
+    raise BadRequest(_("A JSON body must be one flat object: nested objects are not accepted."))
 
 
 def _from_json(raw: bytes) -> dict[str, Value]:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("The body is not valid JSON in UTF-8.") from None
+        raise BadRequest(_("The body is not valid JSON in UTF-8.")) from None
     if not isinstance(data, dict):
-        raise BadRequest("A JSON body must be one flat object.")
+        raise BadRequest(_("A JSON body must be one flat object."))
     if isinstance(data.get("person"), dict):
         return OSDIBody(data)
     out: dict[str, Value] = {}
@@ -103,15 +109,15 @@ def _from_urlencoded(raw: bytes, limits: RelaySettings) -> dict[str, Value]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("The body is not valid UTF-8.") from None
+        raise BadRequest(_("The body is not valid UTF-8.")) from None
     try:
         pairs = parse_qsl(
             text, keep_blank_values=True, max_num_fields=limits.max_fields, encoding="utf-8", errors="strict"
         )
     except UnicodeDecodeError:
-        raise BadRequest("The body is not valid UTF-8.") from None
+        raise BadRequest(_("The body is not valid UTF-8.")) from None
     except ValueError:
-        raise TooLarge(f"Too many fields (at most {limits.max_fields}).") from None
+        raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields)) from None
     out: dict[str, Value] = {}
     for key, value in pairs:
         _add(out, key, value)
@@ -122,9 +128,9 @@ def _from_multipart(request: Request) -> dict[str, Value]:
     try:
         form, files = request.form, request.files
     except ValueError:
-        raise BadRequest("The multipart body cannot be read.") from None
+        raise BadRequest(_("The multipart body cannot be read.")) from None
     if any(f.filename for f in files.values()):
-        raise BadRequest("File uploads are not accepted.")
+        raise BadRequest(_("File uploads are not accepted."))
     out: dict[str, Value] = {}
     for key, value in form.items(multi=True):
         if isinstance(key, str) and key:  # a part without a name carries no field
@@ -136,11 +142,11 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
     """The submitted fields as {name: value or [values]}; 400/413/415 in the contract's shape."""
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:
-        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes))
     mimetype = request.mimetype
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("Only UTF-8 is accepted.")
+        raise UnsupportedMediaType(_("Only UTF-8 is accepted."))
     if mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json")):
         body = _from_json(_read(request, limits))
     elif mimetype == "application/x-www-form-urlencoded":
@@ -149,10 +155,10 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
         body = _from_multipart(request)
     else:
         raise UnsupportedMediaType(
-            "Send application/json, application/x-www-form-urlencoded or multipart/form-data."
+            _("Send application/json, application/x-www-form-urlencoded or multipart/form-data.")
         )
     if (body.size if isinstance(body, OSDIBody) else len(body)) > limits.max_fields:
-        raise TooLarge(f"Too many fields (at most {limits.max_fields}).")
+        raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields))
     return body
 
 
@@ -160,7 +166,7 @@ def _read(request: Request, limits: RelaySettings) -> bytes:
     # Read one byte past the limit so that a chunked body without Content-Length is bounded too.
     raw = request.stream.read(limits.max_body_bytes + 1)
     if len(raw) > limits.max_body_bytes:
-        raise TooLarge(f"The body is larger than {limits.max_body_bytes} bytes.")
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes))
     return raw
 
 
@@ -223,7 +229,7 @@ def looks_like_card_number(value: str) -> bool:
     return 13 <= len(digits) <= 19 and luhn_ok(digits)
 
 
-CARD_MESSAGE = (
+CARD_MESSAGE = Msg(
     "Card details cannot be sent through this form. Please use the secure payment page instead."
 )
 
@@ -237,6 +243,6 @@ def reject_card_data(values: Mapping[str, Value], phone_fields: set[str]) -> Non
         if not texts:
             continue
         if CARD_FIELD.search(key.replace("[", " ").replace("]", " ")) or key not in phone_fields and any(looks_like_card_number(t.strip()) for t in texts):
-            errors[key] = [CARD_MESSAGE]
+            errors[key] = [_(CARD_MESSAGE)]
     if errors:
-        raise Invalid("Card details cannot be sent through this form.", errors=errors)
+        raise Invalid(_("Card details cannot be sent through this form."), errors=errors)

@@ -13,6 +13,8 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import PersonMapping
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
@@ -32,18 +34,19 @@ HELPERS: Mapping[str, str] = {
 }
 # The OSDI jQuery plugin's flat names, so forms built for it keep working (CONTRACT section 5).
 STANDARD_FIELDS: tuple[tuple[str, str, str, int], ...] = (
-    ("given_name", "First name", "text", 255),
-    ("family_name", "Last name", "text", 255),
-    ("email_address", "Email", "email", 255),
-    ("phone_number", "Phone", "tel", 50),
-    ("street", "Street address", "text", 255),
-    ("locality", "City", "text", 255),
-    ("region", "State or region", "text", 255),
-    ("postal_code", "Postal code", "text", 50),
-    ("country", "Country", "text", 2),
+    # The labels are the relay's own words, so they are translated; `labels` in the form's config replaces them.
+    ("given_name", Msg("First name"), "text", 255),
+    ("family_name", Msg("Last name"), "text", 255),
+    ("email_address", Msg("Email"), "email", 255),
+    ("phone_number", Msg("Phone"), "tel", 50),
+    ("street", Msg("Street address"), "text", 255),
+    ("locality", Msg("City"), "text", 255),
+    ("region", Msg("State or region"), "text", 255),
+    ("postal_code", Msg("Postal code"), "text", 50),
+    ("country", Msg("Country"), "text", 2),
 )
 ALIASES = {"email_address": ("email",), "phone_number": ("phone",)}
-PUBLIC_REFUSAL = "Action Network did not accept this submission."
+PUBLIC_REFUSAL = Msg("Action Network did not accept this submission.")
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,11 @@ class ANForm:
     required: tuple[str, ...] = ()
     custom_fields: tuple[CustomField, ...] = ()
     email_consent_field: str | None = None
-    email_consent_label: str = "Email me updates"
+    email_consent_label: str = Msg("Email me updates")
     sms_opt_in_field: str | None = None
-    sms_opt_in_label: str = "Text me updates"
+    sms_opt_in_label: str = Msg("Text me updates")
     phone_region: str = "US"
     background: bool = False
-    labels: Mapping[str, str] | None = None
 
 
 class CustomFieldSchema(Schema):
@@ -121,12 +123,11 @@ class ANFormSchema(Schema):
     custom_fields = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
                                 values=fields.Nested(CustomFieldSchema), load_default=dict)
     email_consent_field = fields.String(load_default=None)
-    email_consent_label = fields.String(load_default="Email me updates")
+    email_consent_label = fields.String(load_default=ANForm.email_consent_label)
     sms_opt_in_field = fields.String(load_default=None)
-    sms_opt_in_label = fields.String(load_default="Text me updates")
+    sms_opt_in_label = fields.String(load_default=ANForm.sms_opt_in_label)
     phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
     background = fields.Boolean(load_default=False)
-    labels = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ANForm:
@@ -148,23 +149,22 @@ class ANFormSchema(Schema):
             required=tuple(data["required"]), custom_fields=customs,
             email_consent_field=data["email_consent_field"], email_consent_label=data["email_consent_label"],
             sms_opt_in_field=data["sms_opt_in_field"], sms_opt_in_label=data["sms_opt_in_label"],
-            phone_region=data["phone_region"].upper(), background=data["background"], labels=data["labels"],
+            phone_region=data["phone_region"].upper(), background=data["background"],
         )
 
 
 def definition_for(form: ANForm, title: str) -> Definition:
     """The OSDI person model, plus the form's custom fields and consent boxes, as fields (pure)."""
-    labels = form.labels or {}
     specs = [
         FieldSpec(
-            name=name, label=labels.get(name, label), type=ftype, required=name in form.required,
+            name=name, label=label, type=ftype, required=name in form.required,
             max_length=max_length, format="email" if ftype == "email" else ("phone" if ftype == "tel" else None),
             phone_region=form.phone_region, phone_output="digits", aliases=ALIASES.get(name, ()),
         )
         for name, label, ftype, max_length in STANDARD_FIELDS
     ]
     if form.action in ("petition", "advocacy_campaign"):
-        specs.append(FieldSpec("comments", labels.get("comments", "Comments"), type="textarea",
+        specs.append(FieldSpec("comments", Msg("Comments"), type="textarea",
                                required="comments" in form.required, max_length=2000))
     for custom in form.custom_fields:
         name = f"custom[{custom.key}]"
@@ -269,7 +269,7 @@ def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
             return Outcome("delivered", upstream_status=status, reference=str(ids[0]) if ids else None)
         # With a key, an empty body means nothing was created (as the ControlShift client checks).
         log.warning("actionnetwork: keyed POST answered %s without a created resource", status)
-        return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+        return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
     text = str(body.get("error", "")) if isinstance(body, Mapping) else ""
     lowered = text.lower()
     if "email" in lowered:
@@ -277,7 +277,7 @@ def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
     if "phone" in lowered:
         return Outcome("invalid", errors={"phone_number": [text[:300]]}, upstream_status=status)
     log.warning("actionnetwork: refused (HTTP %s): %s", status, text[:300] or "(no text)")
-    return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+    return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
 
 
 class ActionNetwork(Provider):

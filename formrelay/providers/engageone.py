@@ -16,6 +16,8 @@ from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import BY_TYPE, COMMON_NAMES, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import (
@@ -28,7 +30,7 @@ from formrelay.forms.submission import Submission
 
 log = logging.getLogger(__name__)
 
-PUBLIC_REFUSAL = "The email could not be sent."
+PUBLIC_REFUSAL = Msg("The email could not be sent.")
 SEND_KEYS = ("sender", "sender_name", "reply_to", "subject", "project")
 
 
@@ -213,7 +215,7 @@ def read_answer(status: int, body: Any) -> Outcome:
     if 200 <= status < 300:
         raise TryLater(f"engageone: HTTP {status} without a send_id", may_have_arrived=True)
     log.warning("engageone: send refused with HTTP %s", status)
-    return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+    return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
 
 
 class EngageOne(Provider):

@@ -17,6 +17,8 @@ from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.core.suggest import did_you_mean
@@ -34,7 +36,8 @@ INVALID_TOKEN = "Invalid ens-auth-token"
 API_LIMIT = "exceeded its api limit"
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")  # txn1..txn5 (confirmed)
 CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
-PUBLIC_REFUSAL = "The campaign's system did not accept this submission."
+YES, NO = Msg("Yes"), Msg("No")
+PUBLIC_REFUSAL = Msg("The campaign's system did not accept this submission.")
 
 # Known formats of standard supporter fields, by their `property` (OpenAPI supporter schema, confirmed).
 PROPERTY_FORMATS: Mapping[str, dict[str, Any]] = {
@@ -152,7 +155,6 @@ class ENSFormSchema(Schema):
     tracking_id = fields.String(load_default=None)
     campaign_references = fields.List(fields.String(), load_default=list, validate=validate.Length(max=5))
     origin_source = fields.Nested(OriginSchema, load_default=None)
-    locale = fields.String(load_default=None)
     phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
 
     @post_load
@@ -168,7 +170,6 @@ class ENSFormSchema(Schema):
             tracking_id=data["tracking_id"],
             campaign_references=tuple(data["campaign_references"]),
             origin_source=data["origin_source"],
-            locale=data["locale"],
             phone_region=data["phone_region"].upper(),
         )
 
@@ -199,12 +200,12 @@ def field_spec(name: str, conf: ENSField, supporter_field: Mapping[str, Any] | N
     if qtype == "OPT":
         if widget in ("radio", "select"):
             return FieldSpec(name=name, label=label, type=widget, required=conf.required,
-                             options=options or (Option("Y", "Yes"), Option("N", "No")))
+                             options=options or (Option("Y", YES), Option("N", NO)))
         return FieldSpec(name=name, label=label, type="checkbox", required=conf.required)
     if qtype == "CONF":
         return FieldSpec(name=name, label=label, type=widget if widget in ("radio", "select") else "select",
                          required=conf.required,
-                         options=options or (Option("Y", "Yes"), Option("P", "Pending"), Option("N", "No")))
+                         options=options or (Option("Y", YES), Option("P", Msg("Pending")), Option("N", NO)))
     if options and widget in ("radio", "select", "checkbox"):
         return FieldSpec(name=name, label=label, type=widget, required=conf.required, options=options,
                          multiple=widget == "checkbox")
@@ -255,9 +256,15 @@ def person_mapping_for(definition: Definition) -> PersonMapping:
 
 
 def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, Any],
-                  context: Mapping[str, str], page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  context: Mapping[str, str], page_options: Mapping[str, Any] | None = None,
+                  locale: str | None = None) -> dict[str, Any]:
     """Validated values -> the page/process body (pure). Campaign references come from config, never the browser;
-    the page may switch the auto-responder off only where [forms.x.osdi] allowed it (page_options)."""
+    the page may switch the auto-responder off only where [forms.x.osdi] allowed it (page_options).
+
+    `locale` is the form's own (config) or else the supporter's negotiated tag, e.g. fr-CA. ENS's OpenAPI confirms
+    the key with the example "de-DE"; that it takes any language-REGION tag and falls back to the page's default
+    locale for one the page lacks is inferred, so a tag is only sent when the supporter's language was known.
+    """
     questions_kind: Mapping[str, str] = definition.extra.get("questions", {})
     supporter: dict[str, Any] = {}
     questions: dict[str, str] = {}
@@ -283,8 +290,8 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         body["appealCode"] = form.appeal_code
     if form.tracking_id:
         body["trackingId"] = form.tracking_id
-    if form.locale:
-        body["locale"] = form.locale
+    if locale or form.locale:
+        body["locale"] = locale or form.locale
     for i, key in enumerate(UTM_KEYS):
         if context.get(key):
             body[f"txn{i + 1}"] = context[key][:255]
@@ -315,7 +322,7 @@ def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
         if named and text:
             return Outcome("invalid", errors={named[0]: [text]}, upstream_status=status)
         log.warning("ens: page processing refused a submission: %s", text or "(no text)")
-        return Outcome("rejected", message=PUBLIC_REFUSAL, upstream_status=status)
+        return Outcome("rejected", message=_(PUBLIC_REFUSAL), upstream_status=status)
     raise TryLater(f"ens: page processing answered an unknown status {result!r}", may_have_arrived=True)
 
 
@@ -449,8 +456,8 @@ class ENS(Provider):
             )
         contact = options.contact_message
         if contact is not None and contact.editable:
-            specs.append(FieldSpec(CONTACT_SUBJECT, "Subject", max_length=200))
-            specs.append(FieldSpec(CONTACT_MESSAGE, "Your message", type="textarea", max_length=GEN_MAX))
+            specs.append(FieldSpec(CONTACT_SUBJECT, Msg("Subject"), max_length=200))
+            specs.append(FieldSpec(CONTACT_MESSAGE, Msg("Your message"), type="textarea", max_length=GEN_MAX))
         page = self._get_json(f"/page/{options.page_id}")
         if page is None:
             raise DefinitionError(f"ens: no page {options.page_id} in this account")
@@ -463,7 +470,8 @@ class ENS(Provider):
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
         self.budget.take(wait=self.settings.budget_wait)
-        body = build_payload(options, definition, submission.values, submission.context, submission.page_options)
+        body = build_payload(options, definition, submission.values, submission.context, submission.page_options,
+                             locale=form.locale or submission.locale)
         response = self.call("POST", f"/page/{options.page_id}/process", json=body)
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and options.origin_source and outcome.reference:

@@ -15,6 +15,8 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 from formrelay.core.config import FormConfig
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
+from formrelay.core.i18n import Msg
+from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
@@ -279,7 +281,7 @@ def plain_text(markup: str) -> str:
     return re.sub(r"\s+", " ", html.unescape("".join(parser.parts))).strip()
 
 
-GENERIC_REFUSAL = "The form could not be accepted. Please check your details and try again."
+GENERIC_REFUSAL = Msg("The form could not be accepted. Please check your details and try again.")
 
 
 def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
@@ -322,7 +324,7 @@ def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
     for error in errors if isinstance(errors, list) else []:
         if not isinstance(error, Mapping):
             continue
-        text = str(error.get("text") or "").strip()[:500] or "This value was not accepted."
+        text = str(error.get("text") or "").strip()[:500] or _("This value was not accepted.")
         raw_properties = error.get("properties")
         properties: list[Any] = raw_properties if isinstance(raw_properties, list) else []
         named = [by_name[p.lower()] for p in properties if isinstance(p, str) and p.lower() in by_name]
@@ -334,7 +336,7 @@ def _refusal(status: int, errors: Any, definition: Definition) -> Outcome:
         return Outcome(
             "invalid", message=" ".join(general) or None, errors=field_errors, upstream_status=status
         )
-    return Outcome("rejected", message=" ".join(general) or GENERIC_REFUSAL, upstream_status=status)
+    return Outcome("rejected", message=" ".join(general) or _(GENERIC_REFUSAL), upstream_status=status)
 
 
 class NGP(Provider):

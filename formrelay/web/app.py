@@ -23,6 +23,7 @@ from formrelay.core.errors import ProviderError, RelayHTTPError
 from formrelay.core.outcome import HTTP_STATUS
 from formrelay.core.version import __version__
 from formrelay.delivery.relay import EXTENSION, Relay, current_relay
+from formrelay.web import locale
 from formrelay.web.responses import error_answer
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
 
     relay = Relay(cfg)
     relay.init_app(app)
+    locale.init_app(app, cfg.relay.locale, {slug: form.locale for slug, form in cfg.forms.items()})
 
     from formrelay.web import openapi, operations, routes
 
@@ -124,19 +126,17 @@ def _register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RateLimitExceeded):
             abuse.count(form.slug if form else "(unknown form)", "rate limited")
             retry_after = _retry_after(exc)
-            response = error_answer(
-                "rate_limited", "Too many submissions. Please wait a moment and try again.",
-                retry_after=retry_after, form=form,
-            )
+            response = error_answer("rate_limited", None, retry_after=retry_after, form=form)
             response.headers["Retry-After"] = str(retry_after)
             return response
         code = exc.code or 500
         if code == 404:
-            return error_answer("not_found", "Nothing here.")
+            return error_answer("not_found", None)
         if code == 413:
-            return error_answer("too_large", "The body is too large.", form=form)
+            return error_answer("too_large", None, form=form)
+        # werkzeug's descriptions are English only: the status's own message says it in the supporter's language.
         status = HTTP_STATUS.get(code, "bad_request" if code < 500 else "error")
-        response = error_answer(status, exc.description if code < 500 else "Something went wrong.", form=form)
+        response = error_answer(status, None, form=form)
         response.status_code = code
         if code == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
@@ -145,16 +145,13 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProviderError)
     def provider_error(exc: ProviderError) -> Response:
         log.error("provider problem on %s: %s", request.path, exc)
-        return error_answer(
-            "unavailable", "This form cannot be reached just now. Please try again in a few minutes.",
-            retry_after=60, form=None,
-        )
+        return error_answer("unavailable", None, retry_after=60, form=None)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         # Logged (secrets masked) for the operator; the public gets no traceback.
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_answer("error", "Something went wrong on our side.")
+        return error_answer("error", None)
 
 
 def _retry_after(exc: RateLimitExceeded) -> int:

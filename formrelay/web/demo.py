@@ -83,7 +83,7 @@ DEMO_CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-sr
 def index() -> Response:
     relay = current_relay()
     forms = [form.describe() for form in relay.forms.values()]
-    response = Response(render_template("demo.html", title="formrelay demo", forms=forms), mimetype="text/html")
+    response = Response(render_template("demo.html", title="formrelay demo", forms=forms, page_lang="en"), mimetype="text/html")
     # The snippet runs under a strict policy: no inline script or style is needed.
     response.headers["Content-Security-Policy"] = DEMO_CSP
     return response

@@ -37,6 +37,9 @@ DESCRIPTION = {
         "form": {"type": "string"},
         "provider": {"type": "string"},
         "title": {"type": "string"},
+        "locale": {"type": "string", "description": "The language of the labels, title and texts (as Content-Language)."},
+        "texts": {"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "The snippet's texts (submit, sending, delivered, ...) in that language."},
         "fields": {
             "type": "array",
             "items": {

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from formrelay import metrics
 from formrelay.core import logs
 from formrelay.core.errors import Forbidden, FormNotFound
+from formrelay.core.i18n import gettext as _
 from formrelay.delivery.relay import current_relay
 
 bp = Blueprint("operations", __name__)
@@ -22,9 +23,9 @@ def _operator() -> bool:
 def scrape() -> Response:
     settings = current_relay().config.metrics
     if not settings.enabled:
-        raise FormNotFound("Nothing here.")
+        raise FormNotFound(_("Nothing here."))
     if not _operator():
-        raise Forbidden("Metrics are for the operator's addresses or token only.")
+        raise Forbidden(_("Metrics are for the operator's addresses or token only."))
     body, content_type = metrics.exposition(current_relay())
     return Response(body, content_type=content_type)
 

@@ -8,27 +8,29 @@ from urllib.parse import urlsplit
 from flask import Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from formrelay.core.i18n import Msg
 from formrelay.core.outcome import STATUS_HTTP, Outcome
+from formrelay.web import locale
 
 if TYPE_CHECKING:
     from formrelay.delivery.relay import Form
 
 JSON_TYPES = ("application/json",)
 
-HTML_TITLES: Mapping[str, str] = {
-    "delivered": "Thank you",
-    "queued": "Thank you",
-    "invalid": "Please check the form",
-    "bad_request": "Something went wrong",
-    "forbidden": "Not allowed",
-    "not_found": "Form not found",
-    "method_not_allowed": "Not allowed",
-    "too_large": "Too much data",
-    "unsupported_media_type": "Something went wrong",
-    "rate_limited": "Too many attempts",
-    "rejected": "Not accepted",
-    "unavailable": "Please try again later",
-    "error": "Something went wrong",
+HTML_TITLES: Mapping[str, Msg] = {
+    "delivered": Msg("Thank you"),
+    "queued": Msg("Thank you"),
+    "invalid": Msg("Please check the form"),
+    "bad_request": Msg("Something went wrong"),
+    "forbidden": Msg("Not allowed"),
+    "not_found": Msg("Form not found"),
+    "method_not_allowed": Msg("Not allowed"),
+    "too_large": Msg("Too much data"),
+    "unsupported_media_type": Msg("Something went wrong"),
+    "rate_limited": Msg("Too many attempts"),
+    "rejected": Msg("Not accepted"),
+    "unavailable": Msg("Please try again later"),
+    "error": Msg("Something went wrong"),
 }
 
 
@@ -39,7 +41,18 @@ def wants_json() -> bool:
     return any(value in JSON_TYPES and quality > 0 for value, quality in request.accept_mimetypes)
 
 
+def with_message(outcome: Outcome) -> Outcome:
+    """Every answer but a plain success says in words what happened: the outcome's own message, else its status's,
+    in the answer's language. A `delivered` answer keeps only what the CRM said (the contract's "may carry"), so
+    the page's own thank-you text, or the snippet's in the supporter's language, is shown."""
+    if outcome.message or outcome.status == "delivered":
+        return outcome
+    return Outcome(**{**outcome.__dict__, "message": locale.status_message(outcome.status)})
+
+
 def json_answer(outcome: Outcome) -> Response:
+    outcome = with_message(outcome)
+    locale.mark()
     response = jsonify(outcome.public())
     response.status_code = outcome.http_status
     if outcome.retry_after is not None:
@@ -65,9 +78,11 @@ def html_answer(outcome: Outcome, form: Form | None) -> Response:
             labels = form.labels()
         except Exception:  # the labels are a nicety; an error page must never fail
             labels = {}
+    outcome = with_message(outcome)
+    locale.mark()
     body = render_template(
         "outcome.html",
-        title=HTML_TITLES.get(outcome.status, "Something went wrong"),
+        title=HTML_TITLES.get(outcome.status, HTML_TITLES["error"]).translated(),
         outcome=outcome,
         form_title=_safe_title(form),
         labels=labels,
@@ -85,7 +100,7 @@ def _safe_title(form: Form | None) -> str | None:
     try:
         return form.title()
     except Exception:
-        return form.config.title or form.slug
+        return form.title(fetch=False)
 
 
 def respond(outcome: Outcome, form: Form) -> BaseResponse:

@@ -8,8 +8,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay import metrics
-from formrelay.web import cors
+from formrelay.web import cors, locale
+from formrelay.core import i18n
 from formrelay.core.errors import Invalid
+from formrelay.core.i18n import gettext as _
 from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
@@ -24,7 +26,11 @@ bp = Blueprint("forms", __name__)
 def describe(slug: str) -> Response:
     """The form's public description, from the same schema that validates submissions, with a time-trap token."""
     relay = current_relay()
-    return jsonify({**relay.form(slug).describe(), "started": relay.time_trap.issue(slug)})
+    described = relay.form(slug).describe()
+    locale.mark()
+    # The snippet's texts in the supporter's language ride along, so an unconfigured page speaks it too.
+    return jsonify({**described, "started": relay.time_trap.issue(slug), "locale": i18n.current(),
+                    "texts": locale.snippet_texts()})
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
@@ -77,8 +83,9 @@ def preflight(slug: str) -> Response:
 def thanks(slug: str) -> str:
     """The built-in thank-you page a plain form post is sent to when the form has no success_url."""
     form = current_relay().form(slug)
+    locale.mark()
     return render_template(
-        "thanks.html", title="Thank you", form_title=form.config.title or slug,
+        "thanks.html", title=_("Thank you"), form_title=form.title(fetch=False),
         queued=request.args.get("status") == "queued",
     )
 

@@ -72,6 +72,14 @@ def make_site(state: dict[str, Any]) -> Flask:
         relay = state["relay"]
         return page(f'<div data-formrelay-form="{relay}/v1/forms/join" data-formrelay-text-submit="Sign now"></div>', relay)
 
+    @site.get("/unconfigured")
+    def unconfigured() -> str:
+        """A rendered form and an enhanced one with no text of the page's own: the relay's words only."""
+        relay = state["relay"]
+        return page(f'<div data-formrelay-form="{relay}/v1/forms/join"></div>'
+                    f'<form id="own" data-formrelay method="post" action="{relay}/v1/forms/join">{FIELDS_HTML}</form>',
+                    relay)
+
     @site.get("/nojs")
     def nojs() -> str:
         relay = state["relay"]
