@@ -7,6 +7,7 @@ never the supporter's data.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +38,14 @@ def opened(config_path: str | None) -> Iterator[Any]:
     logs.configure(config.logging.format, config.logging.level)
     logs.show_personal_data(config.logging.personal_data)
     logs.add_secrets(config.secrets)
-    relay = Relay(config)
+    # The relay's start-up warnings are about serving (e.g. no secret_key for the time trap): not the queue's.
+    abuse_log = logging.getLogger("formrelay.abuse")
+    level = abuse_log.level
+    abuse_log.setLevel(logging.ERROR)
+    try:
+        relay = Relay(config)
+    finally:
+        abuse_log.setLevel(level)
     try:
         yield relay
     except _storage_errors() as exc:
