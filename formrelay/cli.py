@@ -103,10 +103,46 @@ def check(config_path: str | None) -> None:
         for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
             click.echo(f"  ERROR: {problem}")
+        problems += _check_destinations(relay, form)
     relay.close()
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo("\nok")
+
+
+def _check_destinations(relay: Any, form: Any) -> int:
+    """Print the form's `also` forms (what the person model fills) and webhooks (does the host answer a TCP
+    connect; nothing is sent). The number of problems found. Never a URL path or a secret: host and name only."""
+    from formrelay.core.errors import ProviderError
+    from formrelay.delivery.destinations import coverage
+    from formrelay.webhooks import reachable
+
+    problems = 0
+    for slug in form.config.also:
+        other = relay.forms[slug]
+        try:
+            filled, never, sometimes = coverage(form, other)
+        except ProviderError as exc:
+            problems += 1
+            click.echo(f"  also {slug}: ERROR: {exc}")
+            continue
+        click.echo(f"  also {slug} ({other.config.provider}): the person model fills {', '.join(filled) or 'nothing'}")
+        if never:
+            problems += 1
+            click.echo(f"  ERROR: also {slug}: required there, but nothing of this form maps to it: "
+                       f"{', '.join(never)}; every such job would be a dead letter (see [forms.{slug}.person])")
+        if sometimes:
+            click.echo(f"  note: also {slug}: required there, filled only when given here: {', '.join(sometimes)}; "
+                       "submissions without it go to the dead letters for that form")
+    for hook in form.config.webhooks:
+        ok, said = reachable(hook.url, relay.config.relay.connect_timeout)
+        data = "with personal data" if hook.include_personal_data else "without personal data"
+        where = hook.host if hook.host == hook.name else f"{hook.name} ({hook.host})"
+        click.echo(f"  webhook {where} [{', '.join(hook.events)}; {data}]: {said}")
+        if not ok:
+            problems += 1
+            click.echo(f"  ERROR: webhook {where} {said}; its events wait in the queue until it answers")
+    return problems
 
 
 def _hint(problem: str, form: Any) -> str | None:

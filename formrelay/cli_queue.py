@@ -97,9 +97,14 @@ def _duration(value: str | None) -> float | None:
 
 
 def _summary(relay: Any, job: Any, show_data: bool = False) -> dict[str, Any]:
+    from formrelay.delivery.destinations import destination
+
     out: dict[str, Any] = job.summary(show_data)
     form = relay.forms.get(job.form)
     out["provider"] = form.config.provider if form is not None else None
+    out["submission_id"] = job.submission_id
+    # Where this job delivers: the form's provider for the primary, else the destination (also form, webhook).
+    out["destination"] = out["provider"] if job.target == "primary" else destination(job.target)
     return out
 
 
@@ -141,6 +146,23 @@ def queue_list(config_path: str | None, state: str | None, forms: tuple[str, ...
         flags = "".join([" uncertain" if s["uncertain"] else "", " erased" if s["erased"] else ""])
         click.echo(f"{s['id']}  {s['state']:<8} {s['form']:<16} {s['target']:<8} attempts={s['attempts']:<3} "
                    f"{when}{flags}  {s['last_error'] or ''}".rstrip())
+    _destinations(shown)
+
+
+def _destinations(shown: list[dict[str, Any]]) -> None:
+    """Where a submission has several jobs (follow-up, also forms, webhooks): one line each, every job's state."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in shown:
+        groups.setdefault(s["submission_id"], []).append(s)
+    if not any(len(group) > 1 or group[0]["target"] != "primary" for group in groups.values()):
+        return
+    click.echo("\ndestinations by submission:")
+    for submission_id, group in groups.items():
+        parts = []
+        for s in group:
+            event = f" ({s['target'].rpartition('/')[2]})" if s["target"].startswith("webhook:") else ""
+            parts.append(f"{s['destination']}{event} {s['state']}")
+        click.echo(f"{submission_id}  {group[0]['form']:<16} {', '.join(parts)}")
 
 
 def _age(seconds: float | None) -> str:

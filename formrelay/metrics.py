@@ -57,6 +57,12 @@ QUEUE_ATTEMPTS = Counter(
     ["form", "target", "result"],
 )
 
+DESTINATION_ATTEMPTS = Counter(
+    "formrelay_destination_attempts",
+    "Attempts at a form's other destinations (`also:<form>`, `webhook:<name>`), by form, destination and result.",
+    ["form", "destination", "result"],
+)
+
 
 def upstream_result(status: int | None) -> str:
     """'2xx', '4xx', '5xx' ... or 'error' when no answer came."""

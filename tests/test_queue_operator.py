@@ -70,6 +70,19 @@ def test_data_is_erased_only_when_every_job_of_the_submission_is_done(store):
     assert store.erase_submission("s1") == []  # nothing left to erase
 
 
+def test_destination_jobs_added_after_delivery_hold_the_erasure_back(store):
+    """Issue 18's jobs (also forms, webhooks) are made with Store.add before the primary is finished."""
+    store.put(job("s3"))
+    primary = claim_one(store, "s3")
+    assert store.add(job("s3-also:other", "s3")) and store.add(job("s3-webhook:crm/delivered", "s3"))
+    assert store.finish_and_erase(primary, "delivered") == []
+    store.finish(claim_one(store, "s3-webhook:crm/delivered"), "delivered")
+    assert store.erase_submission("s3") == []
+    last = claim_one(store, "s3-also:other")
+    assert sorted(store.finish_and_erase(last, "delivered")) == ["s3", "s3-also:other", "s3-webhook:crm/delivered"]
+    assert all(j.erased for j in store.jobs())
+
+
 def test_a_dead_sibling_keeps_the_data(store):
     store.put(job("s2"))
     store.put(job("s2-followup", "s2"))

@@ -1,6 +1,8 @@
 """Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects."""
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -139,6 +141,31 @@ class OSDISettings:
     allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
 
 
+WEBHOOK_EVENTS = ("delivered", "queued", "dead")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One [[forms.x.webhooks]] entry: where to send which events, signed with which secret."""
+
+    name: str  # in the queue, logs and metrics (the URL may hold a token, so it is never shown)
+    url: str = field(repr=False)
+    secret: str = field(repr=False)  # "whsec_" + base64 of the key (Standard Webhooks)
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    include_personal_data: bool = True
+    rate: str = "10/second"
+
+    @property
+    def host(self) -> str:
+        """host[:port] of the URL: what `formrelay check` and the default name show."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+
+
 @dataclass(frozen=True)
 class FormConfig:
     """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
@@ -171,6 +198,10 @@ class FormConfig:
     # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
     person: Mapping[str, str] = field(default_factory=dict)
     osdi: OSDISettings = OSDISettings()
+    # after the form's own delivery, the same submission goes to these forms too (each a queue job of its own)
+    also: tuple[str, ...] = ()
+    # [[forms.x.webhooks]]: signed Standard Webhooks notifications
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +273,7 @@ class RelaySchema(Schema):
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi"}
+     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi", "also", "webhooks"}
 )
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -319,6 +350,75 @@ class CommonFormSchema(Schema):
     person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
                          load_default=dict)
     osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
+    also = fields.List(fields.String(validate=validate.Regexp(SLUG, error="not a form slug")), load_default=list)
+    webhooks = fields.List(fields.Dict(), load_default=list)
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key inside a `whsec_` secret; ValueError (never naming the secret) when it is not one."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("must start with whsec_ (a Standard Webhooks secret)")
+    encoded = secret[len(WEBHOOK_SECRET_PREFIX):]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("whsec_ must be followed by base64") from None
+    # The specification asks for 24 to 64 random bytes; fewer would be a weak key.
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key after whsec_ must be 24 to 64 bytes (it is {len(key)})")
+    return key
+
+
+def _webhook_secret_ok(value: str) -> None:
+    try:
+        webhook_key(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class WebhookSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = _url(required=True)
+    secret = fields.String(required=True, validate=_webhook_secret_ok)
+    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+                         load_default=lambda: list(WEBHOOK_EVENTS), validate=validate.Length(min=1))
+    include_personal_data = fields.Boolean(load_default=True)
+    name = fields.String(load_default=None, validate=validate.Regexp(
+        WEBHOOK_NAME, error="letters, digits, '.', ':', '_' and '-' (at most 64)"))
+    rate = fields.String(load_default="10/second", validate=_rate_limit_ok)
+
+
+def _request_target(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _webhooks(raw: list[Any], where: str, source: str) -> tuple[WebhookConfig, ...]:
+    out: list[WebhookConfig] = []
+    for i, table in enumerate(raw):
+        try:
+            data = WebhookSchema().load(table)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_messages(err, f'{where}.webhooks[{i}]')}") from None
+        hook = WebhookConfig(name="", url=data["url"], secret=data["secret"], events=tuple(dict.fromkeys(data["events"])),
+                             include_personal_data=data["include_personal_data"], rate=data["rate"])
+        name = data["name"] or hook.host
+        if data["name"] is None:
+            # Two receivers on one host: the second is host-2, and so on (name them to keep them apart for good).
+            taken = {h.name for h in out}
+            base, n = name, 1
+            while name in taken:
+                n += 1
+                name = f"{base}-{n}"
+        elif any(h.name == name for h in out):
+            raise ConfigError(f"{source}: {where}.webhooks[{i}].name: {name!r} is used twice")
+        out.append(WebhookConfig(name=name, url=hook.url, secret=hook.secret, events=hook.events,
+                                 include_personal_data=hook.include_personal_data, rate=hook.rate))
+    return tuple(out)
 
 
 class LoggingSchema(Schema):
@@ -515,7 +615,21 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             titles=titles,
             person=common["person"],
             osdi=common["osdi"],
+            also=tuple(dict.fromkeys(common["also"])),
+            webhooks=_webhooks(common["webhooks"], where, source),
         )
+    for slug, form in forms.items():
+        for other in form.also:
+            if other == slug:
+                raise ConfigError(f"{source}: forms.{slug}.also: a form cannot name itself")
+            if other not in forms:
+                raise ConfigError(f"{source}: forms.{slug}.also: there is no form {other!r}")
+    # A webhook URL may carry a token in its path (chat and automation tools): mask it like any secret.
+    # The key part of a whsec_ secret is masked on its own too (collect_secrets has the whole string), and so is
+    # the URL's path and query, which an HTTP library's debug line shows without the host.
+    hooks = [hook for form in forms.values() for hook in form.webhooks]
+    secrets = secrets | {hook.url for hook in hooks} | {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
+    secrets = secrets | {target for target in (_request_target(hook.url) for hook in hooks) if len(target) >= 8}
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
                   logging=logging_settings, metrics=metrics_settings)
 

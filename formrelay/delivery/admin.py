@@ -95,8 +95,15 @@ def retry_all(store: Store, filters: Filters, include_held: bool = False) -> tup
 
 
 def drop(store: Store, job_id: str) -> bool:
-    """Delete one waiting or dead job for good (never one being delivered: its worker would write it back)."""
-    return store.swap(job_id, (PENDING, DEAD), None)
+    """Delete one waiting or dead job for good (never one being delivered: its worker would write it back).
+
+    The submission's other jobs, if all done now, lose their personal data as they would on delivery.
+    """
+    job = store.get(job_id)
+    if job is None or not store.swap(job_id, (PENDING, DEAD), None):
+        return False
+    store.erase_submission(job.submission_id)
+    return True
 
 
 def operator() -> str:

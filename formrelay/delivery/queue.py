@@ -101,14 +101,16 @@ class Job:
     outcome: str | None = None
     # True once an attempt may have reached the provider without an answer (read timeout, cut-off lease).
     uncertain: bool = False
-    submission_id: str = ""
+    # What a destination job needs beyond the submission (a webhook event's outcome); never personal data.
+    detail: dict[str, Any] | None = None
     finished_at: float | None = None  # when it was delivered, or moved to the dead letters
     retried_at: float | None = None  # an operator's retry restarts the clock that max_age counts
-    erased: bool = False  # the personal data is gone; only metadata is left
+    erased: bool = False  # the personal data is gone; only metadata is left (the submission's id stays)
 
-    def __post_init__(self) -> None:
-        if not self.submission_id:
-            self.submission_id = str(self.submission.get("id") or self.id)
+    @property
+    def submission_id(self) -> str:
+        """The submission this job delivers: shared by its primary job and every destination job made from it."""
+        return str(self.submission.get("id") or self.id)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -190,6 +192,14 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def add(self, job: Job) -> bool:
+        """Store a new job unless one with its id exists (whatever its state); True when it was added.
+
+        Destination jobs have ids derived from the submission and the destination, so a repeat of the step
+        that makes them (a primary delivered again after a cut-off lease) never repeats a destination.
+        """
 
     @abstractmethod
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
@@ -298,7 +308,7 @@ class SQLiteStore(Store):
             )
             db.execute("CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at)")
             # The jobs of one submission are found together, so that its data goes when the last is done.
-            db.execute("CREATE INDEX IF NOT EXISTS jobs_submission ON jobs (json_extract(body, '$.submission_id'))")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_submission ON jobs (json_extract(body, '$.submission.id'))")
             db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
                        " entry TEXT NOT NULL, logged INTEGER NOT NULL DEFAULT 0)")
             db.execute("CREATE INDEX IF NOT EXISTS audit_new ON audit (seq) WHERE logged = 0")
@@ -347,6 +357,13 @@ class SQLiteStore(Store):
     def put(self, job: Job) -> None:
         with self._tx() as db:
             self._write(db, job)
+
+    def add(self, job: Job) -> bool:
+        with self._tx() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body) VALUES (?,?,?,?,?,?)",
+                (job.id, job.state, job.due_at, job.lease_until, job.created_at, job.to_json()),
+            ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         with self._tx() as db:
@@ -476,7 +493,7 @@ class SQLiteStore(Store):
             return self._erase(db, job.submission_id)
 
     def _erase(self, db: sqlite3.Connection, submission_id: str) -> list[str]:
-        rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission_id') = ? OR id = ?",
+        rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission.id') = ? OR id = ?",
                           (submission_id, submission_id)).fetchall()
         jobs = [j for j in (Job.from_json(r[0]) for r in rows) if j.submission_id == submission_id]
         if not jobs or any(j.state != DONE for j in jobs):
@@ -601,6 +618,13 @@ class RedisStore(Store):
         with self.redis.pipeline(transaction=True) as pipe:
             self._save(pipe, job)
             pipe.execute()
+
+    def add(self, job: Job) -> bool:
+        # Body and its due/dead entry in one step, and only if the id is new.
+        keys = {PENDING: self.k_due, DEAD: self.k_dead, DONE: self.k_done, INFLIGHT: self.k_inflight}
+        score = job.due_at if job.state == PENDING else time.time()
+        return bool(self.redis.eval(ADD_LUA, 3, self.k_jobs, keys[job.state], self.k_sub + job.submission_id,
+                                    job.id, job.to_json(), score))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
@@ -792,6 +816,14 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# Add a job only if its id is new: its body, its due/dead entry, and its place among its submission's jobs.
+ADD_LUA = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
 FORGET_LUA = """
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, -string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -821,11 +853,13 @@ def backoff(settings: QueueSettings, attempts: int, retry_after: float | None = 
     return max(delay, retry_after or 0.0)
 
 
-def new_job(form: str, target: str, submission: Any, due_at: float | None = None) -> Job:
+def new_job(form: str, target: str, submission: Any, due_at: float | None = None,
+            detail: dict[str, Any] | None = None) -> Job:
+    """A job for one target; its id is the submission's id, plus the target for any but the primary (stable)."""
     now = time.time()
     job_id = submission.id if target == "primary" else f"{submission.id}-{target}"
     return Job(id=job_id or uuid.uuid4().hex, form=form, target=target, submission=serialise_submission(submission),
-               created_at=now, due_at=due_at if due_at is not None else now)
+               created_at=now, due_at=due_at if due_at is not None else now, detail=detail)
 
 
 class Worker:

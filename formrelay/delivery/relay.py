@@ -34,6 +34,7 @@ from formrelay.core.suggest import did_you_mean
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
 from formrelay.delivery import admin, retention
+from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
     Job,
@@ -286,6 +287,8 @@ class Relay:
             for token in provider.shared_tokens():
                 token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
         self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
+        # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
+        self.destinations = Destinations(self)
 
     @property
     def store(self) -> Store:
@@ -354,15 +357,24 @@ class Relay:
         raise ValueError(f"unknown delivery target {target!r}")
 
     def after_delivery(self, form: Form, submission: Submission) -> None:
-        """Queue the form's follow-up email as a job of its own: it can't delay, fail or repeat the primary."""
-        if form.config.followup is None:
-            return
-        try:
-            self.store.put(new_job(form.slug, "followup", submission))
-        except Exception:
-            log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        """Queue the follow-up email, `also` forms and webhooks as jobs of their own: none can delay, fail or
+        repeat the primary, and (stored only if new) a repeat of this step never repeats them."""
+        if form.config.followup is not None:
+            try:
+                self.store.add(new_job(form.slug, "followup", submission))
+            except Exception:
+                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+        self.destinations.delivered(form, submission)
+
+    def bury(self, form: Form, job: Job, reason: str) -> None:
+        """To the dead letters; when it is the submission's own delivery, the webhooks that want `dead` hear it."""
+        self.store.bury(job, reason)
+        if job.target == "primary":
+            self.destinations.dead(form, job.submission, reason)
 
     def rule(self, form: Form, target: str = "primary") -> str:
+        if self.destinations.handles(target):
+            return self.destinations.rule(form, target)
         if target == "followup":
             return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
@@ -384,6 +396,10 @@ class Relay:
         except Exception:
             log.exception("form %s: could not store submission %s", form.slug, submission.id)
             return None
+        if target == "primary":
+            self.destinations.queued(form, submission, reason.reason)
+            if job.state == DEAD:
+                self.destinations.dead(form, job.submission, job.last_error or reason.reason)
         return Outcome("queued", message=_(QUEUED_MESSAGE))
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
@@ -450,31 +466,49 @@ class Relay:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
             return
         if job.uncertain and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"an earlier attempt was cut off mid-flight; {HELD}")
+            self.bury(form, job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
         submission = restore_submission(job.submission)
         try:
-            outcome = self.attempt(form, submission, job.target)
+            if self.destinations.handles(job.target):
+                outcome = self.destinations.attempt(form, job)
+            else:
+                outcome = self.attempt(form, submission, job.target)
+        except DeadLetter as exc:
+            self._count(form, job, "dead")
+            self.bury(form, job, str(exc))
+            log.warning("queue: job %s moved to dead letters: %s", job.id, exc)
+            return
         except ProviderError as exc:
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "not now").inc()
+            self._count(form, job, "not now")
             self._retry_later(form, job, exc)
             return
         except Exception as exc:  # a bug must not lose the job: keep it and back off
-            metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, "error").inc()
+            self._count(form, job, "error")
             log.exception("queue: job %s failed unexpectedly", job.id)
             self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
             return
-        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, outcome.status).inc()
+        self._count(form, job, outcome.status)
         if outcome.status == "delivered":
-            erased = retention.finish(self.store, job, outcome.status, self.queue_settings)
             if job.target == "primary":
-                self.after_delivery(form, submission)  # a job of its own, with its own copy until it is done
-            log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, form.config.provider, job.attempts,
-                     "; personal data erased from the queue" if erased else "")
+                # Destination jobs first: should this process die before `finish`, the primary's retry makes
+                # them again, and Store.add keeps the ones already made (and done) as they are. Made first, they
+                # also keep the submission's data in the store until the last of them is done (retention).
+                self.after_delivery(form, submission)
+            erased = retention.finish(self.store, job, outcome.status, self.queue_settings)
+            log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, destination(job.target)
+                     if self.destinations.handles(job.target) else form.config.provider, job.attempts,
+                     "; the submission's personal data erased from the queue" if erased else "")
         else:
             reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
-            self.store.bury(job, f"refused by the provider ({reason})")
+            self.bury(form, job, f"refused by the provider ({reason})")
             log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, outcome.status)
+
+    @staticmethod
+    def _count(form: Form, job: Job, result: str) -> None:
+        metrics.QUEUE_ATTEMPTS.labels(form.slug, job.target, result).inc()
+        if job.target != "primary":
+            metrics.DESTINATION_ATTEMPTS.labels(form.slug, destination(job.target), result).inc()
 
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
@@ -483,13 +517,15 @@ class Relay:
             job.uncertain = True
         started = max(job.created_at, job.retried_at or 0.0)  # an operator's retry restarts max_age
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
-            self.store.bury(job, f"{reason}; {HELD}")
+            self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - started > settings.max_age:
-            self.store.bury(job, f"gave up after {job.attempts} attempt(s): {reason}")
+            self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
             retry_after = exc.retry_after if isinstance(exc, TryLater) else None
-            self.store.reschedule(job, time.time() + backoff(settings, job.attempts, retry_after), reason)
+            delay = backoff(settings, job.attempts, retry_after)
+            self.store.reschedule(job, time.time() + delay, reason)
+            log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
 
     def log_operator_actions(self) -> int:
         """Print into this server's log the actions the queue CLI recorded in the store (each by one process)."""
@@ -505,6 +541,7 @@ class Relay:
         return {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead, "inflight": stats.inflight}
 
     def close(self) -> None:
+        self.destinations.close()
         for provider in self.providers.values():
             provider.close()
         if self._store is not None:

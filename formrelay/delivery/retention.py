@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,7 @@ def forget(store: Store, email: str) -> Forgotten:
                 result.busy.append(job.id)  # claimed meanwhile
         elif job.state == DONE and store.swap(job.id, (DONE,), job.without_personal_data()):
             result.erased.append(job.id)
+    settle(store, {job.submission_id for job in found})
     store.scrub(wait=5.0)
     return result
 
@@ -111,8 +113,15 @@ def forget(store: Store, email: str) -> Forgotten:
 def purge_dead(store: Store, older_than: float, now: float | None = None) -> list[str]:
     """Delete dead letters that reached the dead letters more than `older_than` seconds ago; their ids."""
     now = time.time() if now is None else now
-    old = [job.id for job in store.scan(DEAD) if (job.finished_at or job.created_at) < now - older_than]
-    purged = [job_id for job_id in old if store.swap(job_id, (DEAD,), None)]
+    old = [job for job in store.scan(DEAD) if (job.finished_at or job.created_at) < now - older_than]
+    purged = [job.id for job in old if store.swap(job.id, (DEAD,), None)]
+    settle(store, {job.submission_id for job in old})
     store.scrub(wait=5.0)
     return purged
+
+
+def settle(store: Store, submission_ids: Iterable[str]) -> None:
+    """After jobs were deleted: the submissions whose other jobs are now all done lose their data too."""
+    for submission_id in submission_ids:
+        store.erase_submission(submission_id)
 

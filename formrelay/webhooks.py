@@ -1,0 +1,150 @@
+"""Signed webhooks (Standard Webhooks): the event body, its signature, and one HTTP attempt to a receiver.
+
+Transport floor, beside the providers: it knows HTTP and the Standard Webhooks rules, nothing of the relay or
+its queue (the delivery floor makes each event a job and calls `WebhookSender.send` from the worker).
+
+The signature is the `standardwebhooks` library's own (`Webhook.sign`), so it is byte for byte what every
+receiver library verifies: `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed with the
+base64-decoded part of the `whsec_` secret.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks import Webhook
+
+from formrelay import metrics
+from formrelay.budget import Budget
+from formrelay.core.config import RelaySettings, WebhookConfig
+from formrelay.core.errors import TryLater
+from formrelay.core.outcome import Outcome
+
+USER_AGENT = "formrelay-webhooks/0.1"
+EVENT_TYPE = "submission.{event}"
+# Statuses after which a receiver asks to be left alone: the job goes to the dead letters at once.
+GONE = frozenset({410})
+
+
+def message_id(job_id: str) -> str:
+    """The `webhook-id`: derived from the job's id (submission + webhook + event), so the same on every retry."""
+    return "msg_" + hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
+def event_body(event: str, at: float, form: str, submission: Mapping[str, Any], outcome: Mapping[str, Any],
+               include_personal_data: bool) -> bytes:
+    """The JSON body of one event (pure): the same bytes on every retry, so a signature can be checked again."""
+    data: dict[str, Any] = {"form": form, "submission_id": submission.get("id"), "outcome": dict(outcome)}
+    if include_personal_data:
+        data["fields"] = dict(submission.get("values") or {})
+        data["context"] = dict(submission.get("context") or {})
+    body = {
+        "type": EVENT_TYPE.format(event=event),
+        "timestamp": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": data,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def sign(secret: str, msg_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for a body sent now."""
+    stamp = int(now if now is not None else time.time())
+    signature = Webhook(secret).sign(msg_id, dt.datetime.fromtimestamp(stamp, dt.UTC), body.decode("utf-8"))
+    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": signature}
+
+
+class WebhookSender:
+    """Sends signed events: one pooled HTTP session, the relay's timeouts, one call budget per receiver."""
+
+    def __init__(self, relay: RelaySettings, storage_uri: str = "memory://") -> None:
+        self.timeout = (relay.connect_timeout, relay.timeout)
+        self.storage_uri = storage_uri
+        self.http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)  # retries are the queue's
+        self.http.mount("https://", adapter)
+        self.http.mount("http://", adapter)
+        self.http.headers["User-Agent"] = USER_AGENT
+        # As the providers do: the environment's proxies are read once per URL, the CA bundle once here.
+        self.http.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.http.verify = bundle
+        self._proxies: dict[str, dict[str, str]] = {}
+        self._budgets: dict[tuple[str, str], Budget] = {}
+
+    def _budget(self, form: str, hook: WebhookConfig) -> Budget:
+        key = (form, hook.name)
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._budgets[key] = Budget(f"webhook:{form}:{hook.name}", hook.rate, self.storage_uri)
+        return budget
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        found = self._proxies.get(url)
+        if found is None:
+            found = self._proxies[url] = requests.utils.get_environ_proxies(url)
+        return found
+
+    def send(self, form: str, hook: WebhookConfig, msg_id: str, body: bytes) -> Outcome:
+        """One attempt: delivered on 2xx, rejected on 410 Gone, TryLater otherwise (never the URL in a message)."""
+        self._budget(form, hook).take(wait=1.0)
+        headers = {"Content-Type": "application/json", **sign(hook.secret, msg_id, body)}
+        where = f"webhook {hook.name}"
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            # No redirects: a receiver may not send the body on to a URL the config does not name.
+            response = self.http.post(hook.url, data=body, headers=headers, timeout=self.timeout,
+                                      allow_redirects=False, proxies=self._proxies_for(hook.url))
+            status = response.status_code
+            response.close()
+        except requests.ConnectTimeout:
+            raise TryLater(f"{where}: connection timed out") from None
+        except requests.ReadTimeout:
+            raise TryLater(f"{where}: no answer within {self.timeout[1]}s", may_have_arrived=True) from None
+        except requests.RequestException as exc:
+            raise TryLater(f"{where}: connection failed ({exc.__class__.__name__})") from None
+        finally:
+            metrics.UPSTREAM_SECONDS.labels("webhook", metrics.upstream_result(status)).observe(
+                time.perf_counter() - started)
+        if 200 <= status < 300:
+            return Outcome("delivered", upstream_status=status)
+        if status in GONE:
+            return Outcome("rejected", message=f"{where}: the receiver answered HTTP {status}", upstream_status=status)
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        raise TryLater(f"{where}: HTTP {status}", retry_after=retry_after, may_have_arrived=status >= 500)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: the queue's own backoff will do
+
+
+def reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the URL's host accepts a TCP connection (nothing is sent): (ok, what happened, in words)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    started = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.timeout:
+        return False, f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return False, f"does not answer ({exc.__class__.__name__})"
+    return True, f"answers (TCP connect in {(time.perf_counter() - started) * 1000:.0f} ms)"
