@@ -119,6 +119,37 @@ def test_allowed_tags_of_the_wrong_shape_are_400(client, mocked):
     assert an_posts(mocked) == []
 
 
+@pytest.mark.parametrize("triggers, off", [
+    (None, True),                                          # the plugin's `autoresponse: false`: no triggers at all
+    ({"autoresponse": {"enabled": False}}, True),
+    ({"autoresponse": {}}, True),
+    ({"other": {"enabled": True}}, True),
+    ({"autoresponse": {"enabled": True}}, False),          # the plugin's default
+    ({"autoresponse": {"enabled": "true"}}, True),         # only JSON true asks for it
+])
+def test_with_allow_autoresponse_off_only_an_autoresponse_asked_for_is_kept(triggers, off):
+    mapping = PersonMapping({"email": "e"}, custom=None)
+    doc = {"person": {"email_addresses": [{"address": "a@example.org"}]}}
+    if triggers is not None:
+        doc["triggers"] = triggers
+    opened = read_osdi(OSDIBody(doc), mapping, OSDISettings(allow_autoresponse_off=True))
+    assert opened.page_options == ({"autoresponse": False} if off else {})
+    # without the form's leave, the page decides nothing, whatever it sent
+    assert read_osdi(OSDIBody(doc), mapping, OSDISettings()).page_options == {}
+
+
+def test_the_plugins_autoresponse_false_reaches_action_network_as_no_trigger(mocked, config):
+    config["forms"]["quiet"] = {**config["forms"]["sign"], "osdi": {"allow_autoresponse_off": True}}
+    app = create_app(config)
+    mocked.post(AN_URL, json={})
+    quiet = app.test_client().post("/v1/forms/quiet", json=osdi())  # what `autoresponse: false` sends: no triggers
+    loud = app.test_client().post("/v1/forms/quiet", json=osdi(triggers={"autoresponse": {"enabled": True}}))
+    closed = app.test_client().post("/v1/forms/sign", json=osdi())  # a form that did not allow it keeps its own
+    assert [a.status_code for a in (quiet, loud, closed)] == [200, 200, 200]
+    sent = an_posts(mocked)
+    assert ["triggers" in s for s in sent] == [False, True, True]
+
+
 def test_read_osdi_is_pure_and_keeps_to_the_allow_lists():
     mapping = PersonMapping({"email": "e", "email_status": "ok", "comments": "c"}, custom=None)
     doc = {"person": {"email_addresses": [{"address": "a@example.org", "status": "subscribed"}],

@@ -137,7 +137,7 @@ class OSDISettings:
 
     allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
     allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
-    allow_autoresponse_off: bool = False       # whether triggers.autoresponse.enabled = false is honoured
+    allow_autoresponse_off: bool = False       # whether a body not asking for the autoresponse gets none
     allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
 
 

@@ -8,7 +8,8 @@ the body, and what is not:
   form has a field for it, `referrer_data.source` / `referrer_data.referrer` as page context, and top-level
   relay controls (`_hp`, `_started`, `_idempotency_key`) and page context (`utm_*`, `source`, `referrer`);
 - taken only where `[forms.x.osdi]` allows it: `add_tags` / `remove_tags` named in `allow_add_tags` /
-  `allow_remove_tags`, `triggers.autoresponse.enabled = false` with `allow_autoresponse_off`, and an email or
+  `allow_remove_tags`, an autoresponse not asked for (`triggers.autoresponse.enabled` false or absent, as the
+  plugin's `autoresponse: false` sends) with `allow_autoresponse_off`, and an email or
   phone `status` of "subscribed" (which ticks the form's consent field) with `allow_status`;
 - never: any other top-level key (flat field names beside `person` included), other triggers, other statuses.
 """
@@ -65,8 +66,14 @@ def _allowed_tags(raw: Any, allowed: tuple[str, ...], where: str) -> list[str]:
 
 
 def _autoresponse_off(triggers: Any) -> bool:
+    """Whether the page asked for no autoresponse: anything but `triggers.autoresponse.enabled = true`.
+
+    In OSDI a helper's autoresponse is a trigger the body asks for; the OSDI jQuery plugin's documented
+    `autoresponse: false` option asks by leaving `triggers` out altogether (it never sends `enabled: false`).
+    So an absent trigger says "off" as plainly as `enabled: false` does.
+    """
     autoresponse = triggers.get("autoresponse") if isinstance(triggers, Mapping) else None
-    return isinstance(autoresponse, Mapping) and autoresponse.get("enabled") is False
+    return not (isinstance(autoresponse, Mapping) and autoresponse.get("enabled") is True)
 
 
 def read_osdi(body: OSDIBody, mapping: PersonMapping, allow: OSDISettings) -> OSDIRead:
@@ -170,8 +177,9 @@ def request_schema(mapping: PersonMapping, allow: OSDISettings, controls: Mappin
     properties["add_tags"] = {"type": "array", "items": {"type": "string"}, "description": tags_note.format("allow_add_tags")}
     properties["remove_tags"] = {"type": "array", "items": {"type": "string"},
                                  "description": tags_note.format("allow_remove_tags")}
-    properties["triggers"] = {"type": "object", "description": "only autoresponse.enabled = false is read, and only "
-                                                               "with [forms.x.osdi] allow_autoresponse_off"}
+    properties["triggers"] = {"type": "object", "description": "only autoresponse.enabled is read, and only with "
+                                                               "[forms.x.osdi] allow_autoresponse_off: anything but "
+                                                               "true (absent too) is no autoresponse"}
     properties["referrer_data"] = {"type": "object", "properties": {k: {"type": "string"} for k in REFERRER_KEYS}}
     properties.update(controls)
     return {"type": "object", "required": ["person"], "properties": properties,
