@@ -103,6 +103,8 @@ def check(config_path: str | None) -> None:
         for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
             click.echo(f"  ERROR: {problem}")
+        for warning in form.provider.warnings(form.config):
+            click.echo(f"  warning: {warning}")
         problems += _check_destinations(relay, form)
     relay.close()
     if problems:

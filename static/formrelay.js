@@ -65,6 +65,7 @@
     }
     hidden(form, "_idempotency_key", newKey());
     if (started) hidden(form, "_started", started);
+    hidden(form, "_page_url", win.location.href.split("#")[0]);  // for attribution parameters (NGP queryString)
     var params = new URLSearchParams(win.location.search);
     CONTEXT.forEach(function (key) {
       if (params.get(key) && !form.elements[key]) hidden(form, key, params.get(key));

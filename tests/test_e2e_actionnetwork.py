@@ -53,3 +53,42 @@ def test_a_burst_from_many_threads_keeps_to_four_calls_a_second(sandbox, serve, 
     assert len(times) == 10
     # no window of one second holds more than four calls
     assert all(times[i + 4] - times[i] >= 0.95 for i in range(len(times) - 4))
+
+
+def test_background_request_with_a_key_is_delivered(sandbox, serve, tmp_path):
+    """The sandbox answers ?background_request=true with the documented immediate 200 {}, key or not."""
+    relay = serve(create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2", "api_key": API_KEY}},
+        "forms": {"sign": {"provider": "actionnetwork", "action": "petition", "action_id": "air", "background": True}},
+        "queue": {"path": str(tmp_path / "q.sqlite3")},
+    }))
+    answer = requests.post(f"{relay.url}/v1/forms/sign", json={"email": "ann@example.org"}, timeout=5)
+    assert answer.json() == {"ok": True, "status": "delivered"}
+    (got,) = received(sandbox, "actionnetwork")
+    assert got["keyed"] is True and got["background"] is True
+
+
+def test_check_with_a_key_finds_a_wrong_action_id_and_unknown_tags(sandbox, tmp_path):
+    """`formrelay check` run for real against the sandbox: a wrong action_id and an unknown tag fail it."""
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    def run(action_id: str, tags: list[str]) -> tuple[int, str]:
+        path = tmp_path / "formrelay.toml"
+        path.write_text(
+            f'[providers.actionnetwork]\nbase_url = "{sandbox.url}/actionnetwork/api/v2"\napi_key = "{API_KEY}"\n'
+            f'[queue]\npath = "{tmp_path / "q.sqlite3"}"\n'
+            f'[forms.sign]\nprovider = "actionnetwork"\naction = "petition"\naction_id = "{action_id}"\n'
+            f'add_tags = {tags!r}\n'.replace("'", '"'))
+        result = CliRunner().invoke(main, ["check", "--config", str(path)])
+        return result.exit_code, result.output
+
+    code, output = run("air", ["clean-air", "lapsed"])  # "lapsed" is on the sandbox's third page of tags
+    assert code == 0, output
+    code, output = run("no-such-petition", ["clean-air"])
+    assert code != 0 and "no petition 'no-such-petition'" in output
+    code, output = run("air", ["clean-air", "typo-tag"])
+    assert code != 0 and "'typo-tag' do not exist" in output
+    assert API_KEY not in output

@@ -20,10 +20,12 @@ def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp
         "providers": {
             "ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
             "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
-                          "client_id": fake.CLIENT_ID, "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID},
+                          "client_id": fake.CLIENT_ID, "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID,
+                          "pb_customer_id": fake.PB_CUSTOMER_ID},
         },
         "forms": {
-            "toolkit": {"provider": "engageone", "campaign": "Toolkit", "communication": "ToolkitMail"},
+            "toolkit": {"provider": "engageone", "campaign": "Toolkit", "communication": "ToolkitMail",
+                        "email_json_path": "customer_email"},
             "join": {"provider": "ngp", "form_id": "demo-petition",
                      "followup": {"campaign": "Thanks", "communication": "ThanksMail",
                                   "dataset": {"first_name": "FirstName"}}},
@@ -46,7 +48,43 @@ def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp
         worker.stop()
     sends = received(sandbox, "engageone")
     assert [s["campaign"] for s in sends] == ["Toolkit", "Thanks"]
+    # the documented email_json_path names the record key that carries the address
+    assert sends[0]["body"]["dataset"] == [{"customer_email": "ann@example.org"}]
     assert sends[1]["body"]["dataset"] == [{"email": "ann@example.org", "first_name": "Ann"}]
     assert len(received(sandbox, "ngp")) == 1
     calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
     assert calls["engageone:authenticate"] == 2  # the first token, and one refresh after the 401
+
+
+def test_a_wrong_pb_customer_id_keeps_the_send_for_later(sandbox, serve, tmp_path):
+    """The sandbox answers 403 to a company header that is not the documented eocm- name: queued, not refused."""
+    app = create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"engageone": {"users_url": f"{sandbox.url}/engageone/users",
+                                    "api_url": f"{sandbox.url}/engageone/api", "client_id": fake.CLIENT_ID,
+                                    "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID}},
+        "forms": {"toolkit": {"provider": "engageone", "campaign": "Toolkit", "communication": "ToolkitMail"}},
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
+    })
+    relay = serve(app)
+    answer = requests.post(f"{relay.url}/v1/forms/toolkit", json={"email": "ann@example.org"}, timeout=5)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert received(sandbox, "engageone") == []
+
+
+def test_check_warns_about_a_pb_customer_id_without_eocm_but_still_passes(sandbox, tmp_path):
+    """`formrelay check` for real: the warning is printed and does not fail the check (the sandbox answers)."""
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    path = tmp_path / "formrelay.toml"
+    path.write_text(
+        f'[providers.engageone]\nusers_url = "{sandbox.url}/engageone/users"\napi_url = "{sandbox.url}/engageone/api"\n'
+        f'client_id = "{fake.CLIENT_ID}"\nsecret = "{fake.SECRET}"\ncustomer_id = "{fake.CUSTOMER_ID}"\n'
+        f'[queue]\npath = "{tmp_path / "q.sqlite3"}"\n'
+        '[forms.toolkit]\nprovider = "engageone"\ncampaign = "Toolkit"\ncommunication = "ToolkitMail"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: PB-Customer-Id 'sa11bb'" in result.output and "eocm-" in result.output
+    assert fake.SECRET not in result.output

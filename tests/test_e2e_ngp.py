@@ -61,3 +61,57 @@ def test_cors_over_http(relay):
         "Origin": "https://www.example.org", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type"}, timeout=5)
     assert answer.status_code == 204 and answer.headers["Access-Control-Allow-Origin"] == "https://www.example.org"
+
+
+@pytest.fixture
+def north_america(sandbox, serve, tmp_path):
+    app = create_app({
+        "relay": {"rate_limit": "", "timeout": 0.5},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "forms": {slug: {"provider": "ngp", "form_id": f"demo-{slug}"}
+                  for slug in ("signup", "closed", "donate", "advocacy", "terse")},
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
+    })
+    server = serve(app)
+    server.app = app
+    return server
+
+
+SIGNUP = {"FirstName": "Ann", "EmailAddress": "ann@example.org"}
+
+
+def test_a_province_and_a_canadian_postal_code_reach_ngp_with_page_attribution(north_america, sandbox):
+    answer = requests.post(f"{north_america.url}/v1/forms/signup", json={
+        **SIGNUP, "StateProvince": "ON", "PostalCode": "M5V 2T6",
+        "_page_url": "https://www.example.org/join?ms=spring-mail&midqs=M-9"}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    (got,) = received(sandbox, "ngp")
+    assert got["fields"]["PostalCode"] == ["M5V 2T6"] and got["fields"]["StateProvince"] == ["ON"]
+    assert got["fields"]["MarketSource"] == ["spring-mail"] and got["fields"]["MailingId"] == ["M-9"]
+    wrong = requests.post(f"{north_america.url}/v1/forms/signup", json={
+        **SIGNUP, "StateProvince": "TX", "PostalCode": "M5V 2T6"}, timeout=5)
+    assert wrong.status_code == 422 and list(wrong.json()["errors"]) == ["PostalCode"]
+
+
+def test_closed_and_contribution_forms_are_refused_before_anything_is_sent(north_america, sandbox):
+    closed = requests.post(f"{north_america.url}/v1/forms/closed", json={**SIGNUP, "PostalCode": "20009"}, timeout=5)
+    assert closed.status_code == 503 and "closed" in closed.json()["message"]
+    assert requests.get(f"{north_america.url}/v1/forms/donate", timeout=5).status_code == 503
+    assert received(sandbox, "ngp") == []
+
+
+def test_an_answer_without_result_code_or_errors_is_delivered(north_america, sandbox):
+    answer = requests.post(f"{north_america.url}/v1/forms/terse", json={**SIGNUP, "PostalCode": "20009"}, timeout=5)
+    assert answer.status_code == 200 and answer.json()["status"] == "delivered"
+    assert len(received(sandbox, "ngp")) == 1
+
+
+def test_an_advocacy_form_cut_off_mid_flight_is_held(north_america, sandbox):
+    requests.post(f"{sandbox.url}/_control/delay", json={"provider": "ngp", "seconds": 1.5}, timeout=5)
+    answer = requests.post(f"{north_america.url}/v1/forms/advocacy", json={**SIGNUP, "PostalCode": "20009"},
+                           timeout=10)
+    assert answer.status_code == 202
+    requests.post(f"{sandbox.url}/_control/recover", timeout=5)
+    from formrelay.delivery.queue import DEAD
+    jobs = north_america.app.extensions["formrelay"].store.jobs()
+    assert [j.state for j in jobs] == [DEAD] and "held" in jobs[0].last_error

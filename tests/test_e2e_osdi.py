@@ -49,7 +49,8 @@ def relay(sandbox, serve, tmp_path):
             "ens": {"base_url": f"{sandbox.url}/ens/service", "api_token": API_TOKEN},
             "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
                           "client_id": fake_engageone.CLIENT_ID, "secret": fake_engageone.SECRET,
-                          "customer_id": fake_engageone.CUSTOMER_ID},
+                          "customer_id": fake_engageone.CUSTOMER_ID,
+                          "pb_customer_id": fake_engageone.PB_CUSTOMER_ID},
         },
         "forms": {
             "an": an,

@@ -1,5 +1,6 @@
 """Pure parts: what a form is and what a supporter sent, as data, with no I/O.
 
 Lives here: fields (FieldSpec -> marshmallow schema -> description), submission (parsing a body, control
-fields, the card-number guard); person.py is reserved for the common person model. May import: formrelay.core.
+fields, the card-number guard), regions (states, provinces, postal codes by region); person.py is reserved for
+the common person model. May import: formrelay.core.
 """

@@ -10,7 +10,9 @@ from typing import Any
 
 import email_validator
 import phonenumbers
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from formrelay.forms.regions import postal_errors
 
 from formrelay.core.i18n import Msg, gettext
 
@@ -32,6 +34,7 @@ NOT_A_PHONE = Msg("Enter a valid phone number.")
 NOT_A_ZIP = Msg("Enter a 5-digit ZIP code (or ZIP+4).")
 BASE_MESSAGES = {"required": REQUIRED_MESSAGE, "null": REQUIRED_MESSAGE, "validator_failed": VALIDATOR_FAILED}
 WIDGET = "x-widget"
+POSTAL_REGION = "x-postal-region-from"  # metadata of a postal-code field: [state field, country field]
 TRUTHY = {"on", "true", "1", "yes", "y", "checked"}
 FALSY = {"off", "false", "0", "no", "n", ""}
 
@@ -62,6 +65,9 @@ class FieldSpec:
     maximum: float | None = None
     aliases: tuple[str, ...] = ()
     help: str | None = None
+    # For format "postal_code": the names of the form's state/province and country fields, whose values decide
+    # which postal format applies (None where the form has no such field).
+    region_fields: tuple[str | None, str | None] = (None, None)
 
     def __post_init__(self) -> None:
         if self.type not in FIELD_TYPES:
@@ -203,6 +209,8 @@ def _one(spec: FieldSpec, default_max_length: int) -> fields.Field:
         metadata["description"] = spec.help
     if spec.aliases:
         metadata["x-aliases"] = list(spec.aliases)
+    if spec.format == "postal_code":
+        metadata[POSTAL_REGION] = list(spec.region_fields)
     kwargs: dict[str, Any] = {"required": spec.required, "metadata": metadata}
 
     if spec.type == "checkbox" and not spec.options:
@@ -252,11 +260,31 @@ class FormSchema(Schema):
         unknown = EXCLUDE
 
 
+class RegionalFormSchema(FormSchema):
+    """A form with a postal code checked against the state or country chosen on the same form.
+
+    A subclass of its own, so that forms without one pay nothing for the cross-field check (a few us a load).
+    """
+
+    @validates_schema(skip_on_field_errors=False)
+    def _postal_codes_fit_their_region(self, data: Mapping[str, Any], **_: Any) -> None:
+        cls = type(self)
+        rules = cls.__dict__.get("_postal_rules")
+        if rules is None:  # once per derived schema class, not per submission
+            rules = {name: tuple(f.metadata[POSTAL_REGION]) for name, f in self.fields.items()
+                     if POSTAL_REGION in f.metadata}
+            cls._postal_rules = rules  # type: ignore[attr-defined]
+        errors = postal_errors(data, rules)
+        if errors:
+            raise ValidationError(errors)  # type: ignore[arg-type]
+
+
 def build_schema(name: str, specs: Sequence[FieldSpec], default_max_length: int = 10_000) -> type[FormSchema]:
     """Derive the Marshmallow schema class of a form from its field specs (pure)."""
     declared = {spec.name: _one(spec, default_max_length) for spec in specs}
     safe_name = re.sub(r"[^0-9A-Za-z]", "", name.title()) or "Form"
-    return FormSchema.from_dict(declared, name=f"{safe_name}Schema")  # type: ignore[return-value]
+    base = RegionalFormSchema if any(spec.format == "postal_code" for spec in specs) else FormSchema
+    return base.from_dict(declared, name=f"{safe_name}Schema")  # type: ignore[return-value]
 
 
 def relabel(definition: Definition, labels: Mapping[str, str]) -> Definition:

@@ -23,6 +23,10 @@ CONTEXT_KEYS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer",
 )
 CONTEXT_MAX_LENGTH = 500
+# `_page_url`: the address of the page the form was on (the snippet sends location.href), kept as context
+# "page_url" so a provider can read attribution parameters from it (NGP hidden elements with a queryString).
+PAGE_URL = "page_url"
+PAGE_URL_MAX_LENGTH = 2000
 TOO_MANY_FIELDS = Msg("Too many fields (at most {count}).")
 TOO_MANY_BYTES = Msg("The body is larger than {count} bytes.")
 
@@ -180,6 +184,10 @@ def split_controls(body: Mapping[str, Value], field_names: set[str]) -> tuple[di
             bare = key[len(CONTROL_PREFIX):]
             if bare in CONTEXT_KEYS and key not in field_names:
                 _put_context(context, bare, value)
+            elif bare == PAGE_URL:
+                page = _first_text(value).strip()
+                if page.startswith(("https://", "http://")) and len(page) <= PAGE_URL_MAX_LENGTH:
+                    context[PAGE_URL] = page
             else:
                 controls[bare] = _first_text(value)
         elif key in CONTEXT_KEYS and key not in field_names:

@@ -23,7 +23,8 @@ from formrelay.forms.submission import Submission
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://actionnetwork.org/api/v2"
-# action -> helper path (confirmed; survey inferred to work blind; signup needs a key)
+# action -> helper path. Documented: petition, form, event, advocacy_campaign, and the person signup helper
+# (/people, needs a key). Inferred, not in the documentation: the survey path /surveys/{id}/responses.
 HELPERS: Mapping[str, str] = {
     "petition": "/petitions/{id}/signatures",
     "form": "/forms/{id}/submissions",
@@ -46,6 +47,11 @@ STANDARD_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("country", Msg("Country"), "text", 2),
 )
 ALIASES = {"email_address": ("email",), "phone_number": ("phone",)}
+# The resource each action's helper belongs to, for `formrelay check` to look the action up (GET, documented).
+COLLECTIONS: Mapping[str, str] = {"petition": "petitions", "form": "forms", "event": "events",
+                                  "advocacy_campaign": "advocacy_campaigns", "survey": "surveys"}
+UNDOCUMENTED_ACTIONS = frozenset({"survey"})
+TAG_PAGES = 40  # at most this many pages of /tags are read by `check` (25 a page: 1,000 tags)
 PUBLIC_REFUSAL = Msg("Action Network did not accept this submission.")
 
 
@@ -252,8 +258,12 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
     return body
 
 
-def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
-    """AN's answer -> Outcome or TryLater (pure)."""
+def read_answer(status: int, body: Any, keyed: bool, background: bool = False) -> Outcome:
+    """AN's answer -> Outcome or TryLater (pure).
+
+    `background`: the POST carried ?background_request=true, which AN answers at once with `200 {}` and processes
+    later (documented), with a key or without: that `{}` is "accepted", not "nothing was created".
+    """
     if status == 429 or status >= 500 or status == 408:
         raise TryLater(f"actionnetwork: HTTP {status}", may_have_arrived=may_have_arrived(status))
     if status in (401, 403):
@@ -261,8 +271,9 @@ def read_answer(status: int, body: Any, keyed: bool) -> Outcome:
     if status == 404:
         raise TryLater("actionnetwork: HTTP 404: no such action (check action and action_id)")
     if 200 <= status < 300:
-        if not keyed:
-            # A blind POST answers 200 {} for success and failure alike (confirmed): all we can say.
+        if not keyed or background:
+            # A blind POST answers 200 {} for success and failure alike, and a background request answers 200 {}
+            # before processing (both documented): all we can say is that AN took it.
             return Outcome("delivered", upstream_status=status)
         if isinstance(body, Mapping) and (body.get("identifiers") or body.get("_links")):
             ids = body.get("identifiers") or []
@@ -293,6 +304,7 @@ class ActionNetwork(Provider):
         # AN allows 4 calls per second per key/IP: the relay holds calls back rather than earn a 429,
         # across every thread, and across hosts when Redis is configured.
         self.budget = Budget("actionnetwork", settings.rate, relay.redis_url or "memory://")
+        self._advice: dict[str, list[str]] = {}  # form slug -> what the last check found worth a warning
 
     def uncertain_delivery_for(self, form: FormConfig) -> str:
         # People and signatures are deduplicated by email/phone upstream; outreaches are not (confirmed).
@@ -325,7 +337,8 @@ class ActionNetwork(Provider):
                                      headers=headers)
         log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
                   (time.perf_counter() - started) * 1000)
-        return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key))
+        return read_answer(response.status_code, json_or_none(response), keyed=bool(self.settings.api_key),
+                           background=options.background)
 
     def probe(self, form: FormConfig) -> str:
         """GET the API entry point. That it exists at {base_url}/ follows OSDI (inferred for Action Network): any
@@ -342,6 +355,92 @@ class ActionNetwork(Provider):
         return f"answered (API entry point: HTTP {response.status_code})"
 
     def check(self, form: FormConfig) -> list[str]:
-        if form.options.action == "signup" and not self.settings.api_key:
+        """With a key, look up the configured action, custom fields and tags (GET only), so a wrong action_id
+        fails the check instead of queueing every signature for a week."""
+        options: ANForm = form.options
+        if options.action == "signup" and not self.settings.api_key:
             return ["action 'signup' needs [providers.actionnetwork] api_key"]
-        return []
+        self._advice[form.slug] = []
+        if not self.settings.api_key:
+            return []
+        try:
+            return self._look_up(form, options)
+        except TryLater as exc:
+            return [f"could not look the {options.action} up: {exc.reason}"]
+
+    def _look_up(self, form: FormConfig, options: ANForm) -> list[str]:
+        problems: list[str] = []
+        if options.action in COLLECTIONS:
+            status, _ = self._get(f"/{COLLECTIONS[options.action]}/{options.action_id}")
+            if status == 404:
+                problems.append(f"no {options.action} {options.action_id!r} in this Action Network group "
+                                "(check action and action_id)")
+            elif status in (401, 403):
+                problems.append(f"HTTP {status}: the API key was refused looking up the {options.action}")
+            elif status != 200:
+                problems.append(f"looking up the {options.action} answered HTTP {status}")
+        if options.custom_fields:
+            status, body = self._get("/metadata/custom_fields")
+            listed = body.get("action_network:custom_fields") if isinstance(body, Mapping) else None
+            if status == 200 and isinstance(listed, list):
+                known = {str(f.get("name")) for f in listed if isinstance(f, Mapping)}
+                missing = [c.key for c in options.custom_fields if c.key not in known]
+                if missing:
+                    # Inferred: AN stores a custom field sent by the API even when no record has it yet, so an
+                    # unknown key is worth a look (a typo?) rather than a failure.
+                    self._advice[form.slug].append(
+                        f"custom field(s) {', '.join(repr(m) for m in missing)} are not among the group's custom "
+                        "fields yet (a typo, or a new field?)")
+            else:
+                self._advice[form.slug].append(f"could not list the group's custom fields (HTTP {status})")
+        if options.add_tags or options.remove_tags:
+            wanted = set(options.add_tags) | set(options.remove_tags)
+            found, complete = self._tag_names(wanted)
+            missing_tags = sorted(wanted - found)
+            if missing_tags and complete:
+                # Documented: tags must exist already; an unknown tag is silently ignored, so it would never be set.
+                problems.append(f"tag(s) {', '.join(repr(t) for t in missing_tags)} do not exist in this group: "
+                                "Action Network ignores unknown tags silently")
+            elif missing_tags:
+                self._advice[form.slug].append("could not read the whole tag list to confirm "
+                                               + ", ".join(repr(t) for t in missing_tags))
+        return problems
+
+    def warnings(self, form: FormConfig) -> list[str]:
+        options: ANForm = form.options
+        found = list(self._advice.get(form.slug, []))
+        if options.action in UNDOCUMENTED_ACTIONS:
+            found.append("the survey response helper (/surveys/{id}/responses) is not in Action Network's "
+                         "documentation (inferred): try one response and look for it in Action Network")
+        if options.remove_tags:
+            found.append("remove_tags on an action helper is not documented by Action Network (inferred): "
+                         "confirm once that the tags are removed")
+        return found
+
+    def _get(self, path: str) -> tuple[int, Any]:
+        """One keyed GET for `check`, within the 4-a-second budget."""
+        self.budget.take(wait=max(self.settings.budget_wait, 1.0))
+        response = self.request("GET", path if path.startswith("http") else f"{self.settings.base_url}{path}",
+                                headers={"Accept": "application/hal+json", "OSDI-API-Token": self.settings.api_key or ""})
+        return response.status_code, json_or_none(response)
+
+    def _tag_names(self, wanted: set[str]) -> tuple[set[str], bool]:
+        """Names of the group's tags among `wanted`, and whether every page was read (GET /tags, paginated)."""
+        found: set[str] = set()
+        url: str | None = "/tags"
+        for _ in range(TAG_PAGES):
+            if url is None or found >= wanted:
+                return found, True
+            status, body = self._get(url)
+            if status != 200 or not isinstance(body, Mapping):
+                return found, False
+            embedded = body.get("_embedded")
+            tags = embedded.get("osdi:tags") if isinstance(embedded, Mapping) else None
+            for tag in tags if isinstance(tags, list) else []:
+                if isinstance(tag, Mapping) and tag.get("name") in wanted:
+                    found.add(str(tag["name"]))
+            links = body.get("_links")
+            following = links.get("next") if isinstance(links, Mapping) else None
+            href = following.get("href") if isinstance(following, Mapping) else None
+            url = href if isinstance(href, str) and href.startswith(self.settings.base_url) else None
+        return found, url is None

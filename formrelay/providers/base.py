@@ -91,6 +91,10 @@ class Provider(ABC):
         """Problems an operator should know about (used by `formrelay check`); empty when all is well."""
         return []
 
+    def warnings(self, form: FormConfig) -> list[str]:
+        """Things `formrelay check` prints without failing: settings that work but look wrong, inferred paths."""
+        return []
+
     def probe(self, form: FormConfig) -> str:
         """Ask the provider something harmless, for `formrelay check`: what answered. Raises ProviderError.
 

@@ -42,6 +42,13 @@ class EngageOneSettings:
     secret: str
     customer_id: str
     token_margin: float = 300.0
+    # The PB-Customer-Id header: "the Communicate company's name prefixed with eocm-, spaces as hyphens, case
+    # sensitive" (documented). Not necessarily the authenticate body's customer_id; that is the default when unset.
+    pb_customer_id: str | None = None
+
+    @property
+    def company_header(self) -> str:
+        return self.pb_customer_id or self.customer_id
 
 
 class EngageOneSettingsSchema(Schema):
@@ -54,6 +61,8 @@ class EngageOneSettingsSchema(Schema):
     secret = fields.String(required=True, validate=validate.Length(min=1))
     customer_id = fields.String(required=True, validate=validate.Length(min=1))
     token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+    pb_customer_id = fields.String(load_default=None, validate=validate.Regexp(r"^\S+$", error="no spaces: "
+                                   "the documented form is eocm-<company name> with spaces as hyphens"))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> EngageOneSettings:
@@ -181,9 +190,17 @@ def build_body(send: Send, record: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def record_from(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ([to_text(x) for x in v] if isinstance(v, list) else (v if isinstance(v, bool) else to_text(v)))
-            for k, v in values.items()}
+def record_from(values: Mapping[str, Any], email_json_path: str = "email") -> dict[str, Any]:
+    """A form's values as its data-set record, the address under the send's email_json_path (pure).
+
+    The form's own field is always called `email` (CONTRACT section 5); the documented send reads the address
+    from the record key `email_json_path` names (e.g. `customer_email`), so the address moves there.
+    """
+    record = {k: ([to_text(x) for x in v] if isinstance(v, list) else (v if isinstance(v, bool) else to_text(v)))
+              for k, v in values.items()}
+    if email_json_path != "email" and "email" in record:
+        record[email_json_path] = record.pop("email")
+    return record
 
 
 def followup_record(followup: Followup, definition: Definition, values: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -210,6 +227,11 @@ def read_answer(status: int, body: Any) -> Outcome:
     """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
     if status == 429 or status >= 500 or status == 408:
         raise TryLater(f"engageone: HTTP {status}", may_have_arrived=may_have_arrived(status))
+    if status in (401, 403):
+        # Inferred: a 401/403 with a fresh token is the relay's permission or company header (PB-Customer-Id),
+        # not the supporter's submission: keep it and retry once an operator has fixed it, as NGP and AN do.
+        raise TryLater(f"engageone: HTTP {status}: the token or PB-Customer-Id was refused "
+                       "(check pb_customer_id and the API user's permissions)", retry_after=300)
     if 200 <= status < 300 and isinstance(body, Mapping) and body.get("send_id"):
         return Outcome("delivered", upstream_status=status, reference=str(body["send_id"]))
     if 200 <= status < 300:
@@ -273,13 +295,14 @@ class EngageOne(Provider):
         for attempt in (1, 2):
             token = self.token()
             response = self.request("POST", url, json=build_body(send, record), headers={
-                "Authorization": f"Bearer {token}", "PB-Customer-Id": self.settings.customer_id,
+                "Authorization": f"Bearer {token}", "PB-Customer-Id": self.settings.company_header,
                 "Accept": "application/json"})
             if response.status_code == 401 and attempt == 1:
                 self._invalidate(token)
                 continue
             if response.status_code == 401:
-                raise TryLater("engageone: the token was refused twice", retry_after=60)
+                raise TryLater("engageone: the token was refused twice (check the PB-Customer-Id header, "
+                               "pb_customer_id, and the API user's permissions)", retry_after=300)
             return read_answer(response.status_code, json_or_none(response))
         raise TryLater("engageone: unreachable")  # pragma: no cover
 
@@ -291,7 +314,8 @@ class EngageOne(Provider):
         return person_mapping_for(definition)
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
-        return self.send(form.options.send, record_from(submission.values))
+        send: Send = form.options.send
+        return self.send(send, record_from(submission.values, send.email_json_path))
 
     def send_followup(self, followup: Followup, definition: Definition, submission: Submission) -> Outcome:
         record = followup_record(followup, definition, submission.values)
@@ -311,4 +335,13 @@ class EngageOne(Provider):
 
     def check(self, form: FormConfig) -> list[str]:
         return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
+
+    def warnings(self, form: FormConfig) -> list[str]:
+        header = self.settings.company_header
+        if header.startswith("eocm-"):
+            return []
+        source = "pb_customer_id" if self.settings.pb_customer_id else "customer_id (pb_customer_id is unset)"
+        return [f"PB-Customer-Id {header!r} (from {source}) does not start with 'eocm-': the documentation defines "
+                "it as eocm-<company name>, spaces as hyphens, case sensitive; set [providers.engageone] "
+                "pb_customer_id"]
 

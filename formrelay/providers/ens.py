@@ -1,6 +1,7 @@
 """Engaging Networks (ENS) page processing: a cached ens-auth-token, fields checked against the account, budgeted calls."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -34,7 +35,14 @@ log = logging.getLogger(__name__)
 
 INVALID_TOKEN = "Invalid ens-auth-token"
 API_LIMIT = "exceeded its api limit"
-UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")  # txn1..txn5 (confirmed)
+# What ENS's own pages put in txn1..txn5 (confirmed); the API calls txn1..txn10 "external references" and copies
+# nothing by itself, so the relay fills them only as a form's `txn_from_page` says (an account's own external
+# references are never overwritten by default).
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+PAGE_KEYS = (*UTM_KEYS, "source", "referrer")  # the page context the relay captures (forms/submission.py)
+TXN_NAMES = tuple(f"txn{i}" for i in range(1, 11))
+MANAGE_SUPPORTERS = ("supporter lookups (fields, questions, origin source) need the API user's "
+                     "'Manage individual supporters' permission")
 CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
 YES, NO = Msg("Yes"), Msg("No")
 PUBLIC_REFUSAL = Msg("The campaign's system did not accept this submission.")
@@ -62,6 +70,9 @@ class ENSSettings:
     page_budget: str = "200/5minute"
     budget_wait: float = 0.0
     token_margin: float = 300.0
+    # Documented: 5,000 requests an hour per API user, blocked beyond; every call counts (authenticate,
+    # definition lookups, page processing, origin source).
+    api_budget: str = "5000/hour"
 
 
 class ENSSettingsSchema(Schema):
@@ -73,15 +84,17 @@ class ENSSettingsSchema(Schema):
     page_budget = fields.String(load_default="200/5minute")
     budget_wait = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=30))
     token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+    api_budget = fields.String(load_default="5000/hour")
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ENSSettings:
         from limits import parse
 
-        try:
-            parse(data["page_budget"])
-        except ValueError:
-            raise ValidationError({"page_budget": ["not a rate such as '200/5minute'"]}) from None
+        for key, example in (("page_budget", "200/5minute"), ("api_budget", "5000/hour")):
+            try:
+                parse(data[key])
+            except ValueError:
+                raise ValidationError({key: [f"not a rate such as '{example}'"]}) from None
         data["base_url"] = data["base_url"].rstrip("/")
         return ENSSettings(**data)
 
@@ -110,8 +123,15 @@ class ENSForm:
     appeal_code: str | None = None
     tracking_id: str | None = None
     campaign_references: tuple[str, ...] = ()
-    origin_source: Mapping[str, str] | None = None
+    # A string: sent as `originSource` in the process body (documented, CONTRACT section 8). A {code, category}
+    # table: the separate /supporter/{id}/originsource call, only for operators who ask for it.
+    origin_source: str | Mapping[str, str] | None = None
     locale: str | None = None
+    # txnN -> the page context key it carries (e.g. txn1 = "utm_source"); empty: no page value goes into txn.
+    txn_from_page: Mapping[str, str] = field(default_factory=dict)
+    # Documented opt-ins only ever send "Y"; "N" for an existing supporter can opt them out. "omit" (default)
+    # leaves an unticked opt-in box out; "N" sends it as N, for forms whose purpose is to record a refusal.
+    unticked_opt_ins: str = "omit"
     phone_region: str = "GB"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +161,19 @@ class OriginSchema(Schema):
     category = fields.String(required=True)
 
 
+class OriginSource(fields.Field):
+    """`origin_source = "web"` (the body field) or `{code, category}` (the separate call)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip() or len(value) > 255:
+                raise ValidationError("a non-empty text of at most 255 characters")
+            return value.strip()
+        if isinstance(value, Mapping):
+            return OriginSchema().load(value)
+        raise ValidationError('a text (sent as originSource) or a table {code = "...", category = "..."}')
+
+
 class ENSFormSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -154,11 +187,18 @@ class ENSFormSchema(Schema):
     appeal_code = fields.String(load_default=None)
     tracking_id = fields.String(load_default=None)
     campaign_references = fields.List(fields.String(), load_default=list, validate=validate.Length(max=5))
-    origin_source = fields.Nested(OriginSchema, load_default=None)
+    origin_source = OriginSource(load_default=None, allow_none=True)
     phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
+    txn_from_page = fields.Dict(keys=fields.String(validate=validate.OneOf(TXN_NAMES)),
+                                values=fields.String(validate=validate.OneOf(PAGE_KEYS)), load_default=dict)
+    unticked_opt_ins = fields.String(load_default="omit", validate=validate.OneOf(["omit", "N"]))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ENSForm:
+        taken = {f"txn{i + 6}" for i in range(len(data["campaign_references"]))}
+        clash = sorted(taken & set(data["txn_from_page"]), key=lambda t: int(t[3:]))
+        if clash:
+            raise ValidationError({"txn_from_page": [f"{', '.join(clash)} already carry campaign_references"]})
         contact = data["contact_message"]
         return ENSForm(
             page_id=data["page_id"],
@@ -171,7 +211,30 @@ class ENSFormSchema(Schema):
             campaign_references=tuple(data["campaign_references"]),
             origin_source=data["origin_source"],
             phone_region=data["phone_region"].upper(),
+            txn_from_page=dict(data["txn_from_page"]),
+            unticked_opt_ins=data["unticked_opt_ins"],
         )
+
+
+def token_lifetime(expires: Any, now: float) -> float:
+    """Seconds a token may be used, from the authenticate answer's `expires`, never more than an hour (pure).
+
+    Live transcripts show a lifetime in milliseconds (3600000); the documentation only says "an expiry date", so
+    an epoch timestamp (milliseconds or seconds) is read as one (inferred), and nothing is cached past an hour.
+    """
+    try:
+        value = float(expires)
+    except (TypeError, ValueError):
+        return 3600.0
+    if value != value or value <= 0:  # NaN or nonsense
+        return 3600.0
+    if value > 1e11:  # epoch milliseconds (1e11 ms of lifetime would be three years)
+        seconds = value / 1000.0 - now
+    elif value > 1e9:  # epoch seconds (as a lifetime in ms this would be 11 days)
+        seconds = value - now
+    else:
+        seconds = value / 1000.0
+    return min(max(seconds, 1.0), 3600.0)
 
 
 class AuthProblem(TryLater):
@@ -274,6 +337,8 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         value = values[spec.name]
         if spec.name in questions_kind:
             if isinstance(value, bool):
+                if not value and form.unticked_opt_ins == "omit":
+                    continue  # an unticked box says nothing: "N" could opt an existing supporter out
                 questions[spec.name] = "Y" if value else "N"
             else:
                 questions[spec.name] = ",".join(to_text(v) for v in value) if isinstance(value, list) else to_text(value)
@@ -292,9 +357,11 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
         body["trackingId"] = form.tracking_id
     if locale or form.locale:
         body["locale"] = locale or form.locale
-    for i, key in enumerate(UTM_KEYS):
+    if isinstance(form.origin_source, str):
+        body["originSource"] = form.origin_source
+    for txn, key in form.txn_from_page.items():
         if context.get(key):
-            body[f"txn{i + 1}"] = context[key][:255]
+            body[txn] = context[key][:255]
     for i, reference in enumerate(form.campaign_references[:5]):
         body[f"txn{i + 6}"] = reference
     if form.contact_message is not None:
@@ -343,6 +410,9 @@ class ENS(Provider):
         # ENS allows 200 page-process calls per 5 minutes per source IP; the relay is one IP for everyone,
         # and with Redis every host spends the same budget (inferred: hosts behind one NAT share that IP).
         self.budget = Budget("ens-page-process", settings.page_budget, relay.redis_url or "memory://")
+        # The 5,000 calls an hour belong to the API user, whichever process or host spends them (documented).
+        user = hashlib.sha256(f"{settings.base_url} {settings.api_token}".encode()).hexdigest()[:16]
+        self.api_budget = Budget(f"ens-api-user-{user}", settings.api_budget, relay.redis_url or "memory://")
         self.auth_state: dict[str, Any] = {"state": "not yet authenticated"}
         self._lookups: dict[str, Any] = {}
         self._lookup_lock = threading.Lock()
@@ -351,6 +421,7 @@ class ENS(Provider):
 
     def authenticate(self) -> tuple[str, float]:
         """POST the API token as the raw body; (token, lifetime in seconds). Never logs the answer raw."""
+        self._spend()
         response = self.request(
             "POST", f"{self.settings.base_url}/authenticate", data=self.settings.api_token.encode("utf-8"),
             headers={"Content-Type": "application/json", "Accept": "application/json"},
@@ -359,13 +430,10 @@ class ENS(Provider):
         if response.status_code == 200 and isinstance(body, Mapping) and body.get("ens-auth-token"):
             token = str(body["ens-auth-token"])
             logs.add_secrets([token])
-            try:
-                lifetime = float(body.get("expires", 3_600_000)) / 1000.0
-            except (TypeError, ValueError):
-                lifetime = 3600.0
+            lifetime = token_lifetime(body.get("expires", 3_600_000), time.time())
             self.auth_state = {"state": "ok", "since": time.time()}
             metrics.TOKEN_REFRESHES.labels("ens", "ok").inc()
-            return token, max(lifetime, 1.0)
+            return token, lifetime
         message = str(body.get("message", "")) if isinstance(body, Mapping) else ""
         if response.status_code == 401 and API_LIMIT in message:
             problem = "the API user has exceeded its hourly API limit (5,000 calls)"
@@ -383,16 +451,22 @@ class ENS(Provider):
         raise AuthProblem(f"ens: {problem}", retry_after=60)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """An authenticated call; re-authenticates and retries once only on 'Invalid ens-auth-token'."""
+        """An authenticated call, counted against the API user's hourly budget.
+
+        Re-authenticates and retries once on any 401 but the documented API-limit one: the documented expiry text
+        is 'Invalid ens-auth-token', but recovery should not hang on one exact wording.
+        """
+        extra_headers = kwargs.pop("headers", {})
         for attempt in (1, 2):
             token = self.tokens.get()
-            headers = {"ens-auth-token": token, "Accept": "application/json", **kwargs.pop("headers", {})}
+            headers = {"ens-auth-token": token, "Accept": "application/json", **extra_headers}
+            self._spend()
             response = self.request(method, f"{self.settings.base_url}{path}", headers=headers, **kwargs)
             if response.status_code != 401:
                 return response
             answer = json_or_none(response)
             message = str(answer.get("message", "")) if isinstance(answer, Mapping) else ""
-            if INVALID_TOKEN in message and attempt == 1:
+            if API_LIMIT not in message and attempt == 1:
                 self.tokens.invalidate(token)
                 continue
             if API_LIMIT in message:
@@ -402,10 +476,22 @@ class ENS(Provider):
             raise AuthProblem(f"ens: HTTP 401 on {path.split('?')[0]}", retry_after=60)
         raise AuthProblem("ens: the session token was refused twice", retry_after=60)
 
+    def _spend(self) -> None:
+        """One call from the API user's hourly budget. A failing shared store never stops a call: ENS's own limit
+        still answers 401 beyond it, which the relay reads as 'try later'."""
+        try:
+            self.api_budget.take(wait=self.settings.budget_wait)
+        except TryLater:
+            raise
+        except Exception as exc:
+            log.warning("ens: the hourly API budget's store failed (%s); calling without counting", exc.__class__.__name__)
+
     def _get_json(self, path: str) -> Any:
         response = self.call("GET", path)
         if response.status_code in (204, 404):
             return None
+        if response.status_code == 403:
+            raise TryLater(f"ens: GET {path} answered HTTP 403: {MANAGE_SUPPORTERS}", retry_after=300)
         if response.status_code != 200:
             raise TryLater(f"ens: GET {path} answered HTTP {response.status_code}")
         body = json_or_none(response)
@@ -474,7 +560,7 @@ class ENS(Provider):
                              locale=form.locale or submission.locale)
         response = self.call("POST", f"/page/{options.page_id}/process", json=body)
         outcome = read_answer(response.status_code, json_or_none(response), definition)
-        if outcome.status == "delivered" and options.origin_source and outcome.reference:
+        if outcome.status == "delivered" and isinstance(options.origin_source, Mapping) and outcome.reference:
             self._origin_source(outcome.reference, options.origin_source)
         return outcome
 
@@ -490,6 +576,13 @@ class ENS(Provider):
 
     def check(self, form: FormConfig) -> list[str]:
         return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
+
+    def warnings(self, form: FormConfig) -> list[str]:
+        found = [f"{MANAGE_SUPPORTERS}; every call counts against its {self.settings.api_budget} budget"]
+        if isinstance(form.options.origin_source, Mapping):
+            found.append("origin_source as a table makes a second call per submission (/supporter/{id}/originsource): "
+                         'origin_source = "<value>" sends it in the process body instead (documented)')
+        return found
 
     def probe(self, form: FormConfig) -> str:
         return "answered (authenticated; supporter fields and questions fetched)"

@@ -6,18 +6,20 @@ import html
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay.core.config import FormConfig
-from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
+from formrelay.forms.regions import CA_PROVINCES, US_MILITARY, US_STATES, US_TERRITORIES
 from formrelay.core.outcome import Outcome
 from formrelay.providers.base import Provider, json_or_none, may_have_arrived
 from formrelay.forms.submission import CARD_FIELD, Submission
@@ -26,24 +28,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.myngp.com/v2"
 
-# NGP's "states" named list: the 50 states, DC and the inhabited territories, by postal code.
-US_STATES: tuple[tuple[str, str], ...] = (
-    ("AL", "Alabama"), ("AK", "Alaska"), ("AZ", "Arizona"), ("AR", "Arkansas"), ("CA", "California"),
-    ("CO", "Colorado"), ("CT", "Connecticut"), ("DE", "Delaware"), ("DC", "District of Columbia"),
-    ("FL", "Florida"), ("GA", "Georgia"), ("HI", "Hawaii"), ("ID", "Idaho"), ("IL", "Illinois"),
-    ("IN", "Indiana"), ("IA", "Iowa"), ("KS", "Kansas"), ("KY", "Kentucky"), ("LA", "Louisiana"),
-    ("ME", "Maine"), ("MD", "Maryland"), ("MA", "Massachusetts"), ("MI", "Michigan"), ("MN", "Minnesota"),
-    ("MS", "Mississippi"), ("MO", "Missouri"), ("MT", "Montana"), ("NE", "Nebraska"), ("NV", "Nevada"),
-    ("NH", "New Hampshire"), ("NJ", "New Jersey"), ("NM", "New Mexico"), ("NY", "New York"),
-    ("NC", "North Carolina"), ("ND", "North Dakota"), ("OH", "Ohio"), ("OK", "Oklahoma"), ("OR", "Oregon"),
-    ("PA", "Pennsylvania"), ("RI", "Rhode Island"), ("SC", "South Carolina"), ("SD", "South Dakota"),
-    ("TN", "Tennessee"), ("TX", "Texas"), ("UT", "Utah"), ("VT", "Vermont"), ("VA", "Virginia"),
-    ("WA", "Washington"), ("WV", "West Virginia"), ("WI", "Wisconsin"), ("WY", "Wyoming"),
-    ("AS", "American Samoa"), ("GU", "Guam"), ("MP", "Northern Mariana Islands"), ("PR", "Puerto Rico"),
-    ("VI", "U.S. Virgin Islands"),
-)
+# NGP's "states" named list, resolved here: a form titled "State or Province" takes US states, DC, territories,
+# military codes and Canadian provinces (inferred from NGP's own forms; the list itself is not published).
+STATE_OPTIONS: tuple[Option, ...] = tuple(
+    Option(code, name) for code, name in (*US_STATES, *US_TERRITORIES, *US_MILITARY, *CA_PROVINCES))
 NAMED_LISTS: Mapping[str, tuple[Option, ...]] = {
-    "states": tuple(Option(code, name) for code, name in US_STATES),
+    "states": STATE_OPTIONS,
 }
 
 # Element types seen in NGP definitions, and the field type each becomes.
@@ -53,8 +43,21 @@ FIELD_ELEMENTS = {
     "date": "date", "number": "number",
 }
 NOT_FIELDS = {"markup", "submit", "button", "html", "fieldset"}
-# Inferred: NGP VAN serves US campaigns, so `postalCode` is checked as a US ZIP (12345 or 12345-6789).
-VALIDATIONS = {"email": "email", "phone": "phone", "postalcode": "postal_code_us"}
+# `postalCode` (documented validation name) is checked by the state/province or country the same form carries: a
+# US ZIP for US states, Canada Post's format for provinces, a plausible length otherwise (forms/regions.py).
+VALIDATIONS = {"email": "email", "phone": "phone", "postalcode": "postal_code"}
+PUBLISHED = "Published"  # documented status of a live form; anything else is refused with its deactivation text
+# Inferred key names: the deactivation text's place in a definition is not published.
+DEACTIVATION_KEYS = ("deactivationMessage", "deactivatedMessage", "formDeactivatedMessage", "inactiveMessage",
+                     "closedMessage")
+DEACTIVATED = Msg("This form is not accepting submissions at the moment.")
+# Card data is tokenised in the browser by NGP's own embed (documented): a ContributionForm cannot be relayed.
+REFUSED_TYPES = {"ContributionForm": "card data is tokenised by NGP's own embed and never passes through the relay; "
+                                     "link to NGP's own contribution page instead"}
+# A retried advocacy submission can send a second message to a target: hold uncertain deliveries instead.
+HOLD_TYPES = frozenset({"AdvocacyForm"})
+PAGE_VALUE_MAX = 255  # inferred: NGP publishes no length for MarketSource-style hidden values
+COUNTRY_NAME = re.compile(r"^country(code|name)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -173,8 +176,14 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
     """NGP's form definition -> the relay's Definition (pure; unknown element types never crash it)."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("form_elements"), list):
         raise DefinitionError("ngp: the form definition has no form_elements list")
+    form_type = doc.get("type")
+    if not isinstance(form_type, str) or not form_type:
+        raise DefinitionError("ngp: the form definition has no type")
+    if form_type in REFUSED_TYPES:
+        raise DefinitionError(f"ngp: form {doc.get('formId', '')} is a {form_type}: {REFUSED_TYPES[form_type]}")
     specs: list[FieldSpec] = []
     fixed: dict[str, Any] = {}
+    from_page: dict[str, str] = {}  # hidden element name -> the page URL parameter that fills it
     seen: set[str] = set()
 
     def walk(elements: Iterable[Any], depth: int = 0) -> None:
@@ -197,6 +206,11 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
                 continue
             if kind == "hidden":
                 fixed[name] = element.get("value", "")
+                query = element.get("queryString")
+                if isinstance(query, str) and query:
+                    # Attribution (MarketSource <- ms, MailingId <- midqs): NGP's own embed reads it from the
+                    # page URL; the fixed value stays the fallback.
+                    from_page[name] = query
                 continue
             if CARD_FIELD.search(name):
                 # Card data is tokenised by NGP's own embed; the relay never takes it (PCI scope).
@@ -212,15 +226,18 @@ def definition_from_ngp(doc: Mapping[str, Any], phone_region: str = "US") -> Def
                 specs.append(spec)
 
     walk(doc["form_elements"])
-    form_type = doc.get("type")
-    if not isinstance(form_type, str) or not form_type:
-        raise DefinitionError("ngp: the form definition has no type")
     fixed["type"] = form_type
+    state = next((s.name for s in specs if s.options is STATE_OPTIONS), None)
+    country = next((s.name for s in specs if COUNTRY_NAME.match(s.name)), None)
+    specs = [replace(s, region_fields=(state, country)) if s.format == "postal_code" else s for s in specs]
+    status = doc.get("status")
     return Definition(
         title=str(doc.get("title") or ""),
         fields=tuple(specs),
         fixed=fixed,
-        extra={"form_type": form_type, "form_id": str(doc.get("formId", ""))},
+        extra={"form_type": form_type, "form_id": str(doc.get("formId", "")), "from_page": from_page,
+               "status": status if isinstance(status, str) else None,
+               "deactivation": deactivation_text(doc)},
     )
 
 
@@ -246,10 +263,49 @@ def person_mapping_for(definition: Definition) -> PersonMapping:
     return match_fields(definition, PERSON_NAMES, custom="{key}", by_type=BY_TYPE)
 
 
-def build_payload(definition: Definition, values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Validated values -> the urlencoded pairs NGP takes: the form's fields, then its fixed values (pure)."""
+def closed(status: str | None) -> bool:
+    """Whether a definition's status refuses submissions: anything but Published (a missing status is not read
+    as closed, since older definitions may not carry one: inferred)."""
+    return status is not None and status.strip().lower() != PUBLISHED.lower()
+
+
+def deactivation_text(doc: Mapping[str, Any]) -> str:
+    """The form's own words for "closed", as plain text, or "" (pure; key names inferred)."""
+    metadata = doc.get("metadata")
+    for place in (doc, metadata if isinstance(metadata, Mapping) else {}):
+        for key in DEACTIVATION_KEYS:
+            text = place.get(key)
+            if isinstance(text, str) and text.strip():
+                return plain_text(text)[:500]
+    return ""
+
+
+def page_parameters(context: Mapping[str, str]) -> dict[str, str]:
+    """The query parameters of the page the form was posted from (the snippet's `_page_url`), first value each."""
+    url = context.get("page_url")
+    if not url or not url.startswith(("https://", "http://")):
+        return {}
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=False):
+        params.setdefault(key, value)
+    return params
+
+
+def build_payload(definition: Definition, values: Mapping[str, Any],
+                  context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Validated values -> the urlencoded pairs NGP takes: the form's fields, then its fixed values (pure).
+
+    A hidden element with a `queryString` takes that parameter from the page URL when the page carried it.
+    """
     pairs: list[tuple[str, str]] = []
-    fixed = definition.fixed
+    fixed = dict(definition.fixed)
+    from_page: Mapping[str, str] = definition.extra.get("from_page", {})
+    if from_page and context:
+        params = page_parameters(context)
+        for name, query in from_page.items():
+            value = params.get(query, "").strip()
+            if value:
+                fixed[name] = value[:PAGE_VALUE_MAX]
     for spec in definition.fields:
         if spec.name not in values or spec.name in fixed:
             continue
@@ -258,7 +314,7 @@ def build_payload(definition: Definition, values: Mapping[str, Any]) -> list[tup
             pairs += [(spec.name, to_text(v)) for v in value]
         else:
             pairs.append((spec.name, to_text(value)))
-    # Fixed values come last and only from the definition, so a submission can never override them.
+    # Fixed values come last, from the definition (or, for attribution, the page URL): form fields never override them.
     pairs += [(name, to_text(value)) for name, value in fixed.items()]
     return pairs
 
@@ -296,6 +352,10 @@ def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
         raise TryLater(f"ngp: HTTP {status} with a body that is not a JSON object", may_have_arrived=True)
     errors = body.get("errors") or []
     result = body.get("resultCode")
+    if result is None and not errors and 200 <= status < 300:
+        # Documented: no errors array means success. Without resultCode either, it is read as delivered.
+        log.info("ngp: HTTP %s without resultCode or errors; read as delivered", status)
+        result = "Success"
     if result == "Success" and not errors and 200 <= status < 300:
         raw_page = body.get("page")
         page: Mapping[str, Any] = raw_page if isinstance(raw_page, Mapping) else {}
@@ -354,12 +414,31 @@ class NGP(Provider):
         if settings.api_key:
             # HTTP Basic apiuser:<key> (confirmed); sent from the server only.
             self.http.auth = ("apiuser", settings.api_key)
+        self._types: dict[str, str] = {}  # form id -> its type, from the last definition fetched
+        self._status: dict[str, str | None] = {}  # form id -> its status, likewise
+
+    def uncertain_delivery_for(self, form: FormConfig) -> str:
+        form_type = self._types.get(form.options.form_id)
+        if form_type is None:
+            # A worker that restarted may judge a job before it has loaded the form: look the type up once, and
+            # hold when it cannot be known (a repeated advocacy message is worse than an operator's look).
+            try:
+                form_type = self.definition(form).extra["form_type"]
+            except ProviderError:
+                return "hold"
+        return "hold" if form_type in HOLD_TYPES else self.uncertain_delivery
 
     def url(self, form: FormConfig) -> str:
         return f"{self.settings.base_url}/forms/{form.options.form_id}"
 
     def person_mapping(self, form: FormConfig, definition: Definition) -> PersonMapping:
         return person_mapping_for(definition)
+
+    def check(self, form: FormConfig) -> list[str]:
+        status = self._status.get(form.options.form_id)
+        if closed(status):
+            return [f"form {form.options.form_id} has status {status!r}, not {PUBLISHED!r}: submissions get 503"]
+        return []
 
     def definition(self, form: FormConfig) -> Definition:
         response = self.request("GET", self.url(form), headers={"Accept": "application/json"})
@@ -372,13 +451,22 @@ class NGP(Provider):
         doc = json_or_none(response)
         if doc is None:
             raise TryLater("ngp: definition fetch answered with something that is not JSON")
-        return definition_from_ngp(doc, form.options.phone_region)
+        definition = definition_from_ngp(doc, form.options.phone_region)
+        self._types[form.options.form_id] = definition.extra["form_type"]
+        self._status[form.options.form_id] = definition.extra["status"]
+        if closed(definition.extra["status"]):
+            log.warning("ngp: form %s has status %r: submissions are refused with its deactivation text",
+                        form.options.form_id, definition.extra["status"])
+        return definition
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
+        if closed(definition.extra.get("status")):
+            # Refused now (503) rather than queued to fail for a week; a definition refresh lifts it.
+            return Outcome("unavailable", message=definition.extra.get("deactivation") or _(DEACTIVATED))
         response = self.request(
             "POST",
             self.url(form),
-            data=build_payload(definition, submission.values),
+            data=build_payload(definition, submission.values, submission.context),
             headers={
                 "Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
                 "Accept": "application/json",

@@ -33,6 +33,15 @@ def fail() -> Any:
     return jsonify({"ok": True})
 
 
+@control.post("/limit")
+def limit() -> Any:
+    """{"provider": "ens", "calls": 10}: after 10 calls the provider answers its documented limit error."""
+    spec = request.get_json(force=True)
+    with state().lock:
+        state().limits[spec["provider"]] = int(spec["calls"])
+    return jsonify({"ok": True})
+
+
 @control.post("/delay")
 def delay() -> Any:
     spec = request.get_json(force=True)
@@ -70,6 +79,7 @@ def reset() -> Any:
         sandbox.calls.clear()
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.limits.clear()
     return jsonify({"ok": True})
 
 

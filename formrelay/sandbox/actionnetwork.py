@@ -12,6 +12,12 @@ from formrelay.sandbox.state import state
 bp = Blueprint("sandbox_actionnetwork", __name__, url_prefix="/actionnetwork/api/v2")
 
 API_KEY = "sandbox-an-api-key"
+# What the sandbox group holds, for `formrelay check` lookups (GET, as documented: resources, custom fields, tags).
+ACTIONS = {"petitions": {"demo-clean-air", "air"}, "forms": {"air"}, "events": {"air"},
+           "advocacy_campaigns": {"air"}, "surveys": {"air"}}
+CUSTOM_FIELDS = ("Employer", "Mother's maiden name")
+TAGS = ("volunteer", "donor", "clean-air", "air", "lapsed")
+TAGS_PER_PAGE = 2  # small pages so that clients must follow _links.next
 HELPER_ROUTES = ("/petitions/<aid>/signatures", "/forms/<aid>/submissions", "/events/<aid>/attendances",
                  "/advocacy_campaigns/<aid>/outreaches", "/surveys/<aid>/responses")
 
@@ -44,9 +50,11 @@ def _helper(aid: str | None = None) -> Any:
         return jsonify({"error": "Email address is not valid"}), 400
     if not emails and not person.get("phone_numbers"):
         return jsonify({"error": "A person needs an email address or a phone number"}), 400
+    background = request.args.get("background_request") == "true"
     sandbox.record("actionnetwork", {"path": request.path, "keyed": key is not None, "body": body,
-                                     "at": time.time()})
-    if key is None:
+                                     "at": time.time(), "background": background})
+    if key is None or background:
+        # Documented: a blind POST answers 200 {}; ?background_request=true answers 200 {} at once, key or not.
         return jsonify({}), 200, {"Content-Type": "application/hal+json"}
     created = f"action_network:{uuid.uuid4()}"
     return jsonify({"identifiers": [created], "_links": {"osdi:person": {"href": f"{request.host_url}people/x"}}})
@@ -55,3 +63,48 @@ def _helper(aid: str | None = None) -> Any:
 for rule in HELPER_ROUTES:
     bp.add_url_rule(rule, view_func=_helper, methods=["POST"], endpoint=rule.replace("/", "_").replace("<aid>", "id"))
 bp.add_url_rule("/people", view_func=_helper, methods=["POST"], endpoint="people")
+
+
+def _keyed() -> Any:
+    key = request.headers.get("OSDI-API-Token")
+    if key != API_KEY:
+        return jsonify({"error": "API Key invalid or not present"}), 403
+    return None
+
+
+@bp.get("/<collection>/<aid>")
+def action(collection: str, aid: str) -> Any:
+    refused = _keyed()
+    if refused is not None:
+        return refused
+    if collection not in ACTIONS:
+        return jsonify({"error": "Not found"}), 404
+    state().count_call("actionnetwork", "lookup")
+    if aid not in ACTIONS[collection]:
+        return jsonify({"error": "Sorry, that resource could not be found"}), 404
+    return jsonify({"identifiers": [f"action_network:{aid}"], "title": f"Sandbox {collection[:-1]} {aid}",
+                    "_links": {"self": {"href": request.base_url}}})
+
+
+@bp.get("/metadata/custom_fields")
+def custom_fields() -> Any:
+    refused = _keyed()
+    if refused is not None:
+        return refused
+    return jsonify({"action_network:custom_fields": [{"name": n} for n in CUSTOM_FIELDS],
+                    "_links": {"self": {"href": request.base_url}}})
+
+
+@bp.get("/tags")
+def tags() -> Any:
+    refused = _keyed()
+    if refused is not None:
+        return refused
+    page = max(1, int(request.args.get("page", "1") or 1))
+    pages = (len(TAGS) + TAGS_PER_PAGE - 1) // TAGS_PER_PAGE
+    chunk = TAGS[(page - 1) * TAGS_PER_PAGE: page * TAGS_PER_PAGE]
+    links: dict[str, Any] = {"self": {"href": request.url}}
+    if page < pages:
+        links["next"] = {"href": f"{request.base_url}?page={page + 1}"}
+    return jsonify({"total_pages": pages, "per_page": TAGS_PER_PAGE, "page": page, "total_records": len(TAGS),
+                    "_embedded": {"osdi:tags": [{"name": t} for t in chunk]}, "_links": links})

@@ -16,6 +16,9 @@ bp = Blueprint("sandbox_engageone", __name__, url_prefix="/engageone")
 CUSTOMER_ID = "sa11bb"
 CLIENT_ID = f"{CUSTOMER_ID}.sandbox@communicate.engageone.co"
 SECRET = "sandbox-engageone-secret"
+# Documented: PB-Customer-Id is the company name prefixed with eocm-, spaces as hyphens, case sensitive; it is not
+# the short customer id of the authenticate body.
+PB_CUSTOMER_ID = "eocm-Sandbox-Campaigns"
 LIFETIME = 3600
 _tokens: dict[str, float] = {}
 
@@ -46,8 +49,11 @@ def transactional(campaign: str) -> Any:
     sandbox.count_call("engageone", "send")
     auth = request.headers.get("Authorization", "")
     token = auth.removeprefix("Bearer ")
-    if _tokens.get(token, 0) < time.time() or request.headers.get("PB-Customer-Id") != CUSTOMER_ID:
+    if _tokens.get(token, 0) < time.time():
         return jsonify({"message": "Unauthorized"}), 401
+    if request.headers.get("PB-Customer-Id") != PB_CUSTOMER_ID:
+        # Inferred status: the codes are not published; a token for the wrong company is a permission problem.
+        return jsonify({"message": "Forbidden: unknown company"}), 403
     failure = sandbox.next_failure("engageone")
     if failure == 401:
         _tokens.pop(token, None)
@@ -57,5 +63,9 @@ def transactional(campaign: str) -> Any:
     body = request.get_json(force=True, silent=True) or {}
     if not body.get("dataset") or not body.get("communication"):
         return jsonify({"message": "dataset and communication are required"}), 400
+    path = body.get("email_json_path") or "email"
+    if not all(isinstance(r, dict) and r.get(path) for r in body["dataset"]):
+        # Documented: the address is read from email_json_path in each record; without it the send goes nowhere.
+        return jsonify({"message": f"dataset record without {path}"}), 400
     sandbox.record("engageone", {"campaign": campaign, "body": body})
     return jsonify({"send_id": uuid.uuid4().hex})

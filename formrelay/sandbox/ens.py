@@ -43,6 +43,17 @@ PAGES = {12345: {"id": 12345, "name": "write-your-mp", "title": "Write to your M
          555: {"id": 555, "name": "clean-air", "title": "Clean air petition", "type": "dcf"}}
 
 
+API_LIMIT = {"message": "The user with username [sandbox] has exceeded its api limit."}
+
+
+@bp.before_request
+def hourly_limit() -> Any:
+    """Documented: 5,000 requests an hour per API user, every call counted, answered with this 401 beyond."""
+    if state().over_limit("ens"):
+        return jsonify(API_LIMIT), 401
+    return None
+
+
 def _authorised() -> bool:
     token = request.headers.get("ens-auth-token", "")
     expires = _tokens.get(token)
@@ -58,7 +69,7 @@ def authenticate() -> Any:
     sandbox = state()
     sandbox.count_call("ens", "authenticate")
     if sandbox.next_failure("ens-auth") == 401:
-        return jsonify({"message": "The user with username [sandbox] has exceeded its api limit."}), 401
+        return jsonify(API_LIMIT), 401
     key = request.get_data(as_text=True)
     if key != API_TOKEN:
         return jsonify({"message": f"Invalid api key [{key}]"}), 401  # ENS echoes the key, like this
@@ -116,6 +127,9 @@ def process(page_id: int) -> Any:
         return jsonify({"status": "ERROR", "error": "Gateway rule: this supporter is suppressed"})
     if not email:
         return jsonify({"status": "ERROR", "error": "Field Email Address is required"})
+    if "originSource" in body and not isinstance(body["originSource"], str):
+        # Documented: originSource is a top-level string of the process body.
+        return jsonify({"status": "ERROR", "error": "originSource must be a string"})
     sandbox.record("ens", {"page_id": page_id, "body": body})
     number = len(sandbox.received["ens"])
     return jsonify({"status": "SUCCESS", "id": 1000 + number, "supporterId": 5000 + number,

@@ -14,7 +14,7 @@ PETITION: dict[str, Any] = {
     "formId": "demo-petition",
     "title": "Sign the clean air petition",
     "type": "PetitionForm",
-    "status": "Active",
+    "status": "Published",
     "form_elements": [
         {"type": "fieldset", "name": "ContactInformation", "title": "Contact information", "children": [
             {"type": "textfield", "name": "FirstName", "title": "First name", "required": True,
@@ -41,7 +41,38 @@ PETITION: dict[str, Any] = {
     "errors": [],
     "resultCode": "Success",
 }
-FORMS: dict[str, dict[str, Any]] = {"demo-petition": PETITION}
+# A signup form as NGP titles them for North America: "Zip/Postal Code" (validation postalCode) beside "State or
+# Province", and hidden attribution elements that NGP's own embed fills from the page URL (queryString).
+SIGNUP: dict[str, Any] = {
+    "formId": "demo-signup",
+    "title": "Join the clean air network",
+    "type": "SignupForm",
+    "status": "Published",
+    "form_elements": [
+        {"type": "textfield", "name": "FirstName", "title": "First Name", "required": True, "maxlength": 20,
+         "queryString": "fn"},
+        {"type": "textfield", "name": "EmailAddress", "title": "Email", "required": True, "maxlength": 100,
+         "validation": "email", "queryString": "em"},
+        {"type": "select", "name": "StateProvince", "title": "State or Province", "options": "states"},
+        {"type": "textfield", "name": "PostalCode", "title": "Zip/Postal Code", "required": True, "maxlength": 10,
+         "validation": "postalCode", "queryString": "pc"},
+        {"type": "hidden", "name": "MarketSource", "value": "web", "queryString": "ms"},
+        {"type": "hidden", "name": "MailingId", "value": "", "queryString": "midqs"},
+        {"type": "submit", "name": "Submit", "title": "Join"},
+    ],
+    "metadata": {}, "confirmation": {}, "errors": [], "resultCode": "Success",
+}
+CLOSED: dict[str, Any] = {
+    **SIGNUP, "formId": "demo-closed", "title": "Spring rally sign-up", "status": "Unpublished",
+    # Inferred key: where NGP keeps a form's deactivation text is not published.
+    "deactivationMessage": "<p>Sign-ups for the spring rally have <b>closed</b>. Thank you!</p>",
+}
+DONATE: dict[str, Any] = {**SIGNUP, "formId": "demo-donate", "title": "Give", "type": "ContributionForm"}
+ADVOCACY: dict[str, Any] = {**SIGNUP, "formId": "demo-advocacy", "title": "Write to your senator",
+                            "type": "AdvocacyForm"}
+# Answers a submission with neither resultCode nor errors: "no errors array means success" (documented).
+TERSE: dict[str, Any] = {**SIGNUP, "formId": "demo-terse", "title": "Quick sign-up"}
+FORMS: dict[str, dict[str, Any]] = {f["formId"]: f for f in (PETITION, SIGNUP, CLOSED, DONATE, ADVOCACY, TERSE)}
 
 
 @bp.get("/forms/<form_id>")
@@ -81,7 +112,13 @@ def submit(form_id: str) -> Any:
         errors.append({"text": "This submission was refused by the campaign.", "code": "REFUSED"})
     if errors:
         return jsonify({"errors": errors, "resultCode": "Failure"})
+    if form.get("status") != "Published":
+        # Inferred: what NGP answers for a closed form is not published; the relay never posts to one.
+        return jsonify({"errors": [{"code": "FORM_INACTIVE", "text": "This form is not active"}],
+                        "resultCode": "Failure"})
     sandbox.record("ngp", {"form_id": form_id, "fields": fields, "content_type": request.content_type})
+    if form_id == "demo-terse":
+        return jsonify({"response": {"submissionId": len(sandbox.received["ngp"])}})
     return jsonify({
         "page": {"confirmationActionType": "DisplayContent",
                  "confirmationPageContent": "<p>Thank you for signing, <b>friend</b>!</p>"},

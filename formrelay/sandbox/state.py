@@ -20,6 +20,8 @@ class SandboxState:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     delay: dict[str, float] = field(default_factory=dict)
+    # provider -> how many calls it takes before answering its documented "limit exceeded" (ENS: per API user)
+    limits: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, provider: str, item: dict[str, Any]) -> None:
@@ -29,6 +31,14 @@ class SandboxState:
     def count_call(self, provider: str, kind: str) -> None:
         with self.lock:
             self.calls[f"{provider}:{kind}"] += 1
+
+    def over_limit(self, provider: str) -> bool:
+        """Count one call against a limit set with /_control/limit; True once it is spent."""
+        with self.lock:
+            if provider not in self.limits:
+                return False
+            self.calls[f"{provider}:limited"] += 1
+            return self.calls[f"{provider}:limited"] > self.limits[provider]
 
     def next_failure(self, provider: str) -> int | None:
         with self.lock:

@@ -25,7 +25,7 @@ def demo_config(sandbox_url: str, queue_path: str | None = None) -> dict[str, An
             "engageone": {
                 "users_url": f"{sandbox_url}/engageone/users", "api_url": f"{sandbox_url}/engageone/api",
                 "client_id": "sa11bb.sandbox@communicate.engageone.co", "secret": "sandbox-engageone-secret",
-                "customer_id": "sa11bb",
+                "customer_id": "sa11bb", "pb_customer_id": "eocm-Sandbox-Campaigns",
             },
         },
         "forms": {

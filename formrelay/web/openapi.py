@@ -63,6 +63,8 @@ CONTROLS = {
     "_hp": {"type": "string", "description": "Honeypot: must be empty."},
     "_idempotency_key": {"type": "string", "maxLength": 200},
     "_started": {"type": "string", "description": "Time-trap token from the snippet."},
+    "_page_url": {"type": "string", "maxLength": 2000,
+                  "description": "The page's address (http or https): attribution parameters a provider may read."},
 }
 
 

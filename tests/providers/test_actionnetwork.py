@@ -174,3 +174,81 @@ def test_outreaches_are_held_not_retried_when_uncertain():
     assert relay.rule(relay.form("act")) == "hold"
     petition = create_app(an_config()).extensions["formrelay"]
     assert petition.rule(petition.form("act")) == "retry"
+
+
+# -- second pass against the documentation (issue 19) -------------------------------------------------
+
+def test_docs_background_processing_200_empty_with_a_key_is_accepted(an):
+    """Documented (background processing): `?background_request=true` answers an immediate `200 {}` and processes
+    later. With a key, that `{}` must not be read as "nothing was created" (which rejected every submission)."""
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    app = create_app(an_config(KEY, background=True))
+    answer = app.test_client().post("/v1/forms/act", json=VALID)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "delivered"
+    ((url, headers, _),) = sent(an)
+    assert url.endswith("/signatures?background_request=true") and headers["OSDI-API-Token"] == KEY
+
+
+def test_docs_without_background_a_keyed_200_empty_is_still_not_a_creation(an):
+    """Documented (ControlShift client, AN docs): with a key and no background flag, `{}` means nothing was made."""
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    answer = create_app(an_config(KEY)).test_client().post("/v1/forms/act", json=VALID)
+    assert answer.status_code == 502
+
+
+def checked(an, key=KEY, **form):
+    app = create_app(an_config(key, **form))
+    relay = app.extensions["formrelay"]
+    provider, config = relay.providers["actionnetwork"], relay.forms["act"].config
+    return provider.check(config), provider.warnings(config)
+
+
+def test_docs_check_with_a_key_looks_the_action_up_and_fails_on_404(an):
+    """Documented: GET /petitions/{id} returns the petition; AN answers 404 for an id that is not the group's."""
+    an.get(f"{BASE}/petitions/p-1", status=404, json={"error": "Sorry, that resource could not be found"})
+    problems, _ = checked(an)
+    assert len(problems) == 1 and "p-1" in problems[0] and "action_id" in problems[0]
+    assert an.calls[0].request.headers["OSDI-API-Token"] == KEY
+
+
+def test_docs_check_looks_up_custom_fields_and_paginated_tags(an):
+    """Documented: GET /metadata/custom_fields lists `action_network:custom_fields`; GET /tags is paginated with
+    `_embedded["osdi:tags"]` and `_links.next`; add_tags that do not exist are silently ignored by AN."""
+    an.get(f"{BASE}/petitions/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/metadata/custom_fields", json={"action_network:custom_fields": [{"name": "Employer"}]})
+    an.get(f"{BASE}/tags", json={"_embedded": {"osdi:tags": [{"name": "volunteer"}]},
+                                 "_links": {"next": {"href": f"{BASE}/tags?page=2"}}})
+    an.get(f"{BASE}/tags?page=2", json={"_embedded": {"osdi:tags": [{"name": "donor"}]}, "_links": {}})
+    problems, warnings = checked(an, add_tags=["volunteer", "donor", "no-such-tag"],
+                                 custom_fields={"Employer": {}, "Employr": {}})
+    assert problems == ["tag(s) 'no-such-tag' do not exist in this group: Action Network ignores unknown tags silently"]
+    assert any("'Employr'" in w for w in warnings) and not any("'Employer'" in w for w in warnings)
+
+
+def test_docs_check_passes_when_action_and_tags_exist(an):
+    an.get(f"{BASE}/petitions/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/tags", json={"_embedded": {"osdi:tags": [{"name": "volunteer"}]}, "_links": {}})
+    assert checked(an, add_tags=["volunteer"]) == ([], [])
+
+
+def test_check_without_a_key_looks_nothing_up(an):
+    """Lookups need a key (documented: only helpers take blind POSTs), so a keyless check makes no call."""
+    assert checked(an, key=None, add_tags=["volunteer"]) == ([], [])
+    assert len(an.calls) == 0
+
+
+def test_docs_survey_path_and_remove_tags_are_flagged_as_undocumented(an):
+    """Not in the documentation: the survey response helper path and remove_tags on action helpers (inferred)."""
+    an.get(f"{BASE}/surveys/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/tags", json={"_embedded": {"osdi:tags": [{"name": "lapsed"}]}, "_links": {}})
+    problems, warnings = checked(an, action="survey", remove_tags=["lapsed"])
+    assert problems == []
+    assert any("/surveys/{id}/responses" in w for w in warnings) and any("remove_tags" in w for w in warnings)
+
+
+def test_check_reports_an_unreachable_lookup_as_a_problem_not_a_crash(an):
+    import requests as rq
+
+    an.get(f"{BASE}/petitions/p-1", body=rq.ConnectionError("refused"))
+    problems, _ = checked(an)
+    assert len(problems) == 1 and "could not look the petition up" in problems[0]

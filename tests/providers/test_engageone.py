@@ -210,3 +210,60 @@ def test_an_uncertain_send_is_held_not_repeated(e1, tmp_path):
     assert app.test_client().post("/v1/forms/toolkit", json=VALID).status_code == 202
     (job,) = app.extensions["formrelay"].store.jobs()
     assert job.state == DEAD and "held" in job.last_error
+
+
+# -- second pass against the documentation (issue 19) -------------------------------------------------
+
+def test_docs_transactional_example_email_json_path_customer_email_carries_the_address(e1, tmp_path):
+    """Documented send (API Examples): `email_json_path: "customer_email"` reads the address from that key of
+    each dataset record, so the form's `email` must travel as `customer_email`, never under `email`."""
+    e1.rsps.post(SEND_URL, json={"send_id": "s-1"})
+    client = create_app(e1_config(tmp_path, email_json_path="customer_email")).test_client()
+    assert client.post("/v1/forms/toolkit", json=VALID).status_code == 200
+    body = json.loads(e1.sends()[0].request.body)
+    assert body["email_json_path"] == "customer_email"
+    (record,) = body["dataset"]
+    assert record["customer_email"] == "Ann@example.org" and "email" not in record
+
+
+def test_docs_pb_customer_id_is_its_own_setting(e1, tmp_path):
+    """Documented: PB-Customer-Id is the company name prefixed with `eocm-`, which is not the authenticate body's
+    customer_id (the API Examples show `sa11bb` there): both are sent, each where it belongs."""
+    e1.rsps.post(SEND_URL, json={"send_id": "s-1"})
+    raw = e1_config(tmp_path)
+    raw["providers"]["engageone"] = {**PROVIDER, "pb_customer_id": "eocm-Clean-Air-Trust"}
+    assert create_app(raw).test_client().post("/v1/forms/toolkit", json=VALID).status_code == 200
+    assert json.loads(e1.rsps.calls[0].request.body)["customer_id"] == "sa11bb"
+    assert e1.sends()[0].request.headers["PB-Customer-Id"] == "eocm-Clean-Air-Trust"
+
+
+def test_docs_pb_customer_id_check_warns_without_the_eocm_prefix(tmp_path):
+    """Without pb_customer_id the header defaults to customer_id, as before; `check` warns that the documented
+    value starts with `eocm-`, and stays quiet once it does."""
+    provider = create_app(e1_config(tmp_path)).extensions["formrelay"].providers["engageone"]
+    form = create_app(e1_config(tmp_path)).extensions["formrelay"].forms["toolkit"].config
+    (warning,) = provider.warnings(form)
+    assert "eocm-" in warning and "pb_customer_id" in warning
+    raw = e1_config(tmp_path)
+    raw["providers"]["engageone"] = {**PROVIDER, "pb_customer_id": "eocm-Clean-Air-Trust"}
+    assert create_app(raw).extensions["formrelay"].providers["engageone"].warnings(form) == []
+
+
+def test_pb_customer_id_with_spaces_is_refused_at_start_up(tmp_path):
+    """Documented: spaces become hyphens in PB-Customer-Id, so a value with a space is a config mistake."""
+    raw = e1_config(tmp_path)
+    raw["providers"]["engageone"] = {**PROVIDER, "pb_customer_id": "eocm-Clean Air"}
+    with pytest.raises(ConfigError, match="pb_customer_id"):
+        create_app(raw)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_docs_unpublished_status_codes_401_403_after_a_fresh_token_wait_instead_of_rejecting(e1, tmp_path, status):
+    """Status codes are not published (docs: inferred). A 401 twice, or a 403, is the relay's permission or
+    company header, not the supporter's fault: the send is kept (202) and retried, never thrown away (502)."""
+    e1.rsps.post(SEND_URL, status=status, json={"message": "Forbidden"})
+    app = create_app(e1_config(tmp_path))
+    answer = app.test_client().post("/v1/forms/toolkit", json=VALID)
+    assert answer.status_code == 202 and answer.get_json()["status"] == "queued"
+    (job,) = app.extensions["formrelay"].store.jobs()
+    assert job.state != DEAD and "pb-customer-id" in job.last_error.lower()

@@ -223,6 +223,7 @@ def test_read_answer_needs_both_200_and_success():
 
 def test_payload_carries_supporter_questions_config_values_and_utm(ens):
     raw = ens_config(appeal_code="AP1", tracking_id="TR9", campaign_references=["ref-a", "ref-b"],
+                     txn_from_page={"txn1": "utm_source", "txn5": "utm_term", "txn2": "utm_medium"},
                      suppress_auto_responder=True, demo=True, locale="en-GB",
                      contact_message={"subject": "Act", "message": "Dear MP"})
     app = create_app(raw)
@@ -249,11 +250,18 @@ def test_editable_contact_message_comes_from_the_supporter(ens):
     assert "contact_message" not in body["supporter"]
 
 
-def test_unticked_opt_in_is_sent_as_n_only_when_explicit():
+def test_docs_opt_ins_only_ever_send_y_so_an_unticked_box_is_left_out():
+    """EN's REST services page only ever sends opt-in questions as "Y"; "N" for an existing supporter can opt them
+    out. An unticked box (even an explicit false) is left out unless the form asks for `unticked_opt_ins = "N"`."""
     definition = Definition("t", (FieldSpec("Opt-in", "Opt", type="checkbox"),), extra={"questions": {"Opt-in": "OPT"}})
     form = ENSFormSchema().load({"page_id": 1, "fields": {"Opt-in": {}}})
-    assert build_payload(form, definition, {"Opt-in": False}, {})["supporter"] == {"questions": {"Opt-in": "N"}}
-    assert build_payload(form, definition, {}, {})["supporter"] == {}
+    assert build_payload(form, definition, {"Opt-in": False}, {})["supporter"] == {}
+    assert build_payload(form, definition, {"Opt-in": True}, {})["supporter"] == {"questions": {"Opt-in": "Y"}}
+    explicit = ENSFormSchema().load({"page_id": 1, "fields": {"Opt-in": {}}, "unticked_opt_ins": "N"})
+    assert build_payload(explicit, definition, {"Opt-in": False}, {})["supporter"] == {"questions": {"Opt-in": "N"}}
+    assert build_payload(explicit, definition, {}, {})["supporter"] == {}
+    with pytest.raises(ValidationError, match="unticked_opt_ins"):
+        ENSFormSchema().load({"page_id": 1, "fields": {"Opt-in": {}}, "unticked_opt_ins": "no"})
 
 
 @pytest.mark.parametrize("name", ["Credit Card Number", "ccnumber", "ccvv", "ccexpire", "Card CVV"])
@@ -266,7 +274,8 @@ def test_card_fields_are_refused_for_ens_forms(app, ens, name):
 
 # -- origin source and budget ----------------------------------------------------------------------
 
-def test_origin_source_follows_success_and_its_failure_never_fails_the_submission(ens):
+def test_origin_source_table_form_follows_success_and_its_failure_never_fails_the_submission(ens):
+    """The operator-requested table form keeps EN's OpenAPI v6 separate call (/supporter/{id}/originsource)."""
     app = create_app(ens_config(origin_source={"code": "web", "category": "formrelay"}))
     ens.process(SUCCESS)
     ens.rsps.post(f"{BASE}/supporter/77/originsource", json={"status": "SUCCESS"})
@@ -345,3 +354,119 @@ def test_a_failing_store_does_not_stop_authentication(ens, tmp_path):
     ens.process(SUCCESS)
     provider = create_app(raw).extensions["formrelay"].providers["ens"]
     assert provider.tokens.get() == "session-token-1-abcdef" and ens.auth_calls == 1
+
+
+# -- second pass against the documentation (issue 19) -------------------------------------------------
+
+def test_docs_origin_source_string_goes_into_the_process_body_without_a_second_call(ens):
+    """EN's "REST services" page: `"originSource": "<value>"` is a top-level string of the page-process body,
+    beside appealCode, trackingId and txn1 (CONTRACT section 8: `origin_source = "<value>"`)."""
+    app = create_app(ens_config(origin_source="spring-web", appeal_code="AP1"))
+    ens.process(SUCCESS)
+    assert app.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+    (body,) = process_bodies(ens)
+    assert body["originSource"] == "spring-web" and body["appealCode"] == "AP1"
+    assert not [c for c in ens.rsps.calls if "originsource" in c.request.url]
+
+
+def test_origin_source_must_be_text_or_a_code_and_category_table():
+    assert ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "origin_source": " web "}).origin_source == "web"
+    for bad in ("", 12, {"code": "x"}):
+        with pytest.raises(ValidationError, match="origin_source"):
+            ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "origin_source": bad})
+
+
+@pytest.mark.parametrize(("expires", "lifetime"), [
+    (3_600_000, 3600),                # live transcripts: a lifetime in milliseconds
+    (600_000, 600),
+    (1_000 * (1_800_000_000 + 900), 900),   # an epoch timestamp in milliseconds, 15 minutes ahead
+    (1_800_000_000 + 1200, 1200),     # an epoch timestamp in seconds, 20 minutes ahead
+    (1_000 * (1_800_000_000 + 86_400 * 365 * 30), 3600),  # decades ahead: never cached past an hour
+    (86_400_000, 3600),               # a day in milliseconds: capped at an hour
+    ("soon", 3600), (None, 3600),
+])
+def test_docs_token_comes_with_an_expiry_date_epoch_or_lifetime_never_past_an_hour(expires, lifetime):
+    """The documentation says the token comes "with an expiry date"; live answers carry milliseconds of lifetime.
+    Both readings are handled, and no token is ever cached longer than an hour."""
+    from formrelay.providers.ens import token_lifetime
+
+    assert token_lifetime(expires, now=1_800_000_000) == pytest.approx(lifetime, abs=0.01)
+
+
+def test_an_epoch_expires_is_not_cached_for_decades(ens, monkeypatch):
+    ens.rsps.replace(responses.POST, f"{BASE}/authenticate",
+                     json={"ens-auth-token": "epoch-token-1", "expires": int(time.time() * 1000) + 10**13})
+    provider = create_app(ens_config()).extensions["formrelay"].providers["ens"]
+    provider.tokens.get()
+    assert provider.tokens.expires_at <= time.time() + 3600
+
+
+@pytest.mark.parametrize("message", ["Invalid ens-auth-token", "Session expired", ""])
+def test_docs_any_401_but_the_api_limit_reauthenticates_once(app, ens, message):
+    """Documented 401s: the expired session and the hourly API limit. Any 401 that is not the API limit
+    re-authenticates once, so recovery does not hang on one exact error text."""
+    ens.process((401, {"message": message} if message else "<html>401</html>"), SUCCESS)
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 200 and ens.auth_calls == 2 and len(process_bodies(ens)) == 2
+
+
+def test_a_401_twice_is_kept_for_later_not_looped(app, ens):
+    ens.process((401, {"message": "Session expired"}))
+    answer = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert answer.status_code == 202 and ens.auth_calls == 2 and len(process_bodies(ens)) == 2
+
+
+def test_docs_txn_fields_carry_no_utm_unless_the_form_maps_them(ens):
+    """The documentation calls txn1..txn10 "external references": no page value is written there by default,
+    so an account's own references are never overwritten; `txn_from_page` maps them per form."""
+    app = create_app(ens_config())
+    ens.process(SUCCESS)
+    app.test_client().post("/v1/forms/mp", json={**VALID, "utm_source": "mail", "utm_campaign": "air"})
+    (body,) = process_bodies(ens)
+    assert not [k for k in body if k.startswith("txn")]
+    form = ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "txn_from_page": {"txn9": "source"}})
+    definition = Definition("t", (FieldSpec("A", "A"),))
+    assert build_payload(form, definition, {"A": "x"}, {"source": "newsletter", "utm_source": "mail"})["txn9"] == "newsletter"
+
+
+def test_txn_from_page_is_checked_against_names_and_campaign_references():
+    for bad in ({"txn11": "utm_source"}, {"txn1": "gclid"}):
+        with pytest.raises(ValidationError, match="txn_from_page"):
+            ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "txn_from_page": bad})
+    with pytest.raises(ValidationError, match="txn6"):
+        ENSFormSchema().load({"page_id": 1, "fields": {"A": {}}, "campaign_references": ["r"],
+                              "txn_from_page": {"txn6": "utm_source"}})
+
+
+def test_docs_5000_requests_an_hour_per_api_user_counts_authentication_and_definition(ens, tmp_path):
+    """Documented: 5,000 requests per hour per API user, blocked beyond. The relay budgets every call, the
+    authenticate and the definition lookups included, and keeps submissions (202) once its budget is spent."""
+    raw = ens_config()
+    raw["providers"]["ens"]["api_budget"] = "8/hour"
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    app = create_app(raw)
+    ens.process(SUCCESS)
+    client = app.test_client()
+    # authenticate + fields + questions + 3 question details + page = 7 calls before the first process
+    assert client.post("/v1/forms/mp", json=VALID).status_code == 200
+    assert client.post("/v1/forms/mp", json=VALID).status_code == 202
+    assert len(ens.rsps.calls) == 8 and len(process_bodies(ens)) == 1
+    assert "8/hour" in app.extensions["formrelay"].store.jobs()[0].last_error
+
+
+def test_the_api_budget_is_per_api_user_not_per_process(ens, tmp_path):
+    raw = ens_config()
+    raw["providers"]["ens"]["api_budget"] = "9/hour"
+    first = create_app(raw).extensions["formrelay"].providers["ens"]
+    second = create_app(raw).extensions["formrelay"].providers["ens"]
+    assert first.api_budget.name == second.api_budget.name and TOKEN not in first.api_budget.name
+
+
+def test_docs_check_says_supporter_lookups_need_the_manage_individual_supporters_permission(ens):
+    relay = create_app(ens_config(origin_source={"code": "web", "category": "relay"})).extensions["formrelay"]
+    warnings = relay.providers["ens"].warnings(relay.forms["mp"].config)
+    assert any("Manage individual supporters" in w and "5000/hour" in w for w in warnings)
+    assert any("second call" in w for w in warnings)
+    ens.rsps.replace(responses.GET, f"{BASE}/supporter/fields", status=403, json={"message": "Forbidden"})
+    with pytest.raises(TryLater, match="Manage individual supporters"):
+        relay.forms["mp"].definition

@@ -33,20 +33,25 @@ def test_types_labels_limits_validation_and_aliases(ngp_definition):
     by_name = {f.name: f for f in definition_from_ngp(ngp_definition).fields}
     assert by_name["EmailAddress"].type == "email" and by_name["EmailAddress"].max_length == 100
     assert by_name["Phone"].type == "tel"
-    assert by_name["PostalCode"].format == "postal_code_us"
+    assert by_name["PostalCode"].format == "postal_code"
+    assert by_name["PostalCode"].region_fields == ("StateProvince", None)
     assert by_name["Comments"].type == "textarea"
     assert by_name["SmsOptIn"].type == "checkbox"
     assert by_name["FirstName"].aliases == ("fn",) and by_name["FirstName"].label == "First name"
     assert by_name["FirstName"].required and not by_name["City"].required
 
 
-def test_states_named_list_is_resolved_to_codes():
+def test_states_named_list_is_resolved_to_states_territories_military_and_provinces():
+    """NGP forms titled "State or Province" take US states, DC, territories, military codes and provinces."""
     definition = definition_from_ngp(ngp_definition_with([{"type": "select", "name": "State", "options": "states"}]))
     options = definition.fields[0].options
     values = [o.value for o in options]
-    assert len(values) == len(US_STATES) == 56
+    assert len(values) == len(set(values)) == 51 + 8 + 3 + 13
     assert {"CA", "DC", "PR", "GU", "VI", "AS", "MP"} <= set(values)
+    assert {"AA", "AE", "AP"} <= set(values)
+    assert {"ON", "QC", "BC", "AB", "NS", "NU", "YT"} <= set(values)
     assert options[values.index("DC")].label == "District of Columbia"
+    assert options[values.index("ON")].label == "Ontario" and options[values.index("AE")].label == "Armed Forces Europe"
 
 
 def ngp_definition_with(elements, form_type="SignupForm"):
@@ -84,7 +89,7 @@ def test_card_elements_are_never_offered():
     definition = definition_from_ngp(ngp_definition_with([
         {"type": "textfield", "name": "CreditCardNumber"}, {"type": "textfield", "name": "CVV"},
         {"type": "textfield", "name": "FirstName"},
-    ], form_type="ContributionForm"))
+    ], form_type="EventForm"))
     assert [f.name for f in definition.fields] == ["FirstName"]
 
 
@@ -112,7 +117,7 @@ def test_schema_and_description_come_from_the_same_specs(ngp_definition):
     }
     assert described["StateProvince"]["type"] == "select"
     assert described["StateProvince"]["options"][0] == {"value": "AL", "label": "Alabama"}
-    errors = schema.validate({"FirstName": "x" * 21, "StateProvince": "ZZ", "PostalCode": "123"})
+    errors = schema.validate({"FirstName": "x" * 21, "StateProvince": "ZZ", "PostalCode": "1"})
     assert set(errors) == {"FirstName", "StateProvince", "PostalCode", "LastName", "EmailAddress"}
 
 
@@ -221,3 +226,144 @@ def test_each_schema_instance_gets_its_own_copy_of_every_field(ngp_definition):
         assert field.validators == other.validators and field.metadata == other.metadata
     assert first.load({"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org",
                        "PostalCode": "20009"})["EmailAddress"] == "ann@example.org"
+
+
+# -- second pass against the documentation (issue 19) -------------------------------------------------
+
+from formrelay import create_app  # noqa: E402
+from formrelay.delivery.queue import DEAD  # noqa: E402
+from formrelay.forms.regions import postal_code_problem  # noqa: E402
+from formrelay.sandbox.ngp import ADVOCACY, CLOSED, DONATE, SIGNUP  # noqa: E402
+from tests.conftest import NGP_BASE, base_config  # noqa: E402
+
+
+@pytest.mark.parametrize(("code", "state", "country", "ok"), [
+    ("20009", "DC", None, True), ("20009-1234", "NY", None, True), ("M5V 2T6", "NY", None, False),
+    ("M5V 2T6", "ON", None, True), ("m5v2t6", "QC", None, True), ("20009", "ON", None, False),
+    ("96910", "GU", None, True), ("09012", "AE", None, True), ("ABC 123", "AP", None, False),
+    ("H0H 0H0", None, "Canada", True), ("H0H 0H0", None, "US", False), ("12345", None, "USA", True),
+    ("SW1A 1AA", None, "GB", True), ("SW1A 1AA", None, None, True), ("1", None, None, False),
+    ("D1A 1A1", "ON", None, False),  # Canada Post never uses D, F, I, O, Q or U
+])
+def test_postal_codes_follow_the_state_province_or_country(code, state, country, ok):
+    """US ZIP for US states, territories and military codes; Canadian format for provinces; length otherwise."""
+    assert (postal_code_problem(code, state, country) is None) is ok
+
+
+@pytest.fixture
+def signup(mocked):
+    """The NGP "Zip/Postal Code" + "State or Province" signup form, as a relay would see it."""
+    raw = base_config()
+    raw["forms"] = {"signup": {"provider": "ngp", "form_id": "demo-signup"},
+                    "closed": {"provider": "ngp", "form_id": "demo-closed"},
+                    "donate": {"provider": "ngp", "form_id": "demo-donate"},
+                    "advocacy": {"provider": "ngp", "form_id": "demo-advocacy"}}
+    raw["queue"] = {"embedded_worker": False}
+    for doc in (SIGNUP, CLOSED, DONATE, ADVOCACY):
+        mocked.get(f"{NGP_BASE}/forms/{doc['formId']}", json=doc)
+    mocked.post(f"{NGP_BASE}/forms/demo-signup", json=NGP_SUCCESS)
+    return create_app(raw)
+
+
+def posted(mocked, form_id="demo-signup"):
+    from urllib.parse import parse_qs
+
+    return [parse_qs(c.request.body) for c in mocked.calls
+            if c.request.method == "POST" and c.request.url.endswith(f"/forms/{form_id}")]
+
+
+SIGNUP_VALUES = {"FirstName": "Ann", "EmailAddress": "ann@example.org"}
+
+
+def test_docs_zip_postal_code_form_accepts_a_canadian_code_with_a_province(signup, mocked):
+    """A form titled "Zip/Postal Code" (validation postalCode) with "State or Province" must take M5V 2T6 in ON."""
+    client = signup.test_client()
+    answer = client.post("/v1/forms/signup", json={**SIGNUP_VALUES, "StateProvince": "ON", "PostalCode": "M5V 2T6"})
+    assert answer.status_code == 200
+    (sent,) = posted(mocked)
+    assert sent["StateProvince"] == ["ON"] and sent["PostalCode"] == ["M5V 2T6"]
+
+
+def test_postal_code_that_does_not_fit_the_state_is_422_on_the_postal_field(signup, mocked):
+    client = signup.test_client()
+    answer = client.post("/v1/forms/signup", json={**SIGNUP_VALUES, "StateProvince": "ON", "PostalCode": "20009"})
+    assert answer.status_code == 422 and answer.get_json()["errors"] == {
+        "PostalCode": ["Enter a Canadian postal code such as M5V 2T6."]}
+    answer = client.post("/v1/forms/signup", json={**SIGNUP_VALUES, "StateProvince": "NY", "PostalCode": "M5V 2T6"})
+    assert answer.get_json()["errors"] == {"PostalCode": ["Enter a 5-digit ZIP code (or ZIP+4)."]}
+    assert posted(mocked) == []
+
+
+def test_docs_hidden_query_string_elements_come_from_the_page_url(signup, mocked):
+    """NGP hidden elements with a queryString (MarketSource <- ms, MailingId <- midqs) are attribution: filled from
+    the page URL's parameter of that name; without it the definition's fixed value stays; a field can't set it."""
+    client = signup.test_client()
+    client.post("/v1/forms/signup", json={
+        **SIGNUP_VALUES, "StateProvince": "DC", "PostalCode": "20009", "MarketSource": "forged",
+        "_page_url": "https://www.example.org/join?ms=email-0412&midqs=M-77&fn=Bob#top"})
+    client.post("/v1/forms/signup", json={**SIGNUP_VALUES, "PostalCode": "20009"})
+    with_page, without = posted(mocked)
+    assert with_page["MarketSource"] == ["email-0412"] and with_page["MailingId"] == ["M-77"]
+    assert with_page["FirstName"] == ["Ann"]  # a page parameter never replaces what the person typed
+    assert without["MarketSource"] == ["web"] and "MailingId" not in without  # blank fixed value: urlencoded empty
+    definition = definition_from_ngp(SIGNUP)
+    assert definition.extra["from_page"] == {"MarketSource": "ms", "MailingId": "midqs"}
+    pairs = build_payload(definition, {"FirstName": "A"}, {"page_url": "javascript:alert(1)?ms=x"})
+    assert ("MarketSource", "web") in pairs
+
+
+def test_docs_status_other_than_published_is_503_with_the_deactivation_text(signup, mocked):
+    """A definition whose `status` is not `Published` is refused (503) with the form's own deactivation text,
+    instead of queueing submissions that would fail for a week; nothing is posted or stored."""
+    client = signup.test_client()
+    answer = client.post("/v1/forms/closed", json={**SIGNUP_VALUES, "PostalCode": "20009"})
+    assert answer.status_code == 503 and answer.get_json() == {
+        "ok": False, "status": "unavailable", "message": "Sign-ups for the spring rally have closed. Thank you!"}
+    assert posted(mocked, "demo-closed") == []
+    relay = signup.extensions["formrelay"]
+    assert relay.store.jobs() == []
+    problems = relay.forms["closed"].provider.check(relay.forms["closed"].config)
+    assert problems and "Unpublished" in problems[0]
+
+
+def test_docs_contribution_forms_are_refused_at_definition_time(signup):
+    """Documented: NGP's own embed tokenises card data in the browser; a ContributionForm is never relayed."""
+    relay = signup.extensions["formrelay"]
+    with pytest.raises(DefinitionError, match="ContributionForm"):
+        relay.forms["donate"].definition
+    assert signup.test_client().get("/v1/forms/donate").status_code == 503
+
+
+def test_advocacy_forms_hold_an_uncertain_delivery(signup, mocked):
+    """A retried AdvocacyForm submission could send a second message to a target: uncertain -> held."""
+    mocked.post(f"{NGP_BASE}/forms/demo-advocacy", body=requests.ReadTimeout("slow"))
+    answer = signup.test_client().post("/v1/forms/advocacy", json={**SIGNUP_VALUES, "PostalCode": "20009"})
+    assert answer.status_code == 202
+    (job,) = signup.extensions["formrelay"].store.jobs()
+    assert job.state == DEAD and "held" in job.last_error
+    relay = signup.extensions["formrelay"]
+    relay.forms["signup"].definition
+    assert relay.rule(relay.forms["signup"]) == "retry"
+
+
+@pytest.mark.parametrize("body", [{}, {"response": {"submissionId": 1}}, {"errors": []}])
+def test_docs_no_errors_array_means_success_even_without_result_code(ngp_definition, body):
+    """The documentation: no errors array means success. A 200 with neither resultCode nor errors is delivered,
+    never a permanent rejection."""
+    outcome = read_answer(200, body, definition_from_ngp(ngp_definition))
+    assert outcome.status == "delivered"
+
+
+def test_a_worker_that_has_not_loaded_the_form_looks_its_type_up_before_judging(mocked):
+    """After a restart the type is not known yet: it is fetched; when it cannot be, the job is held, not retried."""
+    raw = base_config()
+    raw["forms"] = {"advocacy": {"provider": "ngp", "form_id": "demo-advocacy"}}
+    mocked.get(f"{NGP_BASE}/forms/demo-advocacy", json=ADVOCACY)
+    relay = create_app(raw).extensions["formrelay"]
+    form = relay.forms["advocacy"]
+    assert form.provider.uncertain_delivery_for(form.config) == "hold"
+    other = create_app(base_config()).extensions["formrelay"].forms["join"]
+    assert other.provider.uncertain_delivery_for(other.config) == "retry"
+    mocked.replace(responses.GET, f"{NGP_BASE}/forms/demo-advocacy", status=503)
+    fresh = create_app(raw).extensions["formrelay"].forms["advocacy"]
+    assert fresh.provider.uncertain_delivery_for(fresh.config) == "hold"
