@@ -26,11 +26,20 @@ def main() -> None:
     """formrelay: validate form submissions and relay them to your CRM."""
 
 
-def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
+def _serve_demo(app: Any, host: str, port: int, threads: int = 8) -> None:
+    """The demo's server: waitress in this process (the sandbox runs in threads beside it), tuned like serve."""
     import waitress  # type: ignore[import-untyped]
 
+    from formrelay.web.serving import ServeError, check_port
+
+    try:
+        check_port(host, port)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"formrelay listening on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="formrelay")
+    # Idle connections closed after 30 s and up to 1,000 held; proxy headers left for the app's trusted_proxies.
+    waitress.serve(app, host=host, port=port, threads=threads, ident="formrelay", connection_limit=1000,
+                   channel_timeout=30, clear_untrusted_proxy_headers=False)
 
 
 @main.command()
@@ -38,22 +47,30 @@ def _serve(app: Any, host: str, port: int, threads: int = 8) -> None:
               help="TOML file (default: $FORMRELAY_CONFIG or ./formrelay.toml)")
 @click.option("--host", default=DEFAULT_HOST, show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
-def serve(config_path: str | None, host: str, port: int, threads: int) -> None:
-    """Run the relay (waitress, a production WSGI server)."""
-    from formrelay.web.app import create_app
-    from formrelay.delivery.queue import start_embedded_worker
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="worker processes  [default: $WEB_CONCURRENCY, else 2 with redis_url, else 1]")
+@click.option("--threads", default=None, type=click.IntRange(1, 256),
+              help="threads per worker for requests  [default: $FORMRELAY_THREADS, else 8]")
+def serve(config_path: str | None, host: str, port: int, workers: int | None, threads: int | None) -> None:
+    """Run the relay (granian: several processes, thousands of connections, bounded timeouts)."""
+    from formrelay.web.serving import ServeError
+    from formrelay.web.serving import serve as run
 
+    threads = threads or _env_int("FORMRELAY_THREADS", 8)
     try:
-        app = create_app(load_config(config_path))  # sets up logging as [logging] says
-    except ConfigError as exc:
+        run(config_path, host, port, workers or _env_int("WEB_CONCURRENCY", 0) or None, threads)
+    except (ConfigError, ServeError) as exc:
         raise click.ClickException(str(exc)) from None
-    worker = start_embedded_worker(app)
+
+
+def _env_int(name: str, default: int) -> int:
+    import os
+
+    value = os.environ.get(name, "")
     try:
-        _serve(app, host, port, threads)
-    finally:
-        if worker is not None:
-            worker.stop()
+        return max(1, int(value)) if value else default
+    except ValueError:
+        raise click.ClickException(f"{name}={value!r} is not a whole number") from None
 
 
 @main.command()
@@ -75,6 +92,8 @@ def check(config_path: str | None) -> None:
             token.store = None
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
+    if config.relay.redis_url:
+        problems += _check_redis(config.relay.redis_url)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
         started = time.perf_counter()
@@ -110,6 +129,22 @@ def check(config_path: str | None) -> None:
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo("\nok")
+
+
+def _check_redis(url: str) -> int:
+    """Print what Redis says about keeping queued submissions; 1 when it does not answer."""
+    from formrelay.delivery.storage_check import inspect_redis
+
+    report = inspect_redis(url)
+    if report.error:
+        click.echo(f"\nredis {report.where}: ERROR: {report.error}")
+        return 1
+    facts = report.facts
+    click.echo(f"\nredis {report.where}: ok (appendonly {'yes' if facts['appendonly'] else 'no'}, "
+               f"maxmemory-policy {facts['maxmemory_policy']})")
+    for warning in report.warnings:
+        click.echo(f"  WARNING: {warning}")
+    return 0
 
 
 def _check_destinations(relay: Any, form: Any) -> int:
@@ -181,7 +216,7 @@ def demo(host: str, port: int) -> None:
     click.echo(f"sandbox providers on {sandbox.url} (loopback only)", err=True)
     click.echo(f"open http://{host}:{port}/ to try the example forms", err=True)
     try:
-        _serve(app, host, port)
+        _serve_demo(app, host, port)
     finally:
         if worker is not None:
             worker.stop()

@@ -48,25 +48,8 @@ def opened(config_path: str | None) -> Iterator[Any]:
         abuse_log.setLevel(level)
     try:
         yield relay
-    except _storage_errors() as exc:
-        # No traceback for an operator: which store, and the kind of failure (never a URL with its password).
-        where = "Redis" if config.relay.redis_url else "the SQLite file"
-        raise click.ClickException(f"the queue store ({where}) did not answer: {exc.__class__.__name__}") from None
     finally:
         relay.close()
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    errors: list[type[BaseException]] = [sqlite3.Error]
-    try:
-        import redis
-
-        errors.append(redis.RedisError)
-    except ImportError:  # redis is only needed with [relay] redis_url
-        pass
-    return tuple(errors)
 
 
 def _forms(relay: Any, forms: tuple[str, ...], provider: str | None) -> set[str] | None:
@@ -108,7 +91,24 @@ def _summary(relay: Any, job: Any, show_data: bool = False) -> dict[str, Any]:
     return out
 
 
-@click.group()
+class _QueueGroup(click.Group):
+    """`formrelay queue ...`: a queue storage that does not answer is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from formrelay.delivery.queue import storage_down
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if isinstance(exc, click.ClickException) or not storage_down(exc):
+                raise
+            # Which kind of failure, never the URL (it may carry a password).
+            raise click.ClickException(f"the queue storage does not answer ({exc.__class__.__name__}): "
+                                       "check that Redis (redis_url) or the SQLite file ([queue] path) is "
+                                       "reachable") from None
+
+
+@click.group(cls=_QueueGroup)
 def queue() -> None:
     """See and act on what is waiting or dead in the queue."""
 

@@ -160,6 +160,19 @@ def allowed(settings: MetricsSettings, remote_addr: str | None, authorization: s
     return any(address in ipaddress.ip_network(net, strict=False) for net in settings.allow)
 
 
+def use_multiprocess() -> None:
+    """Values made from now on go to $PROMETHEUS_MULTIPROC_DIR, even if prometheus-client was imported first.
+
+    prometheus-client picks its value class when it is imported; a server config that sets the directory after
+    something imported it would otherwise leave every worker counting alone (and /metrics without counters).
+    Our metrics all have labels, so their values are made later, at the first `.labels()` in each worker.
+    """
+    from prometheus_client import values
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        values.ValueClass = values.get_value_class()
+
+
 def mark_process_dead(pid: int) -> None:
     """gunicorn's child_exit hook: drop a dead worker's live gauges from the multiprocess files."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

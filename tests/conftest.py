@@ -114,7 +114,7 @@ def wait_until_serving(url: str, proc: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            requests.get(f"{url}/healthz", timeout=1)
+            requests.get(f"{url}/healthz", timeout=2)
             return
         except (requests.ConnectionError, requests.Timeout):  # a loaded machine may boot workers slowly
             assert proc.poll() is None, f"{url}: the server process exited"

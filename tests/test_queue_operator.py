@@ -416,5 +416,5 @@ def test_a_store_that_does_not_answer_is_a_clear_error_not_a_traceback(tmp_path)
     path = write_config(tmp_path)
     path.write_text(f'[relay]\nredis_url = "redis://127.0.0.1:{free_port()}/0"\n' + path.read_text())
     run = CliRunner().invoke(main, ["queue", "retry", "--all", "--config", str(path)])
-    assert run.exit_code == 1 and "the queue store (Redis) did not answer: ConnectionError" in run.output
+    assert run.exit_code == 1 and "the queue storage does not answer (ConnectionError)" in run.output
     assert "Traceback" not in run.output

@@ -237,16 +237,46 @@ def _rate_limit_ok(value: str) -> None:
     if value == "":
         return
     try:
-        parse_many(value)
-    except ValueError as exc:
-        raise ValidationError(f"not a rate limit such as '10/minute;100/hour': {exc}") from None
+        items = parse_many(value)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not a rate limit such as '10/minute;100/hour' "
+                              "(a number, '/', and second, minute, hour or day; ';' between several)") from None
+    if any(item.amount == 0 for item in items):
+        raise ValidationError(f"{value!r} would refuse every submission; to turn this limit off, set it to \"\"")
+
+
+def rate_ok(value: str, example: str) -> None:
+    """A budget such as '4/second' (Action Network's `rate`, ENS's `page_budget`), checked at start-up."""
+    from limits import parse
+
+    try:
+        item = parse(value)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not a rate such as {example!r}") from None
+    if item.amount == 0:
+        raise ValidationError(f"{value!r} allows no calls at all; use at least 1")
+
+
+ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
+
+
+def _origins_ok(values: list[str]) -> None:
+    """Each entry is '*' or an origin: scheme://host[:port], exactly what browsers send, with no path or slash."""
+    bad = [v for v in values if v != "*" and not ORIGIN.match(v)]
+    if bad:
+        hints = []
+        for value in bad:
+            match = re.match(r"^(https?://[^/?#\s]+)[/?#]", value)
+            hints.append(f"{value!r} (write {match.group(1)!r})" if match else repr(value))
+        raise ValidationError("an origin is scheme://host[:port] with no path or trailing slash, as browsers send "
+                              "it: " + ", ".join(hints))
 
 
 class RelaySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    allowed_origins = fields.List(fields.String(), load_default=list)
+    allowed_origins = fields.List(fields.String(), load_default=list, validate=_origins_ok)
     rate_limit = fields.String(load_default="10/minute;100/hour", validate=_rate_limit_ok)
     rate_limit_storage = fields.String(load_default=None)
     redis_url = fields.String(load_default=None, validate=validate.Regexp(r"^rediss?://", error="must start with redis:// or rediss://"))
@@ -337,7 +367,7 @@ class CommonFormSchema(Schema):
     title = fields.String()
     success_url = _url()
     error_url = _url()
-    allowed_origins = fields.List(fields.String())
+    allowed_origins = fields.List(fields.String(), validate=_origins_ok)
     rate_limit = fields.String(validate=_rate_limit_ok)
     aliases = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     followup = fields.Dict(load_default=None)
@@ -455,19 +485,30 @@ class MetricsSchema(Schema):
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
-    """Replace ${NAME} in every string with env[NAME]; a missing NAME is a ConfigError naming it."""
+    """Replace ${NAME} in every string with env[NAME]; missing names are one ConfigError naming them all."""
+    missing: list[str] = []
+    result = _interpolate(value, env, where, missing)
+    if missing:
+        names = sorted({entry.split(" ", 1)[0] for entry in missing})
+        raise ConfigError(f"environment variable{'s' if len(names) > 1 else ''} not set: {', '.join(names)} "
+                          f"(used by {'; '.join(entry.split(' ', 1)[1] for entry in missing)})")
+    return result
+
+
+def _interpolate(value: Any, env: Mapping[str, str], where: str, missing: list[str]) -> Any:
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                raise ConfigError(f"{where or 'config'}: environment variable {name} is not set")
+                missing.append(f"{name} {where or 'config'}")
+                return ""
             return env[name]
 
         return ENV_REFERENCE.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{where}.{k}" if where else k) for k, v in value.items()}
+        return {k: _interpolate(v, env, f"{where}.{k}" if where else k, missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{where}[{i}]", missing) for i, v in enumerate(value)]
     return value
 
 
@@ -525,7 +566,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
         raise ConfigError(f"{source}: unknown top-level table(s): "
                           + ", ".join(f"{t}{did_you_mean(t, tables)}" for t in sorted(unknown_top)))
-    data = interpolate(dict(raw), env)
+    try:
+        data = interpolate(dict(raw), env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     secrets = frozenset(collect_secrets(data))
 
     def section(schema: Schema, name: str) -> Any:

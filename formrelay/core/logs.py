@@ -139,25 +139,37 @@ class TextFormatter(logging.Formatter):
         return f"{line} [request {rid}]" if rid else line
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
-    """Send formrelay's records to stderr in `fmt`, unless the host (pytest, an embedding app) already did.
+def _ours(handler: logging.Handler) -> bool:
+    return bool(getattr(handler, "_formrelay", False))
 
-    The handler hangs on the "formrelay" logger, so a server's own root configuration is left alone; when the
-    root logger already has handlers we add none (records propagate there), to avoid printing twice.
+
+def configure(fmt: str = "text", level: str = "INFO") -> None:
+    """Send records to stderr in `fmt`, once, unless the host (pytest, an embedding app) already set up logging.
+
+    When nobody configured the root logger, our handler goes there, so that libraries' warnings (Flask-Limiter,
+    urllib3, the server's own) come out in the same format, and so that a server calling
+    `logging.basicConfig()` after us (waitress does) finds the root configured and adds no second handler.
+    When the host configured the root logger, we add nothing (records propagate to its handlers).
     """
     install()
-    logger = logging.getLogger("formrelay")
-    logger.setLevel(level)
-    ours = [h for h in logger.handlers if getattr(h, "_formrelay", False)]
-    for handler in ours:
-        logger.removeHandler(handler)
-    if logging.getLogger().handlers:
-        for handler in logging.getLogger().handlers:
+    root = logging.getLogger()
+    logging.getLogger("formrelay").setLevel(level)
+    for handler in [h for h in root.handlers if _ours(h)]:
+        root.removeHandler(handler)
+    if root.handlers:
+        for handler in root.handlers:
             if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
                 handler.addFilter(RequestIdFilter())
         return
+    root.addHandler(handler_for(fmt))
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)  # other libraries: warnings and worse
+
+
+def handler_for(fmt: str) -> logging.Handler:
+    """A stderr handler with the relay's formatter and request ids."""
     handler = logging.StreamHandler()
     handler._formrelay = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    logger.addHandler(handler)
+    return handler

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from formrelay.core.config import FormConfig, WebhookConfig
 from formrelay.core.errors import Invalid
 from formrelay.core.outcome import Outcome
-from formrelay.delivery.queue import Job, Store, new_job, restore_submission
+from formrelay.delivery.queue import Job, Store, new_job, restore_submission, storage_down
 from formrelay.forms.person import ACTION_KEYS, PersonMapping, from_values, to_values
 from formrelay.forms.submission import Submission
 from formrelay.webhooks import WebhookSender, event_body, message_id
@@ -124,8 +124,12 @@ class Destinations:
         try:
             if not self.relay.store.add(job):
                 log.info("form %s: %s of %s exists already; not made again", form.slug, job.target, job.submission_id)
-        except Exception:
-            log.exception("form %s: could not queue %s of %s", form.slug, job.target, job.submission_id)
+        except Exception as exc:
+            if storage_down(exc):  # one line during an outage, not a traceback per submission
+                log.error("form %s: could not queue %s of %s: queue storage unavailable (%s)", form.slug,
+                          job.target, job.submission_id, exc.__class__.__name__)
+            else:
+                log.exception("form %s: could not queue %s of %s", form.slug, job.target, job.submission_id)
 
     def _storable(self, form: FormLike, submission: Submission) -> Submission:
         """What may be queued for other destinations: all of it, except from forms that must never be stored

@@ -44,6 +44,7 @@ from formrelay.delivery.queue import (
     new_job,
     open_store,
     restore_submission,
+    storage_down,
 )
 from formrelay.forms.osdi import read_osdi
 from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
@@ -263,6 +264,8 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
     return out, errors
 
 
+# Retry-After of a 503 when neither the provider nor the queue could take a submission (seconds).
+UNAVAILABLE_RETRY_AFTER = 30
 QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
 
@@ -362,8 +365,11 @@ class Relay:
         if form.config.followup is not None:
             try:
                 self.store.add(new_job(form.slug, "followup", submission))
-            except Exception:
-                log.exception("form %s: could not queue the follow-up of %s", form.slug, submission.id)
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                log.error("form %s: could not queue the follow-up of %s: queue storage unavailable (%s)",
+                          form.slug, submission.id, exc.__class__.__name__)
         self.destinations.delivered(form, submission)
 
     def bury(self, form: Form, job: Job, reason: str) -> None:
@@ -393,8 +399,12 @@ class Relay:
             job.last_error = reason.reason
         try:
             self.store.put(job)
-        except Exception:
-            log.exception("form %s: could not store submission %s", form.slug, submission.id)
+        except Exception as exc:
+            if not storage_down(exc):
+                raise
+            # One line, no traceback: during an outage this happens for every submission that must wait.
+            log.error("form %s: could not store submission %s: queue storage unavailable (%s)",
+                      form.slug, submission.id, exc.__class__.__name__)
             return None
         if target == "primary":
             self.destinations.queued(form, submission, reason.reason)
@@ -406,21 +416,43 @@ class Relay:
         """Deliver now, else keep it durably (202), else 503; repeats of an idempotency key get the first answer."""
         key = self._idempotency_key(form, submission)
         if key is not None:
-            prior = self._claim_key(key)
+            try:
+                prior = self._claim_key(key)
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                # A healthy CRM still gets the submission: a rare duplicate beats turning a supporter away.
+                log.warning("form %s: idempotency records unavailable (%s); delivering without one",
+                            form.slug, exc.__class__.__name__)
+                key, prior = None, None
             if prior is not None:
                 return prior
         try:
             outcome = self._deliver_now(form, submission)
         except BaseException:
             if key is not None:
-                self.store.idem_release(key)
+                self._forget_key(key)
             raise
         if key is not None:
-            if outcome.status in ("delivered", "queued", "rejected"):
-                self.store.idem_store(key, json.dumps(outcome.public()), self.queue_settings.idempotency_ttl)
-            else:
-                self.store.idem_release(key)  # invalid or unavailable: the supporter may fix it and send again
+            try:
+                if outcome.status in ("delivered", "queued", "rejected"):
+                    self.store.idem_store(key, json.dumps(outcome.public()), self.queue_settings.idempotency_ttl)
+                else:
+                    self.store.idem_release(key)  # invalid or unavailable: the supporter may fix it and send again
+            except Exception as exc:
+                if not storage_down(exc):
+                    raise
+                log.warning("form %s: could not record the answer for its idempotency key (%s)",
+                            form.slug, exc.__class__.__name__)
         return outcome
+
+    def _forget_key(self, key: str) -> None:
+        try:
+            self.store.idem_release(key)
+        except Exception as exc:
+            if not storage_down(exc):
+                raise
+            log.warning("could not release an idempotency key (%s)", exc.__class__.__name__)
 
     def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
         try:
@@ -430,7 +462,7 @@ class Relay:
             return self.defer(form, submission, "primary", exc) or Outcome(
                 "unavailable",
                 message=_("We could not send this just now. Please try again in a few minutes."),
-                retry_after=int(exc.retry_after) if exc.retry_after else None,
+                retry_after=max(1, int(exc.retry_after)) if exc.retry_after else UNAVAILABLE_RETRY_AFTER,
             )
         if outcome.status == "delivered":
             form.success_message = outcome.message

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from formrelay.budget import Budget
-from formrelay.core.config import FormConfig, RelaySettings
+from formrelay.core.config import FormConfig, RelaySettings, rate_ok
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
@@ -69,7 +69,7 @@ class ANSettingsSchema(Schema):
 
     base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
     api_key = fields.String(load_default=None, validate=validate.Length(min=1))
-    rate = fields.String(load_default="4/second")
+    rate = fields.String(load_default="4/second", validate=lambda v: rate_ok(v, "4/second"))
     budget_wait = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=30))
 
     @post_load

@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from formrelay import metrics
 from formrelay.core import logs
 from formrelay.budget import Budget
-from formrelay.core.config import FormConfig, RelaySettings
+from formrelay.core.config import FormConfig, RelaySettings, rate_ok
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
@@ -81,7 +81,7 @@ class ENSSettingsSchema(Schema):
 
     base_url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
     api_token = fields.String(required=True, validate=validate.Length(min=1))
-    page_budget = fields.String(load_default="200/5minute")
+    page_budget = fields.String(load_default="200/5minute", validate=lambda v: rate_ok(v, "200/5minute"))
     budget_wait = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=30))
     token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
     api_budget = fields.String(load_default="5000/hour")

@@ -96,10 +96,16 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     ceiling = bool(cfg.relay.global_rate_limit)
     if not (per_client or ceiling):
         return  # limits the config turns off cost nothing: Flask-Limiter's hooks would run on every request
+    storage_uri = cfg.relay.rate_limit_storage or cfg.shared_storage
+    remote = not storage_uri.startswith("memory://")
     limiter = Limiter(
         key_func=_client_key,
         app=app,
-        storage_uri=cfg.relay.rate_limit_storage or cfg.shared_storage,
+        storage_uri=storage_uri,
+        # Redis away: count in this process's memory until it answers again (Flask-Limiter checks it with
+        # backoff), rather than answer 500. Short socket timeouts so a hung Redis cannot hold submissions.
+        in_memory_fallback_enabled=remote,
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1} if remote else {},
         # Our 429 handler sets Retry-After itself; the extension would add it to every answer.
         headers_enabled=False,
         strategy="moving-window",
@@ -126,6 +132,9 @@ def _register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RateLimitExceeded):
             abuse.count(form.slug if form else "(unknown form)", "rate limited")
             retry_after = _retry_after(exc)
+            # The reason only: which limit, never the address or anything the client sent.
+            log.info("form %s: refused a submission (rate limited: %s)", form.slug if form else "-", exc.limit.limit,
+                     extra={"event": "rejection", "form": form.slug if form else None, "reason": "rate limited"})
             response = error_answer("rate_limited", None, retry_after=retry_after, form=form)
             response.headers["Retry-After"] = str(retry_after)
             return response

@@ -61,11 +61,19 @@ def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_
     metrics.SUBMISSIONS.labels(slug, provider, counted).inc()
     upstream_ms = g.get("upstream_ms")
     latency_ms = (time.perf_counter() - started) * 1000
+    upstream_status = outcome.upstream_status or g.get("upstream_status")
+    # The text line carries what the JSON fields carry: provider, upstream status and time, fields in error.
+    upstream = ""
+    if upstream_status is not None or upstream_ms is not None:
+        upstream = f"; upstream {upstream_status or 'no answer'}"
+        upstream += f" in {upstream_ms:.1f} ms" if upstream_ms is not None else ""
+    in_error = f"; fields in error: {', '.join(sorted(outcome.errors))}" if outcome.errors else ""
     log.info(
-        "form %s: submission %s %s in %.1f ms", slug, submission_id or "-", counted, latency_ms,
+        "form %s (%s): submission %s %s in %.1f ms%s%s", slug, provider, submission_id or "-", counted, latency_ms,
+        upstream, in_error,
         extra={
             "event": "submission", "form": slug, "provider": provider, "outcome": counted,
-            "submission_id": submission_id, "upstream_status": outcome.upstream_status or g.get("upstream_status"),
+            "submission_id": submission_id, "upstream_status": upstream_status,
             "upstream_ms": round(upstream_ms, 1) if upstream_ms is not None else None,
             "latency_ms": round(latency_ms, 1),
             "error_fields": sorted(outcome.errors) if outcome.errors else None,
