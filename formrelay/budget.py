@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 RECHECK = 5.0
 
 
+class BudgetSpent(TryLater):
+    """The relay's own budget for a provider is spent: not a failure of the provider (its breaker ignores it)."""
+
+
 class Budget:
     """A moving-window budget of upstream calls. take() waits briefly for a slot, else raises TryLater."""
 
@@ -72,5 +76,5 @@ class Budget:
                 return
             pause = self.seconds_until_free()
             if time.monotonic() + pause > deadline:
-                raise TryLater(f"{self.name}: the relay's own budget of {self.rate} is spent", retry_after=max(1.0, pause))
+                raise BudgetSpent(f"{self.name}: the relay's own budget of {self.rate} is spent", retry_after=max(1.0, pause))
             time.sleep(min(max(pause, 0.01), 0.25))

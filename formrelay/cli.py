@@ -98,6 +98,7 @@ def check(config_path: str | None) -> None:
         click.echo(f"\n[{slug}] provider={form.config.provider}")
         started = time.perf_counter()
         try:
+            form.loaded(wait=None)  # the whole fetch, however slow: check is not a supporter waiting
             described = form.describe()
             answered = form.provider.probe(form.config)
         except ProviderError as exc:

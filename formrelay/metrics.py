@@ -57,6 +57,21 @@ QUEUE_ATTEMPTS = Counter(
     ["form", "target", "result"],
 )
 
+DEFERRALS = Counter(
+    "formrelay_deferrals", "Submissions answered 'queued' without a delivery, by provider and reason (deadline passed, "
+    "bulkhead full, breaker open, surge, provider said not now).", ["provider", "reason"],
+)
+REPEATS = Counter(
+    "formrelay_idempotent_repeats", "Repeats of an Idempotency-Key, by form and what they got (first answer, "
+    "conflict: another body, in progress).", ["form", "result"],
+)
+BREAKER_CHANGES = Counter(
+    "formrelay_breaker_changes", "Circuit breaker state changes, by provider and the new state.", ["provider", "state"],
+)
+QUEUE_REFUSALS = Counter(
+    "formrelay_queue_full_refusals", "Submissions answered 503 because the queue reached its cap (jobs or bytes).",
+    ["form"],
+)
 DESTINATION_ATTEMPTS = Counter(
     "formrelay_destination_attempts",
     "Attempts at a form's other destinations (`also:<form>`, `webhook:<name>`), by form, destination and result.",
@@ -112,6 +127,26 @@ class RelayCollector(Collector):
                                    "Age of the oldest submission still waiting (0 when none).")
         oldest.add_metric([], float(stats["oldest_age"] or 0.0))
         yield oldest
+        for name, key, text in (
+            ("formrelay_queue_bytes", "bytes", "Bytes held by waiting submissions."),
+            ("formrelay_queue_capacity_used", "capacity_used",
+             "The larger of jobs/max_jobs and bytes/max_bytes: 1 means new deferrals are refused (503)."),
+        ):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], float(stats.get(key) or 0.0))
+            yield gauge
+        guards = getattr(self.relay, "guards", {})
+        breaker = GaugeMetricFamily("formrelay_breaker_state",
+                                    "1 for the provider's circuit breaker state in this process.",
+                                    labels=["provider", "state"])
+        busy = GaugeMetricFamily("formrelay_bulkhead_in_use", "Upstream calls in flight per provider (this process).",
+                                 labels=["provider"])
+        for name, guard in guards.items():
+            for state in ("closed", "open", "half-open"):
+                breaker.add_metric([name, state], 1.0 if guard.breaker.state == state else 0.0)
+            busy.add_metric([name], float(guard.bulkhead.in_use))
+        yield breaker
+        yield busy
         auth = GaugeMetricFamily("formrelay_provider_auth_ok",
                                  "1 when the provider's last authentication worked, 0 when failing (this process).",
                                  labels=["provider"])

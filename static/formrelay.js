@@ -162,6 +162,8 @@
       return;
     }
     if (kind === "invalid") {
+      // the relay refused a key reused for changed details: the next send is a new submission
+      if (body.errors && body.errors._idempotency_key) hidden(form, "_idempotency_key", newKey());
       var orphans = showErrors(form, body.errors);
       say(form, [text(form, "invalid")].concat(orphans).join(" "), "error");
     } else if (kind === "rejected") {

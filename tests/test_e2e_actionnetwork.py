@@ -13,9 +13,9 @@ from tests.conftest import received
 pytestmark = pytest.mark.e2e
 
 
-def relay_for(sandbox, serve, tmp_path, **provider):
+def relay_for(sandbox, serve, tmp_path, relay=None, **provider):
     return serve(create_app({
-        "relay": {"rate_limit": ""},
+        "relay": {"rate_limit": "", **(relay or {})},
         "providers": {"actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2", **provider}},
         "forms": {"sign": {"provider": "actionnetwork", "action": "petition", "action_id": "air",
                            "add_tags": ["air"]}},
@@ -41,7 +41,9 @@ def test_keyed_signature_sends_the_key_server_side_only(sandbox, serve, tmp_path
 
 
 def test_a_burst_from_many_threads_keeps_to_four_calls_a_second(sandbox, serve, tmp_path):
-    relay = relay_for(sandbox, serve, tmp_path, rate="4/second", budget_wait=10)
+    # Supporters who may wait (a long answer_within, a slot each): the budget alone spaces the calls.
+    relay = relay_for(sandbox, serve, tmp_path, {"answer_within": 30, "provider_concurrency": 10},
+                      rate="4/second", budget_wait=10)
 
     def sign(i: int) -> int:
         return requests.post(f"{relay.url}/v1/forms/sign", json={"email": f"p{i}@example.org"}, timeout=30).status_code

@@ -53,6 +53,7 @@ def test_an_outage_handled_by_an_operator_from_the_command_line(storage, tmp_pat
     config.write_text(f"""
 [relay]
 rate_limit = ""
+breaker_failures = 1000  # this test is about the queue's own limits, not the circuit breaker's pause
 {f'redis_url = "{redis_url}"' if redis_url else ''}
 
 [providers.ngp]

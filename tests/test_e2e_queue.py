@@ -27,6 +27,7 @@ def write_config(path: Path, sandbox_url: str, queue_path: Path | None = None, e
     path.write_text(f"""
 [relay]
 rate_limit = ""
+breaker_reset = 0.1
 {extra}
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"

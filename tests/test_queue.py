@@ -113,7 +113,7 @@ def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after():
 
 @pytest.fixture
 def queue_app(tmp_path, mocked):
-    raw = base_config()
+    raw = base_config(breaker_reset=0.001)  # the breaker is tested on its own; here it must not hold jobs back
     raw["queue"] = {"path": str(tmp_path / "q.sqlite3"), "backoff_base": 0.001, "backoff_cap": 0.002,
                     "max_attempts": 3}
     return create_app(raw)

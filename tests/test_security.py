@@ -152,11 +152,18 @@ def test_redirects_only_go_to_configured_urls(mocked):
 
 # -- rate limits and proxies -----------------------------------------------------------------------
 
-def test_a_relay_wide_ceiling_applies_across_clients(mocked):
-    client = app_with(mocked, global_rate_limit="3/minute").test_client()
-    codes = [client.post("/v1/forms/join", json={}, environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code
-             for i in range(4)]
-    assert codes == [422, 422, 422, 429]
+def test_the_relay_wide_rate_queues_valid_submissions_and_junk_does_not_count(mocked, tmp_path):
+    raw = base_config(global_rate_limit="3/minute")
+    raw["queue"] = {"path": str(tmp_path / "q.sqlite3")}
+    mocked.post(NGP_FORM_URL, json=NGP_SUCCESS)
+    client = create_app(raw).test_client()
+    junk = [client.post("/v1/forms/join", json={}, environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code
+            for i in range(4)]
+    junk.append(client.post("/v1/forms/join", data="x", content_type="text/plain").status_code)
+    assert junk == [422, 422, 422, 422, 415]  # none of these spent the relay-wide allowance
+    codes = [client.post("/v1/forms/join", json=VALID, environ_base={"REMOTE_ADDR": f"10.0.1.{i}"}).status_code
+             for i in range(5)]
+    assert codes == [200, 200, 200, 202, 202]  # above the rate: kept and queued, never refused
 
 
 def test_x_forwarded_for_is_ignored_unless_proxies_are_trusted(mocked):

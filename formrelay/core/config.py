@@ -109,6 +109,13 @@ class RelaySettings:
     time_trap_min: float = 2.0
     time_trap_max: float = 3 * 24 * 3600.0
     require_origin: bool = False
+    # The longest a supporter waits for a CRM: past it the submission is kept durably and answered 202 queued.
+    answer_within: float = 3.0
+    # Concurrent upstream calls per provider per process; when all are busy, submissions go straight to the queue.
+    provider_concurrency: int = 4
+    # A provider's circuit breaker opens after this many failures in a row, and lets a probe through after reset.
+    breaker_failures: int = 5
+    breaker_reset: float = 30.0
     # The language of answers when Accept-Language matches none of the shipped ones (and there is none).
     locale: str = "en"
 
@@ -292,6 +299,10 @@ class RelaySchema(Schema):
     time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
     require_origin = fields.Boolean(load_default=False)
+    answer_within = fields.Float(load_default=3.0, validate=validate.Range(min=0.05, max=120))
+    provider_concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=256))
+    breaker_failures = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
+    breaker_reset = fields.Float(load_default=30.0, validate=validate.Range(min=0.001, max=3600))
     locale = fields.String(load_default="en", validate=lambda tag: _shipped_language(tag) is not None)
 
     @post_load

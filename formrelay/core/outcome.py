@@ -13,6 +13,7 @@ STATUS_HTTP: Mapping[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "too_large": 413,
+    "conflict": 409,
     "unsupported_media_type": 415,
     "invalid": 422,
     "rate_limited": 429,

@@ -52,6 +52,13 @@ class QueueSettings:
     # it that many seconds (for debugging only). The metadata (form, times, outcome, ids) stays keep_metadata.
     keep_done: float = 0.0
     keep_metadata: float = 7 * 24 * 3600.0
+    # The disk is the one hard stop: beyond either cap a submission that would be queued is answered 503.
+    max_jobs: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    # Readiness says "degraded" from this fraction of a cap, before the 503s start.
+    warn_at: float = 0.8
+    # Readiness says "degraded" when the oldest waiting job is older, or a dead letter appeared within this time.
+    alert_after: float = 900.0
 
 
 class QueueSchema(Schema):
@@ -70,6 +77,10 @@ class QueueSchema(Schema):
     idempotency_ttl = fields.Float(load_default=24 * 3600.0, validate=validate.Range(min=1))
     keep_done = fields.Float(load_default=0.0, validate=validate.Range(min=0))
     keep_metadata = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
+    max_jobs = fields.Integer(load_default=100_000, validate=validate.Range(min=1))
+    max_bytes = fields.Integer(load_default=256 * 1024 * 1024, validate=validate.Range(min=1024))
+    warn_at = fields.Float(load_default=0.8, validate=validate.Range(min=0.01, max=1))
+    alert_after = fields.Float(load_default=900.0, validate=validate.Range(min=1))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> QueueSettings:
@@ -181,10 +192,13 @@ def restore_submission(data: Mapping[str, Any]) -> Submission:
 
 @dataclass(frozen=True)
 class Stats:
+    """Counts only (never job bodies), so that readiness and the queue cap stay cheap with many jobs waiting."""
+
     depth: int
     oldest_age: float | None
     dead: int
     inflight: int
+    bytes: int = 0  # size of the waiting (pending and in-flight) jobs as stored
 
 
 class Store(ABC):
@@ -228,14 +242,15 @@ class Store(ABC):
     def stats(self, now: float) -> Stats: ...
 
     @abstractmethod
-    def idem_claim(self, key: str, ttl: float) -> str | None:
-        """Reserve key; None if it was free (now ours), else the stored answer ('' while the first is in flight)."""
+    def idem_claim(self, key: str, ttl: float, marker: str = "") -> str | None:
+        """Reserve key (holding `marker` while in flight); None if it was free (now ours), else the stored value."""
 
     @abstractmethod
     def idem_store(self, key: str, answer: str, ttl: float) -> None: ...
 
     @abstractmethod
-    def idem_release(self, key: str) -> None: ...
+    def idem_release(self, key: str, marker: str = "") -> None:
+        """Free key if it still holds the in-flight `marker` (nothing was answered that must be repeated)."""
 
     @abstractmethod
     def idem_forget(self, key: str, suffix: str) -> None:
@@ -312,6 +327,12 @@ class SQLiteStore(Store):
             db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
                        " entry TEXT NOT NULL, logged INTEGER NOT NULL DEFAULT 0)")
             db.execute("CREATE INDEX IF NOT EXISTS audit_new ON audit (seq) WHERE logged = 0")
+            # Sizes kept beside the body, and an index that covers the counts, so stats never read a body.
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "size" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE jobs SET size = length(CAST(body AS BLOB))")  # once, for jobs already kept
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (state, created_at, size)")
             db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")
 
@@ -349,9 +370,11 @@ class SQLiteStore(Store):
         db.execute("COMMIT")
 
     def _write(self, db: sqlite3.Connection, job: Job) -> None:
+        body = job.to_json()
         db.execute(
-            "INSERT OR REPLACE INTO jobs (id, state, due_at, lease_until, created_at, body) VALUES (?,?,?,?,?,?)",
-            (job.id, job.state, job.due_at, job.lease_until, job.created_at, job.to_json()),
+            "INSERT OR REPLACE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
         )
 
     def put(self, job: Job) -> None:
@@ -360,9 +383,11 @@ class SQLiteStore(Store):
 
     def add(self, job: Job) -> bool:
         with self._tx() as db:
+            body = job.to_json()
             return db.execute(
-                "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body) VALUES (?,?,?,?,?,?)",
-                (job.id, job.state, job.due_at, job.lease_until, job.created_at, job.to_json()),
+                "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
             ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
@@ -422,21 +447,22 @@ class SQLiteStore(Store):
 
     def stats(self, now: float) -> Stats:
         db = self._db()
-        depth, oldest = db.execute(
-            "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE state IN (?, ?)", (PENDING, INFLIGHT)).fetchone()
+        depth, oldest, size = db.execute(
+            "SELECT COUNT(*), MIN(created_at), SUM(size) FROM jobs WHERE state IN (?, ?)", (PENDING, INFLIGHT)).fetchone()
         dead = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (DEAD,)).fetchone()[0]
         inflight = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (INFLIGHT,)).fetchone()[0]
-        return Stats(depth=depth, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight)
+        return Stats(depth=depth, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight,
+                     bytes=int(size or 0))
 
-    def idem_claim(self, key: str, ttl: float) -> str | None:
+    def idem_claim(self, key: str, ttl: float, marker: str = "") -> str | None:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT answer, expires_at FROM idempotency WHERE key = ?", (key,)).fetchone()
             if row and row[1] > now:
                 answer: str = row[0]
                 return answer
-            db.execute("INSERT OR REPLACE INTO idempotency (key, answer, expires_at) VALUES (?, '', ?)",
-                       (key, now + ttl))
+            db.execute("INSERT OR REPLACE INTO idempotency (key, answer, expires_at) VALUES (?, ?, ?)",
+                       (key, marker, now + ttl))
             return None
 
     def idem_store(self, key: str, answer: str, ttl: float) -> None:
@@ -444,9 +470,9 @@ class SQLiteStore(Store):
             db.execute("INSERT OR REPLACE INTO idempotency (key, answer, expires_at) VALUES (?, ?, ?)",
                        (key, answer, time.time() + ttl))
 
-    def idem_release(self, key: str) -> None:
+    def idem_release(self, key: str, marker: str = "") -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM idempotency WHERE key = ? AND answer = ''", (key,))
+            db.execute("DELETE FROM idempotency WHERE key = ? AND answer = ?", (key, marker))
 
     def idem_forget(self, key: str, suffix: str) -> None:
         with self._tx() as db:
@@ -597,15 +623,25 @@ class RedisStore(Store):
         self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
         self.k_sub, self.k_audit, self.k_audit_new = f"{prefix}:q:sub:", f"{prefix}:audit", f"{prefix}:audit:new"
+        # Waiting jobs by creation time, and their sizes: stats and the queue cap never read a job body.
+        self.k_waiting, self.k_sizes = f"{prefix}:q:waiting", f"{prefix}:q:sizes"
         self._claim = self.redis.register_script(CLAIM_LUA)
+        self._stats = self.redis.register_script(STATS_LUA)
         self._swap = self.redis.register_script(SWAP_LUA)
         self._erase = self.redis.register_script(ERASE_LUA)
 
     def _save(self, pipe: Any, job: Job) -> None:
-        pipe.hset(self.k_jobs, job.id, job.to_json())
+        body = job.to_json()
+        pipe.hset(self.k_jobs, job.id, body)
         pipe.sadd(self.k_sub + job.submission_id, job.id)  # the jobs of one submission, erased together
         for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
             pipe.zrem(key, job.id)
+        if job.state in (PENDING, INFLIGHT):
+            pipe.zadd(self.k_waiting, {job.id: job.created_at})
+            pipe.hset(self.k_sizes, job.id, len(body))
+        else:
+            pipe.zrem(self.k_waiting, job.id)
+            pipe.hdel(self.k_sizes, job.id)
         if job.state == PENDING:
             pipe.zadd(self.k_due, {job.id: job.due_at})
         elif job.state == INFLIGHT:
@@ -624,8 +660,11 @@ class RedisStore(Store):
         # Body and its due/dead entry in one step, and only if the id is new.
         keys = {PENDING: self.k_due, DEAD: self.k_dead, DONE: self.k_done, INFLIGHT: self.k_inflight}
         score = job.due_at if job.state == PENDING else time.time()
-        return bool(self.redis.eval(ADD_LUA, 3, self.k_jobs, keys[job.state], self.k_sub + job.submission_id,
-                                    job.id, job.to_json(), score))
+        body = job.to_json()
+        waiting = 1 if job.state in (PENDING, INFLIGHT) else 0
+        return bool(self.redis.eval(ADD_LUA, 5, self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes,
+                                    self.k_sub + job.submission_id, job.id, body, score, job.created_at, len(body),
+                                    waiting))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
@@ -660,10 +699,11 @@ class RedisStore(Store):
     def drop(self, job_id: str) -> bool:
         job = self.get(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
-            for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
+            for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_waiting):
                 pipe.zrem(key, job_id)
             if job is not None:
                 pipe.srem(self.k_sub + job.submission_id, job_id)
+            pipe.hdel(self.k_sizes, job_id)
             pipe.hdel(self.k_jobs, job_id)
             return bool(pipe.execute()[-1])
 
@@ -679,16 +719,14 @@ class RedisStore(Store):
                 pipe.execute()
 
     def stats(self, now: float) -> Stats:
-        due, inflight, dead = self.redis.zcard(self.k_due), self.redis.zcard(self.k_inflight), self.redis.zcard(self.k_dead)
-        ids = self.redis.zrange(self.k_due, 0, -1) + self.redis.zrange(self.k_inflight, 0, -1)
-        oldest = None
-        if ids:
-            created = [Job.from_json(b).created_at for b in self.redis.hmget(self.k_jobs, ids) if b]  # type: ignore[arg-type]
-            oldest = min(created) if created else None
-        return Stats(depth=due + inflight, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight)
+        due, inflight, dead, oldest, size = self._stats(keys=[self.k_due, self.k_inflight, self.k_dead,
+                                                               self.k_waiting, self.k_sizes])
+        oldest_at = float(oldest) if oldest else None
+        return Stats(depth=int(due) + int(inflight), oldest_age=(now - oldest_at) if oldest_at else None,
+                     dead=int(dead), inflight=int(inflight), bytes=int(size))
 
-    def idem_claim(self, key: str, ttl: float) -> str | None:
-        if self.redis.set(self.k_idem + key, "", nx=True, px=int(ttl * 1000)):
+    def idem_claim(self, key: str, ttl: float, marker: str = "") -> str | None:
+        if self.redis.set(self.k_idem + key, marker, nx=True, px=int(ttl * 1000)):
             return None
         answer = self.redis.get(self.k_idem + key)
         return answer.decode() if isinstance(answer, bytes) else (answer or "")
@@ -696,9 +734,8 @@ class RedisStore(Store):
     def idem_store(self, key: str, answer: str, ttl: float) -> None:
         self.redis.set(self.k_idem + key, answer, px=int(ttl * 1000))
 
-    def idem_release(self, key: str) -> None:
-        if self.redis.get(self.k_idem + key) == b"":
-            self.redis.delete(self.k_idem + key)
+    def idem_release(self, key: str, marker: str = "") -> None:
+        self.redis.eval(RELEASE_LUA, 1, self.k_idem + key, marker)
 
     def idem_forget(self, key: str, suffix: str) -> None:
         # Compare and delete in one step, so a token a peer has just stored is not dropped.
@@ -728,8 +765,11 @@ class RedisStore(Store):
             body = new.to_json()
             index = {PENDING: 2, INFLIGHT: 3, DEAD: 4, DONE: 5}[new.state]  # its sorted set among KEYS
             score = new.due_at if new.state == PENDING else (new.lease_until or time.time())
-        keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id]
-        return bool(self._swap(keys=keys, args=[job_id, ",".join(states), body, index, score]))
+        keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id,
+                self.k_waiting, self.k_sizes]
+        waiting = 1 if new is not None and new.state in (PENDING, INFLIGHT) else 0
+        created = new.created_at if new is not None else 0.0
+        return bool(self._swap(keys=keys, args=[job_id, ",".join(states), body, index, score, created, waiting]))
 
     def erase_submission(self, submission_id: str) -> list[str]:
         members = [i.decode() for i in self.redis.smembers(self.k_sub + submission_id)]
@@ -789,12 +829,16 @@ class RedisStore(Store):
 
 
 # Replace or delete one job if its state is one of ARGV[2] (comma-separated), keeping every index in step.
+# KEYS: jobs, due, inflight, dead, done, the submission's set, waiting, sizes.
+# ARGV: id, states, new body ('' deletes), its state's index among KEYS, its score, created_at, waiting (1/0).
 SWAP_LUA = """
 local body = redis.call('HGET', KEYS[1], ARGV[1])
 if not body then return 0 end
 local state = cjson.decode(body)['state']
 if not string.find(',' .. ARGV[2] .. ',', ',' .. state .. ',', 1, true) then return 0 end
 for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('SREM', KEYS[6], ARGV[1])
@@ -802,6 +846,10 @@ if ARGV[3] == '' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[tonumber(ARGV[4])], ARGV[5], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('ZADD', KEYS[7], ARGV[6], ARGV[1])
+  redis.call('HSET', KEYS[8], ARGV[1], string.len(ARGV[3]))
+end
 return 1
 """
 
@@ -817,11 +865,30 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# Add a job only if its id is new: its body, its due/dead entry, and its place among its submission's jobs.
+# Counts and sizes in one round trip, computed inside Redis: no job body crosses the wire.
+STATS_LUA = """
+local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local size = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[5])) do size = size + tonumber(v) end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+        oldest[2] or false, size}
+"""
+
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Add a job only if its id is new: its body, its due/dead entry, its waiting entry and size, and its place
+# among its submission's jobs (KEYS[5]).
 ADD_LUA = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+end
 return 1
 """
 

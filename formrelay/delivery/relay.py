@@ -1,12 +1,17 @@
 """The relay: configured forms with their cached definitions and schemas, and the delivery of submissions."""
 from __future__ import annotations
 
+import contextvars
+import copy
 import hashlib
+import hmac
 import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +19,7 @@ from marshmallow import ValidationError, fields
 
 from formrelay import abuse, metrics
 from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
+from formrelay.budget import Budget, BudgetSpent
 from formrelay.core.config import Config, FormConfig
 from formrelay.core import i18n
 from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
@@ -34,9 +40,11 @@ from formrelay.core.suggest import did_you_mean
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
 from formrelay.delivery import admin, retention
+from formrelay.delivery.attempts import Breaker, Guard
 from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
+    INFLIGHT,
     Job,
     QueueSettings,
     Store,
@@ -58,6 +66,9 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "formrelay"
 ONE_VALUE = Msg("Only one value is accepted.")
+# A failed definition fetch is remembered (503 at once) for this long, doubling while it keeps failing.
+FAILURE_MEMORY, FAILURE_MEMORY_MAX = 5.0, 60.0
+_WAIT_DEFAULT = object()
 
 
 @dataclass(frozen=True)
@@ -80,41 +91,77 @@ class Form:
         self._relay_config = relay_config
         self._loaded: Loaded | None = None
         self._lock = threading.Lock()
+        self._fetching: threading.Event | None = None
+        self._failure: ProviderError | None = None
+        self._failures = 0
+        self._failed_until = 0.0
         self.last_error: str | None = None
         # What the provider last told a person who got through: a caught bot is shown the same words.
         self.success_message: str | None = None
 
-    def loaded(self) -> Loaded:
-        """The cached definition and schema; refreshed after schema_ttl, the stale one kept if the refresh fails."""
+    def loaded(self, wait: Any = _WAIT_DEFAULT) -> Loaded:
+        """The cached definition and schema. One fetch per form at a time, in a thread of its own, so a provider
+        that hangs holds no request thread longer than `wait` (default: answer_within; None: until it ends).
+        After schema_ttl the stale copy is served while a refresh runs; a failed cold fetch is remembered briefly.
+        """
         current = self._loaded
         ttl = self._relay_config.relay.schema_ttl
-        if current is not None and (ttl <= 0 or time.monotonic() - current.fetched_at < ttl):
+        if current is not None:
+            if ttl > 0 and time.monotonic() - current.fetched_at >= ttl:
+                self._fetch_in_background()
             return current
-        if current is not None and not self._lock.acquire(blocking=False):
-            return current  # another thread is refreshing: keep serving the stale copy meanwhile
-        if current is None:
-            self._lock.acquire()
+        failure = self._failure
+        if failure is not None and time.monotonic() < self._failed_until:
+            raise copy.copy(failure)  # remembered: a copy, since other threads raise the same failure at once
+        done = self._fetch_in_background()
+        limit = self._relay_config.relay.answer_within if wait is _WAIT_DEFAULT else wait
+        if not done.wait(limit):
+            raise TryLater(f"form {self.slug}: the definition is still being fetched from {self.config.provider}",
+                           retry_after=5)
+        if self._loaded is not None:
+            return self._loaded
+        failure = self._failure
+        raise copy.copy(failure) if failure is not None else TryLater(f"form {self.slug}: no definition", retry_after=5)
+
+    def _fetch_in_background(self) -> threading.Event:
+        with self._lock:
+            if self._fetching is not None:
+                return self._fetching
+            done = self._fetching = threading.Event()
+        threading.Thread(target=self._fetch, args=(done,), name=f"formrelay-definition-{self.slug}",
+                         daemon=True).start()
+        return done
+
+    def _fetch(self, done: threading.Event) -> None:
         try:
-            current = self._loaded
-            if current is not None and (ttl <= 0 or time.monotonic() - current.fetched_at < ttl):
-                return current
             try:
                 definition = self.provider.definition(self.config)
                 person = self._person_mapping(definition)
+                definition = relabel(definition, self.config.labels)
+                schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
             except ProviderError as exc:
-                self.last_error = str(exc)
-                if current is not None:
-                    log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, exc)
-                    self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
-                    return self._loaded
-                raise
-            definition = relabel(definition, self.config.labels)
-            schema_cls = build_schema(self.slug, definition.fields, self._relay_config.relay.max_value_length)
-            self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
-            self.last_error = None
-            return self._loaded
+                failure: ProviderError = exc
+            except Exception as exc:  # a bug must not leave waiters hanging: it is a failure like any other
+                log.exception("form %s: definition fetch failed unexpectedly", self.slug)
+                failure = ProviderError(f"form {self.slug}: unexpected {exc.__class__.__name__} deriving the schema")
+            else:
+                self._loaded = Loaded(definition, schema_cls(), time.monotonic(), person)
+                self.last_error, self._failure, self._failures, self._failed_until = None, None, 0, 0.0
+                return
+            self.last_error = str(failure)
+            current = self._loaded
+            if current is not None:
+                log.warning("form %s: definition refresh failed, keeping the cached one: %s", self.slug, failure)
+                self._loaded = Loaded(current.definition, current.schema, time.monotonic(), current.person)
+                return
+            self._failures += 1
+            memory = min(FAILURE_MEMORY_MAX, FAILURE_MEMORY * 2 ** (self._failures - 1))
+            self._failure, self._failed_until = failure, time.monotonic() + memory
+            log.warning("form %s: definition fetch failed; answering 503 for %.0f s: %s", self.slug, memory, failure)
         finally:
-            self._lock.release()
+            with self._lock:
+                self._fetching = None
+            done.set()
 
     @property
     def definition(self) -> Definition:
@@ -268,6 +315,41 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
 UNAVAILABLE_RETRY_AFTER = 30
 QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
+QUEUE_FULL = Msg("We cannot take submissions just now. Please try again in a few minutes.")
+KEY_REUSED = Msg("This Idempotency-Key was already used for a different submission, so nothing new was sent. "
+                 "Please send the form again.")
+IN_PROGRESS = Msg("This submission is still being sent. Please wait a moment before trying again.")
+HANDED_OFF = object()  # the attempt outlived the supporter's deadline and now settles its queued job itself
+
+
+class _Flight:
+    """One synchronous attempt, shared by the request thread that waits for it and the thread that runs it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.result: Any = None
+        self.job: Job | None = None
+
+
+def _judge(breaker: Breaker, result: Any) -> None:
+    """What an attempt's result tells the provider's breaker: an answer is health, a 'not now' is a failure."""
+    if isinstance(result, Outcome):
+        breaker.succeeded()
+    elif isinstance(result, BudgetSpent) or not isinstance(result, TryLater):
+        breaker.abandon()  # our own budget, or a bug of ours: says nothing about the provider
+    else:
+        breaker.failed(result.reason)
+
+
+def fingerprint(submission: Submission) -> str:
+    """What "the same body" means for an idempotency key: the validated values, canonically (controls and
+    one-use tokens such as `_started` or a CAPTCHA answer are not the supporter's data)."""
+    canonical = json.dumps(dict(submission.values), sort_keys=True, separators=(",", ":"), default=str)
+    # Keyed with the idempotency key itself, which the store never holds (only its hash): the stored fingerprint
+    # cannot be matched against guessed details (an email address) by whoever reads the store.
+    secret = (submission.idempotency_key or "").encode("utf-8", "replace")
+    return hmac.new(secret, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 class Relay:
@@ -290,6 +372,27 @@ class Relay:
             for token in provider.shared_tokens():
                 token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
         self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
+        relay = config.relay
+        self.answer_within = relay.answer_within
+        # The longest one attempt can take: an ENS delivery may authenticate, process and record the origin,
+        # each up to the timeouts, after waiting for the budget. A hand-off lease must outlive it.
+        budget_wait = max((float(getattr(p.settings, "budget_wait", 0.0) or 0.0) for p in self.providers.values()),
+                          default=0.0)
+        self.attempt_bound = 3 * (relay.connect_timeout + relay.timeout) + budget_wait + 5.0
+        self.guards: dict[str, Guard] = {
+            name: Guard(name, relay.provider_concurrency, relay.breaker_failures, relay.breaker_reset,
+                        self.attempt_bound) for name in self.providers
+        }
+        # Each bulkhead slot has a thread, so an attempt never waits for one.
+        self._executor = ThreadPoolExecutor(max_workers=max(1, relay.provider_concurrency * len(self.providers)),
+                                            thread_name_prefix="formrelay-attempt")
+        # Above the relay-wide rate valid submissions are queued (202), not refused: only those that passed the
+        # origin check, parsing, validation and the spam traps reach this counter.
+        self.surge = (Budget("relay-wide", relay.global_rate_limit, relay.rate_limit_storage or config.shared_storage)
+                      if relay.global_rate_limit else None)
+        self._stats: tuple[float, dict[str, Any]] | None = None
+        self._stats_lock = threading.Lock()
+        self._dead_seen: deque[tuple[float, int]] = deque(maxlen=4096)
         # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
         self.destinations = Destinations(self)
 
@@ -385,17 +488,24 @@ class Relay:
             return "hold"  # a repeated email is worse than an operator's look
         return form.provider.uncertain_delivery_for(form.config)
 
-    def defer(self, form: Form, submission: Submission, target: str, reason: TryLater) -> Outcome | None:
-        """Store the delivery durably, then answer 'queued'; None when it must not or cannot be stored."""
+    def defer(self, form: Form, submission: Submission, target: str, reason: TryLater, why: str = "provider",
+              due_in: float | None = None) -> Outcome | None:
+        """Store the delivery durably, then answer 'queued'; 503 when the queue is at its cap; None when it must
+        not (payment forms) or cannot (storage down) be stored."""
         if not form.provider.queueable(form.config):
             return None
+        if self.queue_full():
+            metrics.QUEUE_REFUSALS.labels(form.slug).inc()
+            log.error("form %s: the queue is at its cap; submission %s refused with 503", form.slug, submission.id)
+            return Outcome("unavailable", message=_(QUEUE_FULL), retry_after=60, detail={"queued": "queue full"})
         job = new_job(form.slug, target, submission)
         job.attempts, job.uncertain = 1, reason.may_have_arrived  # the synchronous attempt counts
         if reason.may_have_arrived and self.rule(form) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
             log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
         else:
-            job.due_at = time.time() + backoff(self.queue_settings, 1, reason.retry_after)
+            delay = due_in if due_in is not None else backoff(self.queue_settings, 1, reason.retry_after)
+            job.due_at = time.time() + delay
             job.last_error = reason.reason
         try:
             self.store.put(job)
@@ -406,18 +516,23 @@ class Relay:
             log.error("form %s: could not store submission %s: queue storage unavailable (%s)",
                       form.slug, submission.id, exc.__class__.__name__)
             return None
+        metrics.DEFERRALS.labels(form.config.provider, why).inc()
         if target == "primary":
             self.destinations.queued(form, submission, reason.reason)
             if job.state == DEAD:
                 self.destinations.dead(form, job.submission, job.last_error or reason.reason)
-        return Outcome("queued", message=_(QUEUED_MESSAGE))
+        return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": why})
 
     def submit(self, form: Form, submission: Submission) -> Outcome:
-        """Deliver now, else keep it durably (202), else 503; repeats of an idempotency key get the first answer."""
+        """Deliver now, else keep it durably (202), else 503. Idempotency keys follow the IETF draft: a repeat
+        with the same body gets the first answer, another body 422, a repeat while the first is in flight 409."""
         key = self._idempotency_key(form, submission)
+        fp = marker = ""
         if key is not None:
+            fp = fingerprint(submission)
+            marker = json.dumps({"fp": fp})
             try:
-                prior = self._claim_key(key)
+                prior = self._claim_key(form, key, fp, marker)
             except Exception as exc:
                 if not storage_down(exc):
                     raise
@@ -431,14 +546,15 @@ class Relay:
             outcome = self._deliver_now(form, submission)
         except BaseException:
             if key is not None:
-                self._forget_key(key)
+                self._forget_key(key, marker)
             raise
         if key is not None:
             try:
                 if outcome.status in ("delivered", "queued", "rejected"):
-                    self.store.idem_store(key, json.dumps(outcome.public()), self.queue_settings.idempotency_ttl)
-                else:
-                    self.store.idem_release(key)  # invalid or unavailable: the supporter may fix it and send again
+                    record = {"fp": fp, "answer": outcome.public()}
+                    self.store.idem_store(key, json.dumps(record), self.queue_settings.idempotency_ttl)
+                else:  # invalid or unavailable: the supporter may fix it and send again
+                    self.store.idem_release(key, marker)
             except Exception as exc:
                 if not storage_down(exc):
                     raise
@@ -446,28 +562,150 @@ class Relay:
                             form.slug, exc.__class__.__name__)
         return outcome
 
-    def _forget_key(self, key: str) -> None:
+    def _forget_key(self, key: str, marker: str = "") -> None:
         try:
-            self.store.idem_release(key)
+            self.store.idem_release(key, marker)
         except Exception as exc:
             if not storage_down(exc):
                 raise
             log.warning("could not release an idempotency key (%s)", exc.__class__.__name__)
 
     def _deliver_now(self, form: Form, submission: Submission) -> Outcome:
-        try:
-            outcome = self.attempt(form, submission)
-        except TryLater as exc:
-            log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, exc.reason)
-            return self.defer(form, submission, "primary", exc) or Outcome(
-                "unavailable",
-                message=_("We could not send this just now. Please try again in a few minutes."),
-                retry_after=max(1, int(exc.retry_after)) if exc.retry_after else UNAVAILABLE_RETRY_AFTER,
-            )
-        if outcome.status == "delivered":
-            form.success_message = outcome.message
+        """The synchronous path: surge, bulkhead and breaker decide whether to try now; the try runs under the
+        supporter's deadline (answer_within), past which the job is queued leased to the attempt still running."""
+        provider = form.config.provider
+        queueable = form.provider.queueable(form.config)
+        if queueable and self.surge is not None and not self._surge_allows():
+            return self._not_now(form, submission, TryLater("above the relay-wide rate"), "surge", 0.0)
+        guard = self.guards[provider]
+        if not guard.bulkhead.try_enter():
+            return self._not_now(form, submission, TryLater(f"{provider}: every upstream slot is busy",
+                                                            retry_after=5), "bulkhead full", 0.0)
+        if not guard.breaker.allow():
+            guard.bulkhead.leave()
+            wait = guard.breaker.retry_in()
+            return self._not_now(form, submission, TryLater(
+                f"{provider}: circuit breaker open ({guard.breaker.last_problem})", retry_after=max(1.0, wait)),
+                "breaker open", wait)
+        result = self._attempt_within(form, submission, guard, queueable)
+        if result is HANDED_OFF:
+            metrics.DEFERRALS.labels(provider, "deadline").inc()
+            return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": "deadline"})
+        if isinstance(result, TryLater):
+            log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
+            return self._not_now(form, submission, result, "provider", None)
+        if isinstance(result, BaseException):
+            raise result
+        if result.status == "delivered":
+            form.success_message = result.message
             self.after_delivery(form, submission)
+        outcome: Outcome = result
         return outcome
+
+    def _not_now(self, form: Form, submission: Submission, reason: TryLater, why: str,
+                 due_in: float | None) -> Outcome:
+        return self.defer(form, submission, "primary", reason, why, due_in) or Outcome(
+            "unavailable",
+            message=_("We could not send this just now. Please try again in a few minutes."),
+            retry_after=max(1, int(reason.retry_after)) if reason.retry_after else UNAVAILABLE_RETRY_AFTER,
+        )
+
+    def _surge_allows(self) -> bool:
+        assert self.surge is not None
+        try:
+            return self.surge.try_take()
+        except Exception as exc:  # the counter's storage is down: deliver as usual rather than queue everything
+            log.warning("relay-wide rate: storage unavailable (%s); not counting", exc.__class__.__name__)
+            return True
+
+    def _attempt_within(self, form: Form, submission: Submission, guard: Guard, queueable: bool) -> Any:
+        """Run the attempt in a bulkhead thread; its result, or HANDED_OFF once the deadline passed and the job
+        is stored leased to it. The caller holds a bulkhead slot, released here when the attempt ends."""
+        flight = _Flight()
+
+        def run() -> None:
+            try:
+                try:
+                    result: Any = self.attempt(form, submission)
+                except BaseException as exc:  # handed to whoever settles it
+                    result = exc
+                _judge(guard.breaker, result)
+                with flight.lock:
+                    flight.result, job = result, flight.job
+                    flight.done.set()
+                if job is not None:
+                    try:
+                        self._settle(form, job, submission, result)
+                    except Exception:  # the lease will hand the job out again: nothing is lost
+                        log.exception("form %s: could not settle job %s; its lease will expire", form.slug, job.id)
+            finally:
+                guard.bulkhead.leave()
+
+        # The request's context goes along, so the attempt's upstream time is in the request's log line.
+        self._executor.submit(contextvars.copy_context().run, run)
+        if flight.done.wait(self.answer_within):
+            return flight.result
+        if queueable:
+            with flight.lock:
+                if flight.done.is_set():
+                    return flight.result
+                job = self._hand_off(form, submission)
+                if job is not None:
+                    flight.job = job
+                    return HANDED_OFF
+        flight.done.wait()  # nowhere to keep it (payment form, storage down): the supporter waits for the answer
+        return flight.result
+
+    def _hand_off(self, form: Form, submission: Submission) -> Job | None:
+        """The job, stored leased to the attempt in flight: if this process dies, the lease expires and a worker
+        takes it over as uncertain (the provider's rule decides); else the attempt settles it when it ends."""
+        job = new_job(form.slug, "primary", submission)
+        job.state, job.attempts = INFLIGHT, 1
+        job.lease_until = time.time() + max(self.queue_settings.lease, self.attempt_bound)
+        job.last_error = f"no answer within {self.answer_within:g} s; the first attempt was still in flight"
+        try:
+            self.store.put(job)
+        except Exception as exc:  # the supporter then waits for the attempt's own answer: nothing is promised
+            if storage_down(exc):
+                log.error("form %s: could not store submission %s past the deadline: queue storage unavailable "
+                          "(%s)", form.slug, submission.id, exc.__class__.__name__)
+            else:
+                log.exception("form %s: could not store submission %s past the deadline", form.slug, submission.id)
+            return None
+        log.info("form %s: submission %s not answered within %.1f s; queued, leased to the attempt in flight",
+                 form.slug, submission.id, self.answer_within)
+        try:
+            self.destinations.queued(form, submission, job.last_error or "")
+        except Exception:  # the supporter's answer does not depend on a webhook
+            log.exception("form %s: could not tell the destinations that %s is queued", form.slug, submission.id)
+        return job
+
+    def _settle(self, form: Form, job: Job, submission: Submission, result: Any) -> None:
+        """A queued job's attempt ended: delivered -> done; refused -> dead letter; not now -> backoff."""
+        if isinstance(result, Outcome):
+            if result.status == "delivered":
+                if job.target == "primary":
+                    form.success_message = result.message or form.success_message
+                    # Destination jobs first: should this process die before `finish`, the primary's retry makes
+                    # them again, and Store.add keeps the ones already made (and done) as they are. Made first,
+                    # they also keep the submission's data in the store until the last of them is done.
+                    self.after_delivery(form, submission)
+                erased = retention.finish(self.store, job, result.status, self.queue_settings)
+                log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, destination(job.target)
+                         if self.destinations.handles(job.target) else form.config.provider, job.attempts,
+                         "; the submission's personal data erased from the queue" if erased else "")
+            else:
+                detail = f"{result.status}: {result.message or ''} {json.dumps(result.errors or {})}".strip()
+                self.bury(form, job, f"refused by the provider ({detail})")
+                log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, result.status)
+        elif isinstance(result, DeadLetter):
+            self.bury(form, job, str(result))
+            log.warning("queue: job %s moved to dead letters: %s", job.id, result)
+        elif isinstance(result, ProviderError):
+            self._retry_later(form, job, result)
+        else:  # a bug must not lose the job: keep it and back off
+            log.error("queue: job %s failed unexpectedly", job.id, exc_info=result)
+            self._retry_later(form, job, TryLater(f"unexpected {result.__class__.__name__}"))
 
     def _idempotency_key(self, form: Form, submission: Submission) -> str | None:
         if not submission.idempotency_key:
@@ -475,24 +713,35 @@ class Relay:
         digest = hashlib.sha256(submission.idempotency_key.encode("utf-8", "replace")).hexdigest()
         return f"{form.slug}:{digest}"
 
-    def _claim_key(self, key: str) -> Outcome | None:
-        """None when this request owns the key; else the first request's answer (waiting briefly if in flight)."""
+    def _claim_key(self, form: Form, key: str, fp: str, marker: str) -> Outcome | None:
+        """None when this request owns the key; else what a repeat gets (first answer, 422 or 409)."""
         ttl = self.queue_settings.idempotency_ttl
-        deadline = time.monotonic() + self.config.relay.timeout + self.config.relay.connect_timeout
+        # The first request answers within answer_within (then its answer is stored): wait that long for it.
+        deadline = time.monotonic() + self.answer_within + 1.0
         while True:
-            prior = self.store.idem_claim(key, ttl)
+            prior = self.store.idem_claim(key, ttl, marker)
             if prior is None:
                 return None
-            if prior:
-                body = json.loads(prior)
-                return Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"),
-                               errors=body.get("errors"), retry_after=body.get("retry_after"))
+            record = _idem_record(prior)
+            if record.get("fp") and record["fp"] != fp:
+                return self._repeat(form, "another body", Outcome(
+                    "invalid", message=_(KEY_REUSED), errors={"_idempotency_key": [_(KEY_REUSED)]}))
+            answer = record.get("answer")
+            if isinstance(answer, dict):
+                return self._repeat(form, "first answer", Outcome(
+                    answer["status"], message=answer.get("message"), redirect=answer.get("redirect"),
+                    errors=answer.get("errors"), retry_after=answer.get("retry_after")))
             if time.monotonic() > deadline:
-                return Outcome("queued", message=_(QUEUED_MESSAGE))
+                return self._repeat(form, "in progress", Outcome("conflict", message=_(IN_PROGRESS), retry_after=1))
             time.sleep(0.05)
 
+    def _repeat(self, form: Form, kind: str, outcome: Outcome) -> Outcome:
+        metrics.REPEATS.labels(form.slug, kind).inc()
+        return Outcome(outcome.status, message=outcome.message, redirect=outcome.redirect, errors=outcome.errors,
+                       retry_after=outcome.retry_after, detail={"repeat": kind})
+
     def work(self, job: Job) -> None:
-        """One worker attempt at a claimed job: delivered -> done; refused -> dead letter; not now -> backoff."""
+        """One worker attempt at a claimed job, through the provider's breaker (not while it is open)."""
         form = self.forms.get(job.form)
         if form is None:
             self.store.bury(job, f"form {job.form!r} is no longer configured")
@@ -500,41 +749,33 @@ class Relay:
         if job.uncertain and self.rule(form, job.target) == "hold":
             self.bury(form, job, f"an earlier attempt was cut off mid-flight; {HELD}")
             return
+        guard = self._guard_for(form, job.target)
+        if guard is not None and not guard.breaker.allow():
+            job.attempts -= 1  # not tried: it must not count towards max_attempts
+            self.store.reschedule(job, time.time() + max(1.0, guard.breaker.retry_in()),
+                                  f"circuit breaker open: {guard.breaker.last_problem}")
+            return
         submission = restore_submission(job.submission)
         try:
             if self.destinations.handles(job.target):
-                outcome = self.destinations.attempt(form, job)
+                result: Any = self.destinations.attempt(form, job)
             else:
-                outcome = self.attempt(form, submission, job.target)
-        except DeadLetter as exc:
-            self._count(form, job, "dead")
-            self.bury(form, job, str(exc))
-            log.warning("queue: job %s moved to dead letters: %s", job.id, exc)
-            return
-        except ProviderError as exc:
-            self._count(form, job, "not now")
-            self._retry_later(form, job, exc)
-            return
-        except Exception as exc:  # a bug must not lose the job: keep it and back off
-            self._count(form, job, "error")
-            log.exception("queue: job %s failed unexpectedly", job.id)
-            self._retry_later(form, job, TryLater(f"unexpected {exc.__class__.__name__}"))
-            return
-        self._count(form, job, outcome.status)
-        if outcome.status == "delivered":
-            if job.target == "primary":
-                # Destination jobs first: should this process die before `finish`, the primary's retry makes
-                # them again, and Store.add keeps the ones already made (and done) as they are. Made first, they
-                # also keep the submission's data in the store until the last of them is done (retention).
-                self.after_delivery(form, submission)
-            erased = retention.finish(self.store, job, outcome.status, self.queue_settings)
-            log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, destination(job.target)
-                     if self.destinations.handles(job.target) else form.config.provider, job.attempts,
-                     "; the submission's personal data erased from the queue" if erased else "")
-        else:
-            reason = f"{outcome.status}: {outcome.message or ''} {json.dumps(outcome.errors or {})}".strip()
-            self.bury(form, job, f"refused by the provider ({reason})")
-            log.warning("queue: job %s refused by %s: %s", job.id, form.config.provider, outcome.status)
+                result = self.attempt(form, submission, job.target)
+        except Exception as exc:  # settled below: a bug must not lose the job
+            result = exc
+        if guard is not None:
+            _judge(guard.breaker, result)
+        self._count(form, job, _label(result))
+        self._settle(form, job, submission, result)
+
+    def _guard_for(self, form: Form, target: str) -> Guard | None:
+        """The breaker a job's calls go through: the form's provider, EngageOne for a follow-up; destinations
+        (other forms, webhooks) are judged by their own jobs' backoff."""
+        if target == "primary":
+            return self.guards.get(form.config.provider)
+        if target == "followup":
+            return self.guards.get("engageone")
+        return None
 
     @staticmethod
     def _count(form: Form, job: Job, result: str) -> None:
@@ -567,17 +808,71 @@ class Relay:
         """Erase what keep_done kept (or a crash left), drop old metadata: the worker calls it every 5 minutes."""
         return retention.sweep(self.store, self.queue_settings)
 
-    def queue_stats(self) -> dict[str, Any]:
-        """Depth, oldest waiting age and dead letters, for readiness and metrics."""
-        stats = self.store.stats(time.time())
-        return {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead, "inflight": stats.inflight}
+    def queue_stats(self, max_age: float = 0.0) -> dict[str, Any]:
+        """Depth, oldest waiting age, dead letters, bytes and how full the queue is: counts only, refreshed from
+        the store at most once per `max_age` seconds (one thread refreshes; the others take the last copy)."""
+        cached = self._stats
+        if cached is not None and time.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        if cached is not None and not self._stats_lock.acquire(blocking=False):
+            return cached[1]
+        if cached is None:
+            self._stats_lock.acquire()
+        try:
+            stats = self.store.stats(time.time())
+            settings = self.queue_settings
+            now = time.monotonic()
+            self._dead_seen.append((now, stats.dead))
+            while len(self._dead_seen) > 1 and now - self._dead_seen[0][0] > settings.alert_after:
+                self._dead_seen.popleft()
+            view = {"depth": stats.depth, "oldest_age": stats.oldest_age, "dead": stats.dead,
+                    "inflight": stats.inflight, "bytes": stats.bytes,
+                    "capacity_used": round(max(stats.depth / settings.max_jobs, stats.bytes / settings.max_bytes), 4),
+                    # as seen by this process within alert_after (an operator's drop lowers the baseline)
+                    "dead_growing": stats.dead > min(dead for _, dead in self._dead_seen)}
+            self._stats = (time.monotonic(), view)
+            return view
+        finally:
+            self._stats_lock.release()
+
+    def queue_full(self) -> bool:
+        try:
+            # a count at most a second old: a burst may overshoot the cap by a second's worth, never the disk
+            return bool(self.queue_stats(max_age=1.0)["capacity_used"] >= 1.0)
+        except Exception:
+            return False  # the store does not answer: the put that follows will say so
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False)
         self.destinations.close()
         for provider in self.providers.values():
             provider.close()
         if self._store is not None:
             self._store.close()
+
+
+def _label(result: Any) -> str:
+    """A worker attempt's result as the queue-attempts metric names it."""
+    if isinstance(result, Outcome):
+        return result.status
+    if isinstance(result, DeadLetter):
+        return "dead"
+    return "not now" if isinstance(result, ProviderError) else "error"
+
+
+def _idem_record(stored: str) -> dict[str, Any]:
+    """An idempotency record: {"fp", "answer"} (a first answer), {"fp"} (in flight), or older shapes."""
+    if not stored:
+        return {}
+    try:
+        record = json.loads(stored)
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    if "status" in record:  # written before fingerprints: the answer itself
+        return {"answer": record}
+    return record
 
 
 def current_relay() -> Relay:

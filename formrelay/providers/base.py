@@ -1,6 +1,7 @@
 """The small interface every provider implements, and the HTTP plumbing they share."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -158,6 +159,9 @@ class SharedToken:
     """
 
     WAIT_FOR_PEER = 10.0  # seconds to wait for another process's authenticate before doing our own
+    # After a failed authenticate, callers get the same failure at once for a while, doubling up to the cap:
+    # a refused key is not fixed by asking again, and ENS counts every authenticate against the hourly limit.
+    BACKOFF, BACKOFF_MAX = 5.0, 300.0
 
     def __init__(self, provider: str, identity: str, obtain: Callable[[], tuple[str, float]],
                  margin: Callable[[float], float]) -> None:
@@ -169,20 +173,30 @@ class SharedToken:
         self.expires_at = 0.0  # wall clock: comparable across processes
         self.lock = threading.Lock()
         self.authentications = 0
+        self.failures = 0
+        self.failed_until = 0.0  # monotonic
+        self.failure: Exception | None = None
 
     def get(self) -> str:
         token = self.token
         if token and time.time() < self.expires_at:
             return token
+        self._raise_if_backing_off()
         with self.lock:
             if self.token and time.time() < self.expires_at:
                 return self.token
+            self._raise_if_backing_off()  # the thread before us just failed: no second authenticate
             store = self._store()
             shared = self._from_peers(store) if store is not None else None
             if shared is None:
                 shared = self._authenticate(store)
             self.token, self.expires_at = shared
             return self.token
+
+    def _raise_if_backing_off(self) -> None:
+        failure = self.failure
+        if failure is not None and time.monotonic() < self.failed_until:
+            raise copy.copy(failure)  # a copy: other threads may be raising the same failure at this moment
 
     def invalidate(self, token: str) -> None:
         with self.lock:
@@ -234,6 +248,17 @@ class SharedToken:
     def _authenticate(self, store: Any) -> tuple[str, float]:
         try:
             token, lifetime = self.obtain()
+        except Exception as exc:
+            self.failures += 1
+            pause = min(self.BACKOFF_MAX, self.BACKOFF * 2 ** (self.failures - 1))
+            self.failure, self.failed_until = exc, time.monotonic() + pause
+            log.warning("%s: authentication failed; not trying again for %.0f s", self.key.rsplit(":", 1)[0], pause)
+            if store is not None:
+                try:
+                    store.idem_release(self.key)
+                except Exception:
+                    pass
+            raise
         except BaseException:
             if store is not None:
                 try:
@@ -242,6 +267,7 @@ class SharedToken:
                     pass
             raise
         self.authentications += 1
+        self.failures, self.failure, self.failed_until = 0, None, 0.0
         usable = max(lifetime - self.margin(lifetime), 1.0)
         expires_at = time.time() + usable
         if store is not None:

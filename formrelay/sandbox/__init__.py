@@ -49,6 +49,14 @@ def delay() -> Any:
     return jsonify({"ok": True})
 
 
+@control.post("/hang")
+def hang() -> Any:
+    """{"provider": "ngp", "seconds": 30}: submissions are held that long (or until /recover), then dropped."""
+    spec = request.get_json(force=True)
+    state().hang[spec["provider"]] = float(spec.get("seconds", 30))
+    return jsonify({"ok": True})
+
+
 @control.get("/received/<provider>")
 def received(provider: str) -> Any:
     with state().lock:
@@ -68,6 +76,7 @@ def recover() -> Any:
     with sandbox.lock:
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.hang.clear()
     return jsonify({"ok": True})
 
 
@@ -79,6 +88,7 @@ def reset() -> Any:
         sandbox.calls.clear()
         sandbox.failures.clear()
         sandbox.delay.clear()
+        sandbox.hang.clear()
         sandbox.limits.clear()
     return jsonify({"ok": True})
 

@@ -93,6 +93,8 @@ def submit(form_id: str) -> Any:
     delay = sandbox.delay.get("ngp")
     if delay:
         time.sleep(delay)
+    if sandbox.hung("ngp"):
+        return Response("<html><body>Gateway Timeout</body></html>", status=504, mimetype="text/html")
     failure = sandbox.next_failure("ngp")
     if failure:
         return Response("<html><body>Service Unavailable</body></html>", status=failure, mimetype="text/html")

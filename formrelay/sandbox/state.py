@@ -5,6 +5,7 @@ Its own module so that the fake CRMs (ngp, ens, ...) and the package that mounts
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ class SandboxState:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     delay: dict[str, float] = field(default_factory=dict)
+    # A CRM that takes the request and never answers (until told to recover): nothing is recorded.
+    hang: dict[str, float] = field(default_factory=dict)
     # provider -> how many calls it takes before answering its documented "limit exceeded" (ENS: per API user)
     limits: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -32,6 +35,15 @@ class SandboxState:
         with self.lock:
             self.calls[f"{provider}:{kind}"] += 1
 
+    def hung(self, provider: str) -> bool:
+        """Hold the request while `hang` is set for the provider (at most its seconds); True if it was held."""
+        limit = self.hang.get(provider)
+        if not limit:
+            return False
+        deadline = time.monotonic() + limit
+        while self.hang.get(provider) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return True
     def over_limit(self, provider: str) -> bool:
         """Count one call against a limit set with /_control/limit; True once it is spent."""
         with self.lock:

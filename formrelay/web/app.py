@@ -92,9 +92,10 @@ def _form_limit() -> str:
 
 
 def _init_limiter(app: Flask, cfg: Config) -> None:
+    # The relay-wide rate (global_rate_limit) is not a Flask-Limiter limit any more: the relay counts only valid
+    # submissions towards it, and queues those above it instead of refusing them (Relay.submit).
     per_client = bool(cfg.relay.rate_limit or any(form.rate_limit for form in cfg.forms.values()))
-    ceiling = bool(cfg.relay.global_rate_limit)
-    if not (per_client or ceiling):
+    if not per_client:
         return  # limits the config turns off cost nothing: Flask-Limiter's hooks would run on every request
     storage_uri = cfg.relay.rate_limit_storage or cfg.shared_storage
     remote = not storage_uri.startswith("memory://")
@@ -113,13 +114,8 @@ def _init_limiter(app: Flask, cfg: Config) -> None:
     )
     app.extensions[LIMITER] = limiter
     view: Any = app.view_functions["forms.submit"]
-    if per_client:
-        view = limiter.limit(_form_limit, key_func=_client_key, methods=["POST"],
-                             exempt_when=lambda: _form_limit() == "")(view)
-    if ceiling:
-        # A ceiling for the whole relay, whoever sends: it protects the CRMs' budgets from a distributed flood.
-        view = limiter.limit(lambda: cfg.relay.global_rate_limit, key_func=lambda: "all-clients",
-                             methods=["POST"])(view)
+    view = limiter.limit(_form_limit, key_func=_client_key, methods=["POST"],
+                         exempt_when=lambda: _form_limit() == "")(view)
     app.view_functions["forms.submit"] = view
 
 

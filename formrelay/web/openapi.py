@@ -80,7 +80,7 @@ def _answers(*statuses: str, html: bool = False) -> dict[str, Any]:
         if html:
             content.update(HTML)
         out.setdefault(code, {"description": status, "content": content})
-        if code in ("429", "503", "202"):
+        if code in ("429", "503", "202", "409"):
             out[code]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     if html:
         out["303"] = {"description": "a plain form post: see the form's success_url, error_url or thank-you page",
@@ -166,7 +166,7 @@ def build_document(relay: Relay, version: str) -> dict[str, Any]:
                     }},
                     "responses": _answers(
                         "delivered", "queued", "bad_request", "forbidden", "too_large", "unsupported_media_type",
-                        "invalid", "rate_limited", "rejected", "unavailable", html=True,
+                        "invalid", "rate_limited", "rejected", "unavailable", "conflict", html=True,
                     ),
                 },
                 "options": {"summary": "CORS preflight", "responses": {"204": {"description": "preflight"}}},

@@ -26,6 +26,7 @@ HTML_TITLES: Mapping[str, Msg] = {
     "not_found": Msg("Form not found"),
     "method_not_allowed": Msg("Not allowed"),
     "too_large": Msg("Too much data"),
+    "conflict": Msg("Still sending"),
     "unsupported_media_type": Msg("Something went wrong"),
     "rate_limited": Msg("Too many attempts"),
     "rejected": Msg("Not accepted"),

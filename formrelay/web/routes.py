@@ -50,7 +50,7 @@ def submit(slug: str) -> BaseResponse:
         submission_id = submission.id
         screened = relay.screen(form, body, request.remote_addr)
         outcome = screened or relay.submit(form, submission)
-        counted = "discarded" if screened else outcome.status
+        counted = "discarded" if screened else "repeat" if outcome.detail.get("repeat") else outcome.status
     record(form.slug, form.config.provider, counted, outcome, submission_id, started)
     return respond(outcome, form)
 
@@ -77,6 +77,8 @@ def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_
             "upstream_ms": round(upstream_ms, 1) if upstream_ms is not None else None,
             "latency_ms": round(latency_ms, 1),
             "error_fields": sorted(outcome.errors) if outcome.errors else None,
+            # why it was queued (deadline, bulkhead full, breaker open, surge, provider) or which kind of repeat
+            "queued_because": outcome.detail.get("queued"), "repeat": outcome.detail.get("repeat"),
         },
     )
 
