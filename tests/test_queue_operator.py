@@ -192,8 +192,11 @@ def test_retry_all_takes_dead_letters_of_a_form_since_a_time_and_leaves_held_one
     retried, held = admin.retry_all(store, admin.Filters(forms={"join"}, dead_since=now - 3600))
     assert retried == ["a"] and held == ["held"]
     assert {j.id for j in store.scan(DEAD)} == {"b", "c", "held"}
+    stats = store.stats(time.time())  # the counts the queue cap and readiness read stay in step
+    assert (stats.depth, stats.dead) == (1, 3) and stats.bytes > 0
+    assert admin.drop(store, "a") and store.stats(time.time()).depth == 0 and store.stats(time.time()).bytes == 0
     retried, _ = admin.retry_all(store, admin.Filters(), include_held=True)
-    assert sorted(retried) == ["b", "c", "held"]
+    assert sorted(retried) == ["b", "c", "held"] and store.stats(time.time()).depth == 3
 
 
 def test_drop_purge_and_forget(store):
