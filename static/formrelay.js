@@ -20,12 +20,25 @@
   var CONTEXT = ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer"];
   var options = win.FormRelayOptions || {};
   var counter = 0;
+  var forms = new WeakMap();  // form -> {at, min, ready}: when its time-trap token came, and its refresh
+  var words = new WeakMap();  // form -> the texts its description carried in the supporter's language
+  // A form's named fields hide its own properties ("action", "id", "reset", even "getAttribute"), so the
+  // form's attributes and methods are always read through the prototypes.
+  var E = Element.prototype, F = HTMLFormElement.prototype;
+  function get(node, name) { return E.getAttribute.call(node, name); }
+  function set(node, name, value) { E.setAttribute.call(node, name, value); }
+  function find(node, selector) { return E.querySelector.call(node, selector); }
+  function each(node, selector, fn) { Array.prototype.forEach.call(E.querySelectorAll.call(node, selector), fn); }
+  function add(node, child) { return Node.prototype.appendChild.call(node, child); }
+  function own(proto, name, node) { return Object.getOwnPropertyDescriptor(proto, name).get.call(node); }
+  function emit(form, name, detail) { EventTarget.prototype.dispatchEvent.call(form, new CustomEvent(name, { detail: detail })); }
+  function action(form) { return new URL(get(form, "action") || "", win.location.href).href; }
 
   // The page's own words first (attribute, FormRelayOptions), then the relay's answer, then the texts the
   // description carried in the supporter's language, then English.
   function text(host, key, said) {
-    var attr = host && host.getAttribute("data-formrelay-text-" + key.replace(/_/g, "-"));
-    var given = host && host.formrelayTexts;
+    var attr = host && get(host, "data-formrelay-text-" + key.replace(/_/g, "-"));
+    var given = host && words.get(host);
     return attr || (options.text && options.text[key]) || said || (given && given[key]) || TEXT[key];
   }
 
@@ -50,33 +63,32 @@
   }
 
   function hidden(form, name, value) {
-    var input = form.querySelector('input[type="hidden"][name="' + name + '"]');
-    if (!input) { input = el("input", { type: "hidden", name: name }); form.appendChild(input); }
+    var input = find(form, 'input[type="hidden"][name="' + name + '"]');
+    if (!input) { input = el("input", { type: "hidden", name: name }); add(form, input); }
     input.value = value;
     return input;
   }
 
   // Relay controls: honeypot, idempotency key, time-trap token, and the page's campaign context.
-  function controls(form, started) {
-    if (!form.querySelector('[name="_hp"]')) {
+  function controls(form) {
+    if (!find(form, '[name="_hp"]')) {
       var trap = el("div", { "class": "formrelay-hp", "aria-hidden": "true", hidden: true });
       trap.appendChild(el("input", { type: "text", name: "_hp", tabindex: "-1", autocomplete: "off", value: "" }));
-      form.appendChild(trap);
+      add(form, trap);
     }
     hidden(form, "_idempotency_key", newKey());
-    if (started) hidden(form, "_started", started);
     hidden(form, "_page_url", win.location.href.split("#")[0]);  // for attribution parameters (NGP queryString)
     var params = new URLSearchParams(win.location.search);
     CONTEXT.forEach(function (key) {
-      if (params.get(key) && !form.elements[key]) hidden(form, key, params.get(key));
+      if (params.get(key) && !own(F, "elements", form)[key]) hidden(form, key, params.get(key));
     });
   }
 
   function status(form) {
-    var region = form.querySelector(".formrelay-status");
+    var region = find(form, ".formrelay-status");
     if (!region) {
       region = el("div", { "class": "formrelay-status", role: "status", "aria-live": "polite" });
-      form.appendChild(region);
+      add(form, region);
     }
     return region;
   }
@@ -88,13 +100,13 @@
   }
 
   function fieldOf(form, name) {
-    var found = form.elements[name];
+    var found = own(F, "elements", form)[name];
     if (found && found.length && !found.tagName) found = found[0];
     return found && found.tagName ? found : null;
   }
 
   function clearErrors(form) {
-    Array.prototype.forEach.call(form.querySelectorAll(".formrelay-error"), function (node) {
+    each(form, ".formrelay-error", function (node) {
       var field = doc.querySelector('[aria-describedby~="' + node.id + '"]');
       if (field) {
         var rest = field.getAttribute("aria-describedby").split(" ").filter(function (id) { return id !== node.id; });
@@ -118,7 +130,7 @@
       var described = field.getAttribute("aria-describedby");
       field.setAttribute("aria-describedby", described ? described + " " + note.id : note.id);
     });
-    var first = form.querySelector('[aria-invalid="true"]');  // the first in reading order
+    var first = find(form, '[aria-invalid="true"]');  // the first in reading order
     if (first) first.focus();
     return orphans;
   }
@@ -130,15 +142,15 @@
       if (key in body) body[key] = [].concat(body[key], value);
       else body[key] = value;
     });
-    Array.prototype.forEach.call(form.querySelectorAll("select[multiple]"), function (select) {
+    each(form, "select[multiple]", function (select) {
       if (select.name in body) body[select.name] = [].concat(body[select.name]);
     });
     return body;
   }
 
   function busy(form, on) {
-    form.setAttribute("aria-busy", on ? "true" : "false");
-    Array.prototype.forEach.call(form.querySelectorAll('button, input[type="submit"]'), function (button) {
+    set(form, "aria-busy", on ? "true" : "false");
+    each(form, 'button, input[type="submit"]', function (button) {
       button.disabled = on;
     });
   }
@@ -153,12 +165,13 @@
     clearErrors(form);
     if (body && body.ok) {
       var target = body.redirect && safeUrl(body.redirect);
-      if (target && form.getAttribute("data-formrelay-redirect") !== "off") { win.location.assign(target); return; }
+      if (target && get(form, "data-formrelay-redirect") !== "off") { win.location.assign(target); return; }
       say(form, text(form, kind === "queued" ? "queued" : "delivered", body.message), "success");
-      form.reset();
+      F.reset.call(form);
       hidden(form, "_idempotency_key", newKey());
-      form.classList.add("formrelay-done");
-      form.dispatchEvent(new CustomEvent("formrelay:success", { detail: body }));
+      refresh(form);  // a time-trap token is good for one submission
+      own(E, "classList", form).add("formrelay-done");
+      emit(form, "formrelay:success", body);
       return;
     }
     if (kind === "invalid") {
@@ -171,16 +184,26 @@
     } else {
       say(form, text(form, TEXT[kind] ? kind : "error"), "error");
     }
-    form.dispatchEvent(new CustomEvent("formrelay:error", { detail: body }));
+    emit(form, "formrelay:error", body);
   }
 
   function submit(form, event) {
     event.preventDefault();
-    if (form.getAttribute("aria-busy") === "true") return;
-    var body = collect(form);
+    if (get(form, "aria-busy") === "true") return;
     busy(form, true);
     say(form, text(form, "sending"), "pending");
-    win.fetch(form.action, {
+    var state = forms.get(form) || {};
+    // A person can be faster than the time-trap's minimum (autofill): wait out the rest rather than be taken
+    // for a bot. The token's description is awaited first (at most 5 s).
+    Promise.race([state.ready, new Promise(function (done) { setTimeout(done, 5000); })]).then(function () {
+      var left = state.at ? state.min * 1000 - (Date.now() - state.at) + 100 : 0;
+      return new Promise(function (done) { setTimeout(done, left > 0 ? left : 0); });
+    }).then(function () { send(form); });
+  }
+
+  function send(form) {
+    var body = collect(form);
+    win.fetch(action(form), {
       method: "POST",
       mode: "cors",
       credentials: "omit",
@@ -199,24 +222,34 @@
     });
   }
 
+  function started(form, description) {
+    words.set(form, description.texts);
+    if (description.started) {
+      hidden(form, "_started", description.started);
+      forms.get(form).at = Date.now();
+      forms.get(form).min = description.started_min || 0;
+    }
+  }
+
+  function refresh(form) {
+    if (get(form, "data-formrelay-started") === "off") return;
+    forms.get(form).ready = describe(action(form)).then(function (d) { started(form, d); }, function () {});
+  }
+
   function describe(url) {
     return win.fetch(url, { headers: { Accept: "application/json" }, credentials: "omit", mode: "cors" })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); });
   }
 
   function enhance(form, description) {
-    if (form.formrelay) return form;
-    form.formrelay = true;
-    form.setAttribute("novalidate", "");
-    controls(form, description && description.started);
+    if (forms.has(form)) return form;
+    forms.set(form, {});
+    set(form, "novalidate", "");
+    controls(form);
     status(form);
-    form.addEventListener("submit", function (event) { submit(form, event); });
-    if (!description && form.getAttribute("data-formrelay-started") !== "off") {
-      describe(form.action).then(function (d) {
-        form.formrelayTexts = d.texts;
-        if (d.started) hidden(form, "_started", d.started);
-      }, function () {});
-    }
+    EventTarget.prototype.addEventListener.call(form, "submit", function (event) { submit(form, event); });
+    if (description) started(form, description);
+    else refresh(form);
     return form;
   }
 
@@ -266,22 +299,22 @@
       wrap.appendChild(input(field, id, form));
     }
     if (field.help) wrap.appendChild(el("p", { "class": "formrelay-help" }, field.help));
-    form.appendChild(wrap);
+    add(form, wrap);
   }
 
   function render(host) {
     var url = host.getAttribute("data-formrelay-form");
     return describe(url).then(function (description) {
       var form = el("form", { action: url, method: "post", "class": "formrelay-form", "data-formrelay": true });
-      form.formrelayTexts = description.texts;
+      words.set(form, description.texts);
       Array.prototype.forEach.call(host.attributes, function (a) {
-        if (a.name.indexOf("data-formrelay-text-") === 0) form.setAttribute(a.name, a.value);
+        if (a.name.indexOf("data-formrelay-text-") === 0) set(form, a.name, a.value);
       });
-      if (host.getAttribute("data-formrelay-title") !== "off") form.appendChild(el("h2", {}, description.title));
+      if (host.getAttribute("data-formrelay-title") !== "off") add(form, el("h2", {}, description.title));
       description.fields.forEach(function (field) { row(field, form); });
       var actions = el("div", { "class": "formrelay-actions" });
       actions.appendChild(el("button", { type: "submit" }, text(form, "submit")));
-      form.appendChild(actions);
+      add(form, actions);
       while (host.firstChild) host.removeChild(host.firstChild);
       host.appendChild(form);
       return enhance(form, description);

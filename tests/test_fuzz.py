@@ -98,3 +98,102 @@ def test_arbitrary_ngp_definitions_derive_a_schema_or_a_definition_error(doc):
     described = describe_schema(schema)
     assert [f["name"] for f in described] == [f.name for f in definition.fields]
     schema.validate({})
+
+
+# -- issue 20: card numbers in free text and context, lone surrogates, multipart encodings --------------------
+
+TEST_CARDS = ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]
+SEPARATORS = st.sampled_from([" ", ".", "/", "-", "\u00a0", "\u202f", "\u2011", "\u200b", " / ", ""])
+
+
+@st.composite
+def written_cards(draw):
+    """A test card number cut into groups with any separators, inside free text."""
+    card = draw(st.sampled_from(TEST_CARDS))
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(card) - 1), max_size=4))))
+    pieces = [card[a:b] for a, b in zip([0, *cuts], [*cuts, len(card)])]
+    written = pieces[0] + "".join(draw(SEPARATORS) + piece for piece in pieces[1:])
+    words = st.text(st.characters(blacklist_categories=("Nd", "Cs")), max_size=15)
+    return f"{draw(words)} {written} {draw(words)}"
+
+
+@pytest.fixture(scope="module")
+def card_fuzz():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(NGP_FORM_URL, json=PETITION)
+        rsps.post(NGP_FORM_URL, json=NGP_SUCCESS)
+        yield create_app(base_config(global_rate_limit="")).test_client(), rsps
+
+
+PERSON = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=written_cards(), where=st.sampled_from(["Comments", "FirstName", "AddressLine1", "unknown_field"]),
+       body_type=st.sampled_from(["json", "form", "multipart"]))
+def test_card_numbers_in_free_text_are_refused_and_never_forwarded(card_fuzz, text, where, body_type):
+    client, rsps = card_fuzz
+    client.get("/v1/forms/join")  # the definition is fetched: from here on only a delivery would call NGP
+    before = len(rsps.calls)
+    body = {**PERSON, where: text}
+    if body_type == "json":
+        answer = client.post("/v1/forms/join", json=body)
+    else:
+        answer = client.post("/v1/forms/join", data=body, headers={"Accept": "application/json"},
+                             content_type="multipart/form-data" if body_type == "multipart" else None)
+    assert answer.status_code == 422 and where in answer.get_json()["errors"]
+    assert len(rsps.calls) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=written_cards(), key=st.sampled_from(["utm_source", "utm_medium", "utm_campaign", "utm_term", "_referrer",
+                                                  "_source", "_idempotency_key"]), header=st.booleans())
+def test_card_numbers_in_context_and_controls_are_dropped_before_anything_keeps_them(card_fuzz, text, key, header):
+    """What a provider forwards (ENS txn1-5, AN referrer_data) and the queue stores is the Submission: no card in it."""
+    client, _ = card_fuzz
+    form = client.application.extensions["formrelay"].form("join")
+    submission = form.validate({**PERSON, key: text}, idempotency_key=text if header else None)
+    kept = json.dumps([dict(submission.context), submission.idempotency_key, dict(submission.values)])
+    assert all(d not in kept for d in ("1111", "4444", "0005", "1117")), kept
+    assert client.post("/v1/forms/join", json={**PERSON, key: text}).status_code == 200  # the person is not refused
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(max_size=10), surrogate=st.integers(0xD800, 0xDFFF),
+       where=st.sampled_from(["key", "value", "osdi"]))
+def test_lone_surrogates_are_a_400_never_a_500(fuzz_client, value, surrogate, where):
+    escaped = f"\\u{surrogate:04x}"
+    text = json.dumps(value)[1:-1] + escaped
+    raw = {"key": f'{{"{text}": "x"}}', "value": f'{{"FirstName": "{text}", "EmailAddress": "a@example.org"}}',
+           "osdi": f'{{"person": {{"given_name": "{text}", "email_addresses": [{{"address": "a@example.org"}}]}}}}'}[where]
+    answer = fuzz_client.post("/v1/forms/join", data=raw.encode(), content_type="application/json")
+    assert answer.status_code == 400 and answer.get_json()["status"] == "bad_request"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(max_size=20), encoding=st.sampled_from(["utf-8", "latin-1", "utf-16", "cp1252", "utf-16-le"]),
+       part_charset=st.sampled_from(["", "utf-8", "iso-8859-1", "UTF-8", "us-ascii", "x-weird"]),
+       raw_tail=st.binary(max_size=8))
+def test_multipart_parts_in_any_encoding_are_strict_utf8(fuzz_client, value, encoding, part_charset, raw_tail):
+    try:
+        encoded = value.encode(encoding) + raw_tail
+    except UnicodeEncodeError:
+        return
+    boundary = "fuzz-boundary-1234"
+    header = f"Content-Type: text/plain; charset={part_charset}\r\n" if part_charset else ""
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="FirstName"\r\n{header}\r\n'.encode() + encoded
+            + f"\r\n--{boundary}--\r\n".encode())
+    answer = fuzz_client.post("/v1/forms/join", data=body, content_type=f"multipart/form-data; boundary={boundary}",
+                              headers={"Accept": "application/json"})
+    no_server_error(answer)
+    try:
+        encoded.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    if part_charset.lower() in ("iso-8859-1", "x-weird"):
+        assert answer.status_code == 415
+    elif not utf8:
+        assert answer.status_code == 400, answer.get_json()
+    else:
+        assert answer.status_code in (200, 422), answer.get_json()  # parsed: valid or not is the schema's say

@@ -318,7 +318,7 @@ def test_the_snippet_keeps_english_fallbacks_under_the_same_keys():
     source = (ROOT / "static" / "formrelay.js").read_text(encoding="utf-8")
     for key, english in SNIPPET_TEXTS.items():
         assert re.search(rf'\b{key}: "', source), key
-    assert "formrelayTexts" in source
+    assert "words.set(form, description.texts)" in source  # the description's texts are the fallback
 
 
 def test_labels_and_titles_per_language_for_a_crm_with_one_language(mocked):

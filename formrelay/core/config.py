@@ -117,6 +117,8 @@ class RelaySettings:
     breaker_reset: float = 30.0
     # The language of answers when Accept-Language matches none of the shipped ones (and there is none).
     locale: str = "en"
+    # IPv6 clients are limited per network of this size: one home or server gets a whole /64.
+    ipv6_prefix: int = 64
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ class RelaySchema(Schema):
     breaker_failures = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
     breaker_reset = fields.Float(load_default=30.0, validate=validate.Range(min=0.001, max=3600))
     locale = fields.String(load_default="en", validate=lambda tag: _shipped_language(tag) is not None)
+    ipv6_prefix = fields.Integer(load_default=64, validate=validate.Range(min=16, max=128))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:

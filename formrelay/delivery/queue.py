@@ -225,6 +225,22 @@ class Store(ABC):
     def idem_forget(self, key: str, suffix: str) -> None:
         """Delete key if its stored answer ends with " <suffix>" (a shared token that was refused or expired)."""
 
+    # Small shared values with an expiry (time-trap nonces, the shared signing key, the answer bots are shown):
+    # in the same store as the queue, so every worker and host that shares the queue shares them.
+    @abstractmethod
+    def kv_add(self, key: str, value: str, ttl: float) -> str:
+        """Set key to value unless it holds an unexpired value; return the value it holds now (one atomic step)."""
+
+    @abstractmethod
+    def kv_get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def kv_set(self, key: str, value: str, ttl: float) -> None: ...
+
+    @abstractmethod
+    def kv_delete(self, key: str, value: str) -> None:
+        """Delete key if it still holds value (so a value someone else has set since is kept)."""
+
     def retry(self, job_id: str, now: float) -> bool:
         """A dead or pending job made due now (operator's `formrelay queue retry`)."""
         job = self.get(job_id)
@@ -258,6 +274,8 @@ class SQLiteStore(Store):
                 db.execute("UPDATE jobs SET size = length(CAST(body AS BLOB))")  # once, for jobs already kept
             db.execute("CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (state, created_at, size)")
             db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
+                       " expires_at REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
@@ -360,6 +378,7 @@ class SQLiteStore(Store):
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE state = ? AND created_at < ?", (DONE, before))
             db.execute("DELETE FROM idempotency WHERE expires_at < ?", (time.time(),))
+            db.execute("DELETE FROM kv WHERE expires_at < ?", (time.time(),))
 
     def stats(self, now: float) -> Stats:
         db = self._db()
@@ -395,6 +414,29 @@ class SQLiteStore(Store):
             row = db.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
             if row and str(row[0]).endswith(" " + suffix):
                 db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+    def kv_add(self, key: str, value: str, ttl: float) -> str:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            if row:
+                held: str = row[0]
+                return held
+            db.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, value, now + ttl))
+            return value
+
+    def kv_get(self, key: str) -> str | None:
+        row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires_at > ?", (key, time.time())).fetchone()
+        return str(row[0]) if row else None
+
+    def kv_set(self, key: str, value: str, ttl: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                       (key, value, time.time() + ttl))
+
+    def kv_delete(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM kv WHERE key = ? AND value = ?", (key, value))
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -441,6 +483,7 @@ class RedisStore(Store):
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
+        self.k_kv = f"{prefix}:kv:"
         # Waiting jobs by creation time, and their sizes: stats and the queue cap never read a job body.
         self.k_waiting, self.k_sizes = f"{prefix}:q:waiting", f"{prefix}:q:sizes"
         self._claim = self.redis.register_script(CLAIM_LUA)
@@ -547,6 +590,20 @@ class RedisStore(Store):
         # Compare and delete in one step, so a token a peer has just stored is not dropped.
         self.redis.eval(FORGET_LUA, 1, self.k_idem + key, " " + suffix)
 
+    def kv_add(self, key: str, value: str, ttl: float) -> str:
+        held = self.redis.eval(KV_ADD_LUA, 1, self.k_kv + key, value, max(1, int(ttl * 1000)))
+        return held.decode() if isinstance(held, bytes) else str(held)
+
+    def kv_get(self, key: str) -> str | None:
+        held = self.redis.get(self.k_kv + key)
+        return held.decode() if isinstance(held, bytes) else held
+
+    def kv_set(self, key: str, value: str, ttl: float) -> None:
+        self.redis.set(self.k_kv + key, value, px=max(1, int(ttl * 1000)))
+
+    def kv_delete(self, key: str, value: str) -> None:
+        self.redis.eval(KV_DELETE_LUA, 1, self.k_kv + key, value)
+
     def close(self) -> None:
         self.redis.close()
 
@@ -574,6 +631,19 @@ if ARGV[6] == '1' then
 end
 return 1
 """
+
+
+KV_ADD_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+KV_DELETE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 FORGET_LUA = """
 local v = redis.call('GET', KEYS[1])

@@ -1,12 +1,15 @@
 """The relay: configured forms with their cached definitions and schemas, and the delivery of submissions."""
 from __future__ import annotations
 
+import dataclasses
 import contextvars
 import copy
 import hashlib
 import hmac
 import json
 import logging
+import math
+import secrets
 import threading
 import time
 from collections import deque
@@ -18,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import ValidationError, fields
 
 from formrelay import abuse, metrics
-from formrelay.abuse import CAPTCHA_MESSAGE, TimeTrap
+from formrelay.abuse import CAPTCHA_MESSAGE, RELOAD_MESSAGE, TOO_FAST_MESSAGE, TimeTrap, TrapCheck
 from formrelay.budget import Budget, BudgetSpent
+from formrelay.core import logs
 from formrelay.core.config import Config, FormConfig
 from formrelay.core import i18n
 from formrelay.core.errors import DefinitionError, Forbidden, FormNotFound, Invalid, ProviderError, TryLater
@@ -38,7 +42,7 @@ from formrelay.forms.fields import (
 from formrelay.core.outcome import Outcome
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
-from formrelay.delivery.attempts import Breaker, Guard
+from formrelay.delivery.attempts import OPEN, Breaker, Guard
 from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
     DEAD,
@@ -52,8 +56,16 @@ from formrelay.delivery.queue import (
     restore_submission,
     storage_down,
 )
+from formrelay.forms.cards import contains_card_number
 from formrelay.forms.osdi import read_osdi
-from formrelay.forms.submission import OSDIBody, Submission, Value, reject_card_data, split_controls
+from formrelay.forms.submission import (
+    OSDIBody,
+    Submission,
+    Value,
+    reject_card_data,
+    split_controls,
+    without_card_numbers,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -94,8 +106,9 @@ class Form:
         self._failures = 0
         self._failed_until = 0.0
         self.last_error: str | None = None
-        # What the provider last told a person who got through: a caught bot is shown the same words.
-        self.success_message: str | None = None
+        # The answer the last person who got through was given (kept in the shared store too): a caught bot
+        # is given the same, so that it cannot tell it was caught.
+        self.last_answer: Outcome | None = None
 
     def loaded(self, wait: Any = _WAIT_DEFAULT) -> Loaded:
         """The cached definition and schema. One fetch per form at a time, in a thread of its own, so a provider
@@ -244,6 +257,15 @@ class Form:
                 values.setdefault(name, aliased)
         phone_fields = {n for n, f in declared.items() if f.metadata.get(WIDGET) == "tel"}
         reject_card_data(values, phone_fields)
+        context, dropped = without_card_numbers(context)
+        # The time-trap token is ours (signed, never stored); every other control is scanned.
+        controls, dropped_controls = without_card_numbers({k: v for k, v in controls.items() if k != "started"})
+        if idempotency_key and contains_card_number(idempotency_key):
+            idempotency_key, dropped_controls = None, [*dropped_controls, "Idempotency-Key"]
+        if dropped or dropped_controls:
+            abuse.count(self.slug, "card number in context")
+            log.warning("form %s: dropped %s: a card number is never forwarded, stored or logged",
+                        self.slug, ", ".join(dropped + dropped_controls))
         cleaned, errors = _normalise(values, declared)
         try:
             data = schema.load(cleaned)
@@ -301,6 +323,8 @@ def _normalise(values: Mapping[str, Value], declared: Mapping[str, fields.Field]
     return out, errors
 
 
+SHARED_KEY_TTL = 100 * 365 * 24 * 3600.0  # for good: a new key would make every open page's token unverifiable
+ANSWER_TTL = 30 * 24 * 3600.0  # how long the answer shown to bots outlives the last person's submission
 # Retry-After of a 503 when neither the provider nor the queue could take a submission (seconds).
 UNAVAILABLE_RETRY_AFTER = 30
 QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
@@ -361,7 +385,8 @@ class Relay:
         for provider in self.providers.values():
             for token in provider.shared_tokens():
                 token.store = lambda: self.store  # one authenticate for every worker and host sharing the store
-        self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max)
+        self.time_trap = TimeTrap(config.relay.secret_key, config.relay.time_trap_min, config.relay.time_trap_max,
+                                  shared_key=self._shared_time_trap_key)
         relay = config.relay
         self.answer_within = relay.answer_within
         # The longest one attempt can take: an ENS delivery may authenticate, process and record the origin,
@@ -386,9 +411,16 @@ class Relay:
         # `also` forms and webhooks: each a queue job of its own, made when the form's own delivery is done
         self.destinations = Destinations(self)
 
+    def _shared_time_trap_key(self) -> str:
+        """Without [relay] secret_key, one random key kept in the queue store: every worker (SQLite, one host) or
+        every host (Redis) that shares the queue signs and verifies time-trap tokens with the same key."""
+        key = self.store.kv_add("relay:time-trap-key", secrets.token_urlsafe(32), SHARED_KEY_TTL)
+        logs.add_secrets([key])
+        return key
+
     @property
     def store(self) -> Store:
-        """The outbox (opened on first use, so that describing forms never touches it)."""
+        """The outbox, opened on first use (a description touches it once, for the shared time-trap key)."""
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
@@ -412,20 +444,112 @@ class Relay:
             log.info("form %s: refused a post from an origin it does not allow", form.slug)
             raise Forbidden(_("This form does not accept submissions from this site."))
 
-    def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
-        """None for a person; for a bot the answer a person would get, with nothing delivered."""
-        reason = None
+    def screen(self, form: Form, body: Mapping[str, Any], remote_ip: str | None,
+               submission: Submission | None = None) -> Outcome | None:
+        """None for a person; for a bot the answer a person would get, with nothing delivered.
+
+        A person the traps cannot vouch for (too fast, a page open for days) is asked to send again, never
+        silently dropped. The token's single use is claimed last, once nothing else can refuse the submission;
+        `accept` frees it again when the submission does not go through, so the person can send it again.
+        """
         honeypot = body.get("_hp")
-        if honeypot not in (None, "", []):
-            reason = "honeypot filled"
+        started = body.get("_started")
+        check = TrapCheck("honeypot filled", fake=True) if honeypot not in (None, "", []) else \
+            self.time_trap.check(form.slug, started if isinstance(started, str) else None, form.config.require_started)
+        if check.reason:
+            abuse.count(form.slug, check.reason)
+            log.info("form %s: %s a submission (%s)", form.slug, "discarded" if check.fake else "asked again for",
+                     check.reason)
+            if check.fake:
+                return self.bot_answer(form)
+            if check.wait is not None:
+                return Outcome("rate_limited", message=_(TOO_FAST_MESSAGE), retry_after=max(1, math.ceil(check.wait)))
+            return Outcome("invalid", message=_(RELOAD_MESSAGE), errors={"_started": [_(RELOAD_MESSAGE)]})
+        refused = self._check_captcha(form, body, remote_ip)
+        if refused is not None:
+            return refused
+        if check.nonce and not self._use_once(form, check, submission):
+            abuse.count(form.slug, "time-trap token reused")
+            log.info("form %s: discarded a submission (time-trap token reused)", form.slug)
+            return self.bot_answer(form)
+        return None
+
+    def _use_once(self, form: Form, check: TrapCheck, submission: Submission | None) -> bool:
+        """Claim the token's nonce in the shared store; True unless another submission used it first.
+
+        The same submission sent again (the same idempotency key: a retry after a lost answer) may reuse it:
+        the idempotency record answers that one.
+        """
+        owner = (submission.idempotency_key or submission.id) if submission is not None else secrets.token_hex(8)
+        try:
+            return self.store.kv_add(f"started:{check.nonce}", owner, check.ttl) == owner
+        except Exception as exc:  # the store cannot say: a person is never dropped for that
+            log.warning("form %s: cannot record a time-trap token's use (%s); accepting the submission", form.slug,
+                        exc.__class__.__name__)
+            return True
+
+    def accept(self, form: Form, body: Mapping[str, Any], submission: Submission) -> Outcome:
+        """Submit a screened submission; then free its time-trap token unless it went through, and remember the
+        answer for the bots."""
+        try:
+            outcome = self.submit(form, submission)
+        except BaseException:
+            self._free_token(form, body, submission)
+            raise
+        if outcome.ok:
+            self.remember_answer(form, outcome)
         else:
-            started = body.get("_started")
-            reason = self.time_trap.verdict(form.slug, started if isinstance(started, str) else None,
-                                            form.config.require_started)
-        if reason:
-            abuse.count(form.slug, reason)
-            log.info("form %s: discarded a submission (%s)", form.slug, reason)
-            return Outcome("delivered", message=form.success_message)
+            self._free_token(form, body, submission)
+        return outcome
+
+    def _free_token(self, form: Form, body: Mapping[str, Any], submission: Submission) -> None:
+        started = body.get("_started")
+        if not isinstance(started, str) or not started:
+            return
+        check = self.time_trap.check(form.slug, started, False)
+        if check.nonce:
+            try:
+                self.store.kv_delete(f"started:{check.nonce}", submission.idempotency_key or submission.id)
+            except Exception as exc:  # storage away: the token stays used, as a bot's replay would find it
+                log.warning("form %s: cannot free a time-trap token (%s)", form.slug, exc.__class__.__name__)
+
+    def remember_answer(self, form: Form, outcome: Outcome) -> None:
+        """Keep what a person was just told (status, message, redirect), here and in the shared store.
+
+        The relay's own words are kept as their English source and translated for each bot, so a bot hears the
+        language it asked for, as a person would; a CRM's words are kept as they are (every person gets them).
+        """
+        message = outcome.message
+        if message is not None and message in (QUEUED_MESSAGE, _(QUEUED_MESSAGE)):
+            message = str(QUEUED_MESSAGE)
+        answer = Outcome(outcome.status, message=message, redirect=outcome.redirect)
+        if answer == form.last_answer:
+            return
+        form.last_answer = answer
+        try:
+            self.store.kv_set(f"answer:{form.slug}", json.dumps(answer.public()), ANSWER_TTL)
+        except Exception as exc:  # storage away: this process still remembers it
+            log.warning("form %s: cannot share the last answer (%s)", form.slug, exc.__class__.__name__)
+
+    def bot_answer(self, form: Form) -> Outcome:
+        """The answer a person would get now: the last one a person got, on any worker or host sharing the store."""
+        shared = None
+        try:
+            shared = self.store.kv_get(f"answer:{form.slug}")
+        except Exception as exc:  # storage away: this process's own memory of it
+            log.warning("form %s: cannot read the last answer (%s)", form.slug, exc.__class__.__name__)
+        answer = form.last_answer or Outcome("delivered")
+        if shared:
+            body = json.loads(shared)
+            answer = Outcome(body["status"], message=body.get("message"), redirect=body.get("redirect"))
+        guard = self.guards.get(form.config.provider)
+        if guard is not None and guard.breaker.state == OPEN and form.provider.queueable(form.config):
+            answer = Outcome("queued", message=QUEUED_MESSAGE)  # the CRM is failing: a person is queued now
+        if answer.message == QUEUED_MESSAGE:
+            answer = dataclasses.replace(answer, message=_(QUEUED_MESSAGE))
+        return dataclasses.replace(answer, detail={"caught": True})  # detail is never shown
+
+    def _check_captcha(self, form: Form, body: Mapping[str, Any], remote_ip: str | None) -> Outcome | None:
         captcha = form.config.captcha
         if captcha is None:
             return None
@@ -586,7 +710,6 @@ class Relay:
         if isinstance(result, BaseException):
             raise result
         if result.status == "delivered":
-            form.success_message = result.message
             self.after_delivery(form, submission)
         outcome: Outcome = result
         return outcome
@@ -674,7 +797,7 @@ class Relay:
         if isinstance(result, Outcome):
             if result.status == "delivered":
                 if job.target == "primary":
-                    form.success_message = result.message or form.success_message
+                    self.remember_answer(form, result)  # the CRM answers again: a person would be told this now
                     # Destination jobs first: should this process die before `finish`, the primary's retry makes
                     # them again, and Store.add keeps the ones already made (and done) as they are.
                     self.after_delivery(form, submission)
@@ -690,6 +813,8 @@ class Relay:
             log.warning("queue: job %s moved to dead letters: %s", job.id, result)
         elif isinstance(result, ProviderError):
             self._retry_later(form, job, result)
+            if job.target == "primary" and form.provider.queueable(form.config):
+                self.remember_answer(form, Outcome("queued", message=QUEUED_MESSAGE))  # what a person gets now
         else:  # a bug must not lose the job: keep it and back off
             log.error("queue: job %s failed unexpectedly", job.id, exc_info=result)
             self._retry_later(form, job, TryLater(f"unexpected {result.__class__.__name__}"))

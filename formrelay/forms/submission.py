@@ -11,9 +11,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
+from formrelay.forms.cards import contains_card_number
 from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
 
@@ -87,6 +91,8 @@ def _from_json(raw: bytes) -> dict[str, Value]:
         raise BadRequest(_("The body is not valid JSON in UTF-8.")) from None
     if not isinstance(data, dict):
         raise BadRequest(_("A JSON body must be one flat object."))
+    if _has_lone_surrogate(data):
+        raise BadRequest(_(NOT_UTF8))
     if isinstance(data.get("person"), dict):
         return OSDIBody(data)
     out: dict[str, Value] = {}
@@ -101,6 +107,26 @@ def _from_json(raw: bytes) -> dict[str, Value]:
     return out
 
 
+NOT_UTF8 = Msg("The body is not valid UTF-8.")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 encoder (or CRM) can take: refuse them."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _add(out: dict[str, Value], key: str, value: str) -> None:
     if key in out:
         previous = out[key]
@@ -113,13 +139,13 @@ def _from_urlencoded(raw: bytes, limits: RelaySettings) -> dict[str, Value]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(_("The body is not valid UTF-8.")) from None
+        raise BadRequest(_(NOT_UTF8)) from None
     try:
         pairs = parse_qsl(
             text, keep_blank_values=True, max_num_fields=limits.max_fields, encoding="utf-8", errors="strict"
         )
     except UnicodeDecodeError:
-        raise BadRequest(_("The body is not valid UTF-8.")) from None
+        raise BadRequest(_(NOT_UTF8)) from None
     except ValueError:
         raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields)) from None
     out: dict[str, Value] = {}
@@ -128,17 +154,50 @@ def _from_urlencoded(raw: bytes, limits: RelaySettings) -> dict[str, Value]:
     return out
 
 
-def _from_multipart(request: Request) -> dict[str, Value]:
+PART_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
+
+
+def _from_multipart(request: Request, limits: RelaySettings) -> dict[str, Value]:
+    """Multipart parts decoded as strict UTF-8, like the other two body types (werkzeug's own parser would
+    turn bytes that are not UTF-8 into U+FFFD and pass them on)."""
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary:
+        raise BadRequest(_("The multipart body has no boundary."))
+    decoder = MultipartDecoder(boundary.encode("utf-8", "replace"), max_form_memory_size=limits.max_body_bytes)
+    parts = 0
+    out: dict[str, Value] = {}
+    part: Field | File | None = None
+    chunks: list[bytes] = []
     try:
-        form, files = request.form, request.files
+        decoder.receive_data(_read(request, limits))
+        decoder.receive_data(None)
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, Epilogue):
+                break
+            if isinstance(event, NeedData):
+                raise BadRequest(_("The multipart body is cut short."))
+            if isinstance(event, File):
+                if event.filename:
+                    raise BadRequest(_("File uploads are not accepted."))
+                part, chunks = event, []  # an empty file input: nothing chosen, nothing kept
+            elif isinstance(event, Field):
+                part, chunks, parts = event, [], parts + 1
+                if parts > limits.max_fields:
+                    raise TooLarge(TOO_MANY_FIELDS.format(count=limits.max_fields))
+                charset = parse_options_header(event.headers.get("content-type", ""))[1].get("charset", "utf-8")
+                if charset.lower() not in PART_CHARSETS:
+                    raise UnsupportedMediaType(_("Only UTF-8 is accepted."))
+            elif isinstance(event, Data):
+                chunks.append(event.data)
+                if not event.more_data and isinstance(part, Field) and part.name:
+                    _add(out, part.name, b"".join(chunks).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest(_(NOT_UTF8)) from None
+    except RequestEntityTooLarge:
+        raise TooLarge(TOO_MANY_BYTES.format(count=limits.max_body_bytes)) from None
     except ValueError:
         raise BadRequest(_("The multipart body cannot be read.")) from None
-    if any(f.filename for f in files.values()):
-        raise BadRequest(_("File uploads are not accepted."))
-    out: dict[str, Value] = {}
-    for key, value in form.items(multi=True):
-        if isinstance(key, str) and key:  # a part without a name carries no field
-            _add(out, key, value)
     return out
 
 
@@ -156,7 +215,7 @@ def parse_body(request: Request, limits: RelaySettings) -> dict[str, Value]:
     elif mimetype == "application/x-www-form-urlencoded":
         body = _from_urlencoded(_read(request, limits), limits)
     elif mimetype == "multipart/form-data":
-        body = _from_multipart(request)
+        body = _from_multipart(request, limits)
     else:
         raise UnsupportedMediaType(
             _("Send application/json, application/x-www-form-urlencoded or multipart/form-data.")
@@ -215,42 +274,49 @@ CARD_FIELD = re.compile(
     r"(^|[^a-z])(cvv2?|cvc2?|ccv|ccvv|ccnumber|cardnumber|creditcardnumber|securitycode)($|[^a-z])",
     re.IGNORECASE,
 )
-DIGITS_ONLY = re.compile(r"^[\d \-]{13,23}$")
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2 == 1:
-            n *= 2
-            if n > 9:
-                n -= 9
-        total += n
-    return total % 10 == 0
-
-
-def looks_like_card_number(value: str) -> bool:
-    if not DIGITS_ONLY.match(value):
-        return False
-    digits = re.sub(r"\D", "", value)
-    return 13 <= len(digits) <= 19 and luhn_ok(digits)
-
-
 CARD_MESSAGE = Msg(
     "Card details cannot be sent through this form. Please use the secure payment page instead."
 )
+FORM_ERRORS = "_form"
+
+
+def _texts(value: Value) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if isinstance(v, str) and v.strip()]
 
 
 def reject_card_data(values: Mapping[str, Value], phone_fields: set[str]) -> None:
-    """422 when a submission carries card data, before anything could store, queue or log it."""
+    """422 when a submission carries card data, before anything could store, queue or log it.
+
+    Every value of every field (declared or not) is scanned for card numbers however they are written
+    (forms/cards.py); a field whose name says "card number" or "CVV" is refused whatever it holds.
+    """
     errors: dict[str, list[str]] = {}
     for key, value in values.items():
-        items = value if isinstance(value, list) else [value]
-        texts = [v for v in items if isinstance(v, str) and v.strip()]
+        texts = _texts(value)
+        if contains_card_number(key):
+            errors[FORM_ERRORS] = [_(CARD_MESSAGE)]  # never echo or log a name that holds a card number
+            continue
         if not texts:
             continue
-        if CARD_FIELD.search(key.replace("[", " ").replace("]", " ")) or key not in phone_fields and any(looks_like_card_number(t.strip()) for t in texts):
+        by_name = CARD_FIELD.search(key.replace("[", " ").replace("]", " "))
+        if by_name or any(contains_card_number(t, phone=key in phone_fields) for t in texts):
             errors[key] = [_(CARD_MESSAGE)]
     if errors:
         raise Invalid(_("Card details cannot be sent through this form."), errors=errors)
+
+
+def without_card_numbers(entries: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(entries, dropped keys): page context and controls holding a card number are dropped, not refused.
+
+    The person did not type them (they come from the page's URL or the snippet), so a 422 would leave them
+    stuck; dropping them keeps the card number out of the CRM, the queue and the logs all the same.
+    """
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for key, text in entries.items():
+        if contains_card_number(key) or contains_card_number(text):
+            dropped.append("(a name holding a card number)" if contains_card_number(key) else key)
+        else:
+            kept[key] = text
+    return kept, dropped

@@ -79,7 +79,7 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
 
 def _client_key() -> str:
     slug = (request.view_args or {}).get("slug", "")
-    return f"{slug}:{request.remote_addr or 'unknown'}"
+    return f"{slug}:{abuse.client_network(request.remote_addr, current_relay().config.relay.ipv6_prefix)}"
 
 
 def _form_limit() -> str:

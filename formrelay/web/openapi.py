@@ -57,6 +57,9 @@ DESCRIPTION = {
                 },
             },
         },
+        "started": {"type": "string", "description": "Time-trap token, posted back once as `_started`."},
+        "started_min": {"type": "number", "description": "Seconds after `started` was issued before a submission "
+                        "carrying it is taken (the snippet waits out the rest; sooner gets 429 with Retry-After)."},
     },
 }
 CONTROLS = {

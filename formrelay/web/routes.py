@@ -29,8 +29,10 @@ def describe(slug: str) -> Response:
     described = relay.form(slug).describe()
     locale.mark()
     # The snippet's texts in the supporter's language ride along, so an unconfigured page speaks it too.
-    return jsonify({**described, "started": relay.time_trap.issue(slug), "locale": i18n.current(),
-                    "texts": locale.snippet_texts()})
+    # started_min: the snippet waits out the rest of the time-trap's minimum before it sends, so a fast person
+    # (browser autofill) is never taken for a bot.
+    return jsonify({**described, "started": relay.time_trap.issue(slug), "started_min": relay.time_trap.min_seconds,
+                    "locale": i18n.current(), "texts": locale.snippet_texts()})
 
 
 @bp.post("/v1/forms/<slug>", provide_automatic_options=False)
@@ -48,9 +50,10 @@ def submit(slug: str) -> BaseResponse:
         outcome, counted = Outcome("invalid", message=exc.message, errors=exc.errors), "invalid"
     else:
         submission_id = submission.id
-        screened = relay.screen(form, body, request.remote_addr)
-        outcome = screened or relay.submit(form, submission)
-        counted = "discarded" if screened else "repeat" if outcome.detail.get("repeat") else outcome.status
+        screened = relay.screen(form, body, request.remote_addr, submission)
+        outcome = screened or relay.accept(form, body, submission)
+        caught = screened is not None and screened.detail.get("caught")
+        counted = "discarded" if caught else "repeat" if outcome.detail.get("repeat") else outcome.status
     record(form.slug, form.config.provider, counted, outcome, submission_id, started)
     return respond(outcome, form)
 
