@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from formrelay.cli_queue import queue
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
 
@@ -85,6 +86,10 @@ def check(config_path: str | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     relay = Relay(config)
+    # check leaves no trace: tokens are not shared through the queue store, so no queue file or key is made.
+    for provider in relay.providers.values():
+        for token in provider.shared_tokens():
+            token.store = None
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     if config.relay.redis_url:
@@ -115,7 +120,7 @@ def check(config_path: str | None) -> None:
         mapping = form.person_mapping  # where an OSDI body's parts land (README: Coming from jquery-osdi)
         mapped = ", ".join(f"{key} -> {name}" for key, name in mapping.fields.items())
         click.echo(f"  OSDI person: {mapped or 'nothing'}; other custom fields -> {mapping.custom or 'dropped'}")
-        for problem in form.provider.check(form.config):
+        for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
             click.echo(f"  ERROR: {problem}")
         for warning in form.provider.warnings(form.config):
@@ -219,10 +224,6 @@ def demo(host: str, port: int) -> None:
         sandbox.stop()
 
 
-def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.0f}s"
-
-
 def _relay(config_path: str | None) -> Any:
     from formrelay.delivery.relay import Relay
 
@@ -230,22 +231,6 @@ def _relay(config_path: str | None) -> Any:
         return Relay(load_config(config_path))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-class _QueueGroup(click.Group):
-    """`formrelay queue ...`: a queue storage that does not answer is one line, not a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from formrelay.delivery.queue import storage_down
-
-        try:
-            return super().invoke(ctx)
-        except Exception as exc:
-            if isinstance(exc, click.ClickException) or not storage_down(exc):
-                raise
-            raise click.ClickException(f"the queue storage does not answer ({exc.__class__.__name__}): "
-                                       "check that Redis (redis_url) or the SQLite file ([queue] path) is "
-                                       "reachable") from None
 
 
 @main.command()
@@ -275,85 +260,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     relay.close()
 
 
-@main.group(cls=_QueueGroup)
-def queue() -> None:
-    """See and act on what is waiting or dead in the queue."""
-
-
-@queue.command("list")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--state", type=click.Choice(["pending", "inflight", "done", "dead"]), default=None)
-@click.option("--limit", default=100, show_default=True)
-def queue_list(config_path: str | None, state: str | None, limit: int) -> None:
-    """One line per job: id, state, form, attempts, due time, last error. No personal data."""
-    relay = _relay(config_path)
-    stats = relay.queue_stats()
-    click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting "
-               f"{_age(stats['oldest_age'])}")
-    from formrelay.delivery.destinations import by_submission, destination
-
-    jobs = relay.store.jobs(state, limit)
-    for job in jobs:
-        s = job.summary()
-        click.echo(f"{job.id}  {job.state:<8} {job.form:<16} {job.target:<8} attempts={job.attempts:<3} "
-                   f"due={s['due']}  {job.last_error or ''}")
-    groups = by_submission(jobs)
-    if any(len(group) > 1 or group[0].target != "primary" for group in groups.values()):
-        click.echo("\ndestinations by submission:")
-        for submission_id, group in groups.items():
-            parts = []
-            for job in group:
-                where = relay.forms[job.form].config.provider if job.target == "primary" and job.form in relay.forms \
-                    else destination(job.target)
-                event = f" ({job.target.rpartition('/')[2]})" if job.target.startswith("webhook:") else ""
-                parts.append(f"{where}{event} {job.state}")
-            click.echo(f"{submission_id}  {group[0].form:<16} {', '.join(parts)}")
-    relay.close()
-
-
-@queue.command("show")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--show-data", is_flag=True, help="include the supporter's personal data")
-def queue_show(job_id: str, config_path: str | None, show_data: bool) -> None:
-    """One job as JSON; the submitted values only with --show-data."""
-    import json
-
-    relay = _relay(config_path)
-    job = relay.store.get(job_id)
-    relay.close()
-    if job is None:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(json.dumps(job.summary(show_data), indent=2))
-
-
-@queue.command("retry")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-def queue_retry(job_id: str, config_path: str | None) -> None:
-    """Make a dead or waiting job due now."""
-    import time
-
-    relay = _relay(config_path)
-    ok = relay.store.retry(job_id, time.time())
-    relay.close()
-    if not ok:
-        raise click.ClickException(f"no job {job_id} to retry")
-    click.echo(f"{job_id} will be tried again now")
-
-
-@queue.command("drop")
-@click.argument("job_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.confirmation_option(prompt="Drop this submission for good?")
-def queue_drop(job_id: str, config_path: str | None) -> None:
-    """Delete a job for good (after an operator decided it must not be delivered)."""
-    relay = _relay(config_path)
-    ok = relay.store.drop(job_id)
-    relay.close()
-    if not ok:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(f"{job_id} dropped")
+main.add_command(queue)
 
 
 if __name__ == "__main__":

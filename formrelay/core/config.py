@@ -23,6 +23,7 @@ from marshmallow import (
 )
 
 from formrelay.core import i18n
+from formrelay.core.suggest import did_you_mean
 
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
@@ -540,7 +541,23 @@ def collect_secrets(value: Any, key: str = "") -> set[str]:
     return found
 
 
-def _messages(err: ValidationError, where: str) -> str:
+UNKNOWN = "Unknown field."
+
+
+def _known(schema: Schema | None, extra: frozenset[str] = frozenset()) -> list[str]:
+    if schema is None:
+        return sorted(extra)
+    return sorted({f.data_key or name for name, f in schema.fields.items()} | extra)
+
+
+def _messages(err: ValidationError, where: str, known: list[str] | None = None) -> str:
+    """Marshmallow's messages as 'where.key: message'; an unknown key gets the close names, if any."""
+    messages = err.messages
+    if known and isinstance(messages, dict):
+        messages = {k: [f"unknown key{did_you_mean(str(k), known)}" if m == UNKNOWN else m for m in v]
+                    if isinstance(v, list) else v for k, v in messages.items()}
+    err = ValidationError(messages)
+
     def flatten(prefix: str, messages: Any) -> list[str]:
         if isinstance(messages, dict):
             out: list[str] = []
@@ -560,7 +577,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     env = os.environ if env is None else env
     unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
     if unknown_top:
-        raise ConfigError(f"{source}: unknown top-level table(s): {', '.join(sorted(unknown_top))}")
+        tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
+        raise ConfigError(f"{source}: unknown top-level table(s): "
+                          + ", ".join(f"{t}{did_you_mean(t, tables)}" for t in sorted(unknown_top)))
     try:
         data = interpolate(dict(raw), env)
     except ConfigError as exc:
@@ -571,7 +590,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         try:
             return schema.load(data.get(name, {}))
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, name)}") from None
+            raise ConfigError(f"{source}: {_messages(err, name, _known(schema))}") from None
 
     relay = section(RelaySchema(), "relay")
     queue = section(_section_schema("queue"), "queue")
@@ -582,11 +601,12 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     for name, table in (data.get("providers") or {}).items():
         cls = provider_schemas(name)
         if cls is None:
-            raise ConfigError(f"{source}: providers.{name}: unknown provider")
+            raise ConfigError(f"{source}: providers.{name}: unknown provider{did_you_mean(name, _PROVIDERS)}")
         try:
             providers[name] = cls.settings_schema().load(table or {})
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}')}") from None
+            known = _known(cls.settings_schema())
+            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}', known)}") from None
 
     forms: dict[str, FormConfig] = {}
     for slug, table in (data.get("forms") or {}).items():
@@ -601,7 +621,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             raise ConfigError(f"{source}: {_messages(err, where)}") from None
         cls = provider_schemas(common["provider"])
         if cls is None:
-            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}")
+            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}"
+                              f"{did_you_mean(common['provider'], _PROVIDERS)}")
         if common["provider"] not in providers:
             if cls.needs_settings:
                 raise ConfigError(f"{source}: {where}: needs a [providers.{common['provider']}] table")
@@ -610,7 +631,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
         try:
             options = cls.form_schema().load(own)
         except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, where)}") from None
+            known = _known(cls.form_schema(), COMMON_FORM_KEYS)
+            raise ConfigError(f"{source}: {_messages(err, where, known)}") from None
         followup = None
         if common.get("followup") is not None:
             if "engageone" not in providers:

@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ class QueueSettings:
     workers: int = 2
     embedded_worker: bool = True
     idempotency_ttl: float = 24 * 3600.0
-    keep_done: float = 7 * 24 * 3600.0
+    # Personal data of a delivered submission is erased as soon as every job of it is done; keep_done > 0 keeps
+    # it that many seconds (for debugging only). The metadata (form, times, outcome, ids) stays keep_metadata.
+    keep_done: float = 0.0
+    keep_metadata: float = 7 * 24 * 3600.0
     # The disk is the one hard stop: beyond either cap a submission that would be queued is answered 503.
     max_jobs: int = 100_000
     max_bytes: int = 256 * 1024 * 1024
@@ -71,7 +75,8 @@ class QueueSchema(Schema):
     workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
     embedded_worker = fields.Boolean(load_default=True)
     idempotency_ttl = fields.Float(load_default=24 * 3600.0, validate=validate.Range(min=1))
-    keep_done = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
+    keep_done = fields.Float(load_default=0.0, validate=validate.Range(min=0))
+    keep_metadata = fields.Float(load_default=7 * 24 * 3600.0, validate=validate.Range(min=0))
     max_jobs = fields.Integer(load_default=100_000, validate=validate.Range(min=1))
     max_bytes = fields.Integer(load_default=256 * 1024 * 1024, validate=validate.Range(min=1024))
     warn_at = fields.Float(load_default=0.8, validate=validate.Range(min=0.01, max=1))
@@ -87,7 +92,12 @@ config.register_section("queue", QueueSchema)  # the config reads [queue] with i
 
 @dataclass
 class Job:
-    """One delivery to make: a validated submission, to the form's provider ("primary") or a follow-up target."""
+    """One delivery to make: a validated submission, to the form's provider ("primary") or a follow-up target.
+
+    Every job made from one submission carries its `submission_id` (the primary, a follow-up, and later each
+    `also` form or webhook): the submission's personal data is erased when ALL of them are done, not before
+    (see formrelay.delivery.retention).
+    """
 
     id: str
     form: str
@@ -100,9 +110,13 @@ class Job:
     last_error: str | None = None
     lease_until: float | None = None
     outcome: str | None = None
+    # True once an attempt may have reached the provider without an answer (read timeout, cut-off lease).
     uncertain: bool = False
     # What a destination job needs beyond the submission (a webhook event's outcome); never personal data.
     detail: dict[str, Any] | None = None
+    finished_at: float | None = None  # when it was delivered, or moved to the dead letters
+    retried_at: float | None = None  # an operator's retry restarts the clock that max_age counts
+    erased: bool = False  # the personal data is gone; only metadata is left (the submission's id stays)
 
     @property
     def submission_id(self) -> str:
@@ -114,18 +128,35 @@ class Job:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
-        return cls(**json.loads(text))
+        # Bodies written by an older or newer version may lack or add keys: take what this version knows.
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _JOB_FIELDS})
 
     def summary(self, show_data: bool = False) -> dict[str, Any]:
         """What `formrelay queue` prints: never secrets; personal data only when asked for."""
         out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "submission"}
-        out["created"] = dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(timespec="seconds")
-        out["due"] = dt.datetime.fromtimestamp(self.due_at, dt.UTC).isoformat(timespec="seconds")
-        if show_data:
+        out["created"] = _iso(self.created_at)
+        out["due"] = _iso(self.due_at) if self.state == PENDING else None
+        out["finished"] = _iso(self.finished_at)
+        if self.state == DONE:
+            out["last_error"] = None  # an error that was overcome is history, not the job's state
+        if show_data and not self.erased:
             out["submission"] = self.submission
-        else:
+        elif not self.erased:
             out["fields"] = sorted(self.submission.get("values", {}))
         return out
+
+    def without_personal_data(self) -> Job:
+        """This job with the submission reduced to metadata: form, ids and times stay, values and context go."""
+        kept = {k: self.submission[k] for k in ("form", "id", "received_at") if k in self.submission}
+        return replace(self, submission=kept, erased=True)
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _jsonable(value: Any) -> Any:
@@ -242,13 +273,52 @@ class Store(ABC):
         """Delete key if it still holds value (so a value someone else has set since is kept)."""
 
     def retry(self, job_id: str, now: float) -> bool:
-        """A dead or pending job made due now (operator's `formrelay queue retry`)."""
+        """A dead or pending job made due now, attempts and backoff started afresh (`formrelay queue retry`)."""
         job = self.get(job_id)
-        if job is None or job.state == DONE:
+        if job is None or job.state not in (DEAD, PENDING) or job.erased:
             return False
-        job.state, job.due_at, job.uncertain = PENDING, now, False
-        self.put(job)
-        return True
+        job.state, job.due_at, job.uncertain, job.attempts = PENDING, now, False, 0
+        job.last_error, job.finished_at, job.retried_at, job.lease_until = None, None, now, None
+        return self.swap(job_id, (DEAD, PENDING), job)
+
+    # -- for operators and data minimisation (formrelay.delivery.retention and .admin build on these) -----
+
+    @abstractmethod
+    def scan(self, state: str | None = None) -> Iterator[Job]:
+        """Every job (in one state), in batches, so that a large queue is never read at once."""
+
+    @abstractmethod
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        """Atomically replace the job (delete it when new is None) if its state is one of `states`.
+
+        A worker claiming the job meanwhile changes its state, so an operator's change never races a delivery.
+        """
+
+    @abstractmethod
+    def erase_submission(self, submission_id: str) -> list[str]:
+        """If every job of the submission is done, replace each one's personal data with metadata, atomically.
+
+        The ids of the jobs erased now; empty while any job of the submission is still to be delivered.
+        """
+
+    def finish_and_erase(self, job: Job, outcome: str) -> list[str]:
+        """finish(), then erase_submission(): one step where the store can make it one transaction."""
+        self.finish(job, outcome)
+        return self.erase_submission(job.submission_id)
+
+    def scrub(self, wait: float = 0.1) -> None:
+        """Make deletions final on disk (SQLite's write-ahead log); nothing to do where there is no such log."""
+
+    @abstractmethod
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        """Record operator actions, for the server to log and for `formrelay queue audit`."""
+
+    @abstractmethod
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recorded actions not yet logged by any server process, each handed to exactly one caller."""
+
+    @abstractmethod
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     def close(self) -> None:
         return None
@@ -259,6 +329,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.scrub_pending = False  # an erasure whose write-ahead log is not truncated yet
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._tx() as db:
@@ -267,6 +338,11 @@ class SQLiteStore(Store):
                 " lease_until REAL, created_at REAL NOT NULL, body TEXT NOT NULL)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, due_at)")
+            # The jobs of one submission are found together, so that its data goes when the last is done.
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_submission ON jobs (json_extract(body, '$.submission.id'))")
+            db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+                       " entry TEXT NOT NULL, logged INTEGER NOT NULL DEFAULT 0)")
+            db.execute("CREATE INDEX IF NOT EXISTS audit_new ON audit (seq) WHERE logged = 0")
             # Sizes kept beside the body, and an index that covers the counts, so stats never read a body.
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "size" not in columns:
@@ -294,6 +370,9 @@ class SQLiteStore(Store):
                     time.sleep(0.025)
             db.execute("PRAGMA synchronous=FULL")  # queued means on disk, even on power loss
             db.execute("PRAGMA busy_timeout=30000")
+            # Deleted and replaced rows are overwritten with zeros, so erased personal data is not left behind
+            # in free pages (see scrub() for the write-ahead log).
+            db.execute("PRAGMA secure_delete=ON")
             self._local.db = db
         return db
 
@@ -339,7 +418,7 @@ class SQLiteStore(Store):
             jobs = []
             for body, state in rows:
                 job = Job.from_json(body)
-                job.uncertain = state == INFLIGHT
+                job.uncertain = job.uncertain or state == INFLIGHT
                 job.state, job.lease_until = INFLIGHT, now + lease
                 job.attempts += 1
                 self._write(db, job)
@@ -348,6 +427,7 @@ class SQLiteStore(Store):
 
     def finish(self, job: Job, outcome: str) -> None:
         job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
         self.put(job)
 
     def reschedule(self, job: Job, due_at: float, error: str) -> None:
@@ -356,6 +436,7 @@ class SQLiteStore(Store):
 
     def bury(self, job: Job, reason: str) -> None:
         job.state, job.last_error, job.lease_until = DEAD, reason, None
+        job.finished_at = time.time()
         self.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -372,11 +453,14 @@ class SQLiteStore(Store):
 
     def drop(self, job_id: str) -> bool:
         with self._tx() as db:
-            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+            dropped = db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+        self.scrub_pending = self.scrub_pending or dropped
+        return dropped
 
     def purge_done(self, before: float) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE state = ? AND created_at < ?", (DONE, before))
+            db.execute("DELETE FROM jobs WHERE state = ? AND COALESCE(json_extract(body, '$.finished_at'), created_at) < ?",
+                       (DONE, before))
             db.execute("DELETE FROM idempotency WHERE expires_at < ?", (time.time(),))
             db.execute("DELETE FROM kv WHERE expires_at < ?", (time.time(),))
 
@@ -414,6 +498,103 @@ class SQLiteStore(Store):
             row = db.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
             if row and str(row[0]).endswith(" " + suffix):
                 db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+    def scan(self, state: str | None = None, batch: int = 500) -> Iterator[Job]:
+        after: tuple[float, str] = (float("-inf"), "")
+        where = "state = ? AND " if state else ""
+        while True:
+            args: tuple[Any, ...] = (*((state,) if state else ()), *after, batch)
+            rows = self._db().execute(
+                f"SELECT body, created_at, id FROM jobs WHERE {where}(created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?", args).fetchall()
+            for body, _, _ in rows:
+                yield Job.from_json(body)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][1], rows[-1][2])
+
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in states:
+                return False
+            if new is None:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            else:
+                self._write(db, new)
+        if new is None or new.erased:
+            self.scrub_pending = True  # the caller scrubs once after a batch (or the worker's chores do)
+        return True
+
+    def erase_submission(self, submission_id: str) -> list[str]:
+        with self._tx() as db:
+            return self._erase(db, submission_id)
+
+    def finish_and_erase(self, job: Job, outcome: str) -> list[str]:
+        job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
+        with self._tx() as db:  # one transaction, one fsync: a drain pays for erasure only in CPU
+            self._write(db, job)
+            return self._erase(db, job.submission_id)
+
+    def _erase(self, db: sqlite3.Connection, submission_id: str) -> list[str]:
+        rows = db.execute("SELECT body FROM jobs WHERE json_extract(body, '$.submission.id') = ? OR id = ?",
+                          (submission_id, submission_id)).fetchall()
+        jobs = [j for j in (Job.from_json(r[0]) for r in rows) if j.submission_id == submission_id]
+        if not jobs or any(j.state != DONE for j in jobs):
+            return []
+        erased = [j for j in jobs if not j.erased]
+        for job in erased:
+            self._write(db, job.without_personal_data())
+        if erased:
+            # Gone from the database now; the old row images in the write-ahead log go at the next scrub(),
+            # which the worker's chores run within a second (a checkpoint per delivery would halve a drain).
+            self.scrub_pending = True
+        return [j.id for j in erased]
+
+    def scrub(self, wait: float = 0.1) -> None:
+        """Copy the log into the file and truncate it to zero bytes: old row images live on in the WAL otherwise.
+
+        A truncating checkpoint holds other writers back while it waits for readers, so the worker waits briefly
+        (not the 30 s a write may wait) and tries again each second; the CLI, which exits after, waits longer.
+        """
+        db = self._db()
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = 1
+            log.debug("queue: checkpoint failed: %s", exc)
+        finally:
+            db.execute("PRAGMA busy_timeout=30000")
+        self.scrub_pending = bool(busy)
+        if busy:
+            log.info("queue: the write-ahead log could not be truncated yet (another connection is busy); will retry")
+
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO audit (at, entry) VALUES (?, ?)",
+                           [(e.get("at", time.time()), json.dumps(e, separators=(",", ":"))) for e in entries])
+
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        # Asked every second by every server process: look before taking the write lock.
+        if self._db().execute("SELECT 1 FROM audit WHERE logged = 0 LIMIT 1").fetchone() is None:
+            return []
+        with self._tx() as db:
+            rows = db.execute("SELECT seq, entry FROM audit WHERE logged = 0 ORDER BY seq LIMIT ?",
+                              (limit,)).fetchall()
+            if rows:
+                db.execute(f"UPDATE audit SET logged = 1 WHERE seq IN ({','.join('?' * len(rows))})",
+                           [r[0] for r in rows])
+        return [json.loads(r[1]) for r in rows]
+
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    def purge_audit(self, before: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM audit WHERE at < ? AND logged = 1", (before,))
 
     def kv_add(self, key: str, value: str, ttl: float) -> str:
         now = time.time()
@@ -454,7 +635,7 @@ local function take(ids, uncertain)
     local body = redis.call('HGET', KEYS[3], id)
     if body then
       local job = cjson.decode(body)
-      job['uncertain'] = uncertain
+      job['uncertain'] = uncertain or job['uncertain'] == true
       job['state'] = 'inflight'
       job['lease_until'] = now + lease
       job['attempts'] = job['attempts'] + 1
@@ -483,15 +664,19 @@ class RedisStore(Store):
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.k_due, self.k_inflight, self.k_jobs = f"{prefix}:q:due", f"{prefix}:q:inflight", f"{prefix}:q:jobs"
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
+        self.k_sub, self.k_audit, self.k_audit_new = f"{prefix}:q:sub:", f"{prefix}:audit", f"{prefix}:audit:new"
         self.k_kv = f"{prefix}:kv:"
         # Waiting jobs by creation time, and their sizes: stats and the queue cap never read a job body.
         self.k_waiting, self.k_sizes = f"{prefix}:q:waiting", f"{prefix}:q:sizes"
         self._claim = self.redis.register_script(CLAIM_LUA)
         self._stats = self.redis.register_script(STATS_LUA)
+        self._swap = self.redis.register_script(SWAP_LUA)
+        self._erase = self.redis.register_script(ERASE_LUA)
 
     def _save(self, pipe: Any, job: Job) -> None:
         body = job.to_json()
         pipe.hset(self.k_jobs, job.id, body)
+        pipe.sadd(self.k_sub + job.submission_id, job.id)  # the jobs of one submission, erased together
         for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
             pipe.zrem(key, job.id)
         if job.state in (PENDING, INFLIGHT):
@@ -520,8 +705,9 @@ class RedisStore(Store):
         score = job.due_at if job.state == PENDING else time.time()
         body = job.to_json()
         waiting = 1 if job.state in (PENDING, INFLIGHT) else 0
-        return bool(self.redis.eval(ADD_LUA, 4, self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes, job.id,
-                                    body, score, job.created_at, len(body), waiting))
+        return bool(self.redis.eval(ADD_LUA, 5, self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes,
+                                    self.k_sub + job.submission_id, job.id, body, score, job.created_at, len(body),
+                                    waiting))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
@@ -529,6 +715,7 @@ class RedisStore(Store):
 
     def finish(self, job: Job, outcome: str) -> None:
         job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
         self.put(job)
 
     def reschedule(self, job: Job, due_at: float, error: str) -> None:
@@ -537,6 +724,7 @@ class RedisStore(Store):
 
     def bury(self, job: Job, reason: str) -> None:
         job.state, job.last_error, job.lease_until = DEAD, reason, None
+        job.finished_at = time.time()
         self.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -552,9 +740,12 @@ class RedisStore(Store):
         return sorted(jobs, key=lambda j: j.created_at)
 
     def drop(self, job_id: str) -> bool:
+        job = self.get(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_waiting):
                 pipe.zrem(key, job_id)
+            if job is not None:
+                pipe.srem(self.k_sub + job.submission_id, job_id)
             pipe.hdel(self.k_sizes, job_id)
             pipe.hdel(self.k_jobs, job_id)
             return bool(pipe.execute()[-1])
@@ -562,9 +753,12 @@ class RedisStore(Store):
     def purge_done(self, before: float) -> None:
         old = self.redis.zrangebyscore(self.k_done, "-inf", before)
         if old:
+            jobs = [Job.from_json(b) for b in self.redis.hmget(self.k_jobs, old) if b]  # type: ignore[arg-type]
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self.k_done, *old)
                 pipe.hdel(self.k_jobs, *old)
+                for job in jobs:
+                    pipe.srem(self.k_sub + job.submission_id, job.id)
                 pipe.execute()
 
     def stats(self, now: float) -> Stats:
@@ -590,6 +784,89 @@ class RedisStore(Store):
         # Compare and delete in one step, so a token a peer has just stored is not dropped.
         self.redis.eval(FORGET_LUA, 1, self.k_idem + key, " " + suffix)
 
+    def scan(self, state: str | None = None, batch: int = 500) -> Iterator[Job]:
+        keys = {PENDING: self.k_due, INFLIGHT: self.k_inflight, DEAD: self.k_dead, DONE: self.k_done}
+        for key in [keys[state]] if state else list(keys.values()):
+            start = 0
+            while True:
+                ids = self.redis.zrange(key, start, start + batch - 1)
+                if not ids:
+                    break
+                for body in self.redis.hmget(self.k_jobs, ids):  # type: ignore[arg-type]
+                    if body:
+                        job = Job.from_json(body)
+                        if state is None or job.state == state:
+                            yield job
+                start += batch
+
+    def swap(self, job_id: str, states: Collection[str], new: Job | None) -> bool:
+        current = self.get(job_id)
+        if current is None:
+            return False
+        body, index, score = "", 0, 0.0
+        if new is not None:
+            body = new.to_json()
+            index = {PENDING: 2, INFLIGHT: 3, DEAD: 4, DONE: 5}[new.state]  # its sorted set among KEYS
+            score = new.due_at if new.state == PENDING else (new.lease_until or time.time())
+        keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id,
+                self.k_waiting, self.k_sizes]
+        waiting = 1 if new is not None and new.state in (PENDING, INFLIGHT) else 0
+        created = new.created_at if new is not None else 0.0
+        return bool(self._swap(keys=keys, args=[job_id, ",".join(states), body, index, score, created, waiting]))
+
+    def erase_submission(self, submission_id: str) -> list[str]:
+        members = [i.decode() for i in self.redis.smembers(self.k_sub + submission_id)]
+        ids = members or [submission_id]  # a job stored before submissions had a set of their own
+        bodies = self.redis.hmget(self.k_jobs, ids)  # type: ignore[arg-type]
+        jobs = [Job.from_json(b) for b in bodies if b]
+        if not jobs or any(j.state != DONE for j in jobs):
+            return []
+        erased = [j for j in jobs if not j.erased]
+        if not erased:
+            return []
+        # The script writes the stubs only if the submission still has exactly these jobs, all done.
+        args: list[Any] = [len(members)]
+        for job in erased:
+            args += [job.id, job.without_personal_data().to_json()]
+        done = self._erase(keys=[self.k_jobs, self.k_sub + submission_id], args=args)
+        return [j.id for j in erased] if done else []
+
+    def rewrite_persistence(self) -> str | None:
+        """After `forget`: Redis's append-only file still holds the old commands until it is rewritten."""
+        try:
+            info = self.redis.info("persistence")
+        except Exception:
+            return "could not read Redis's persistence settings: check its AOF and RDB files yourself"
+        notes = []
+        if info.get("aof_enabled"):
+            try:
+                self.redis.bgrewriteaof()
+                notes.append("the append-only file is being rewritten without the erased data")
+            except Exception:
+                notes.append("the append-only file could not be rewritten (BGREWRITEAOF refused): run it yourself")
+        try:
+            snapshots = bool(self.redis.config_get("save").get("save"))
+        except Exception:  # CONFIG is often disabled on managed Redis
+            snapshots = True
+        if snapshots:
+            notes.append("RDB snapshots keep the old data until Redis next saves one")
+        return "; ".join(notes) or None
+
+    def audit_add(self, entries: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(e, separators=(",", ":")) for e in entries]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.k_audit_new, *lines)
+            pipe.rpush(self.k_audit, *lines)
+            pipe.ltrim(self.k_audit, -10_000, -1)  # the history an operator can list; the server's log keeps all
+            pipe.execute()
+
+    def audit_take(self, limit: int = 100) -> list[dict[str, Any]]:
+        taken = self.redis.lpop(self.k_audit_new, limit) or []
+        return [json.loads(t) for t in taken]  # type: ignore[union-attr]
+
+    def audit_recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(t) for t in self.redis.lrange(self.k_audit, -limit, -1)]  # type: ignore[union-attr]
+
     def kv_add(self, key: str, value: str, ttl: float) -> str:
         held = self.redis.eval(KV_ADD_LUA, 1, self.k_kv + key, value, max(1, int(ttl * 1000)))
         return held.decode() if isinstance(held, bytes) else str(held)
@@ -608,6 +885,43 @@ class RedisStore(Store):
         self.redis.close()
 
 
+# Replace or delete one job if its state is one of ARGV[2] (comma-separated), keeping every index in step.
+# KEYS: jobs, due, inflight, dead, done, the submission's set, waiting, sizes.
+# ARGV: id, states, new body ('' deletes), its state's index among KEYS, its score, created_at, waiting (1/0).
+SWAP_LUA = """
+local body = redis.call('HGET', KEYS[1], ARGV[1])
+if not body then return 0 end
+local state = cjson.decode(body)['state']
+if not string.find(',' .. ARGV[2] .. ',', ',' .. state .. ',', 1, true) then return 0 end
+for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[6], ARGV[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[tonumber(ARGV[4])], ARGV[5], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('ZADD', KEYS[7], ARGV[6], ARGV[1])
+  redis.call('HSET', KEYS[8], ARGV[1], string.len(ARGV[3]))
+end
+return 1
+"""
+
+# Erase a submission's jobs (ARGV: count of jobs, then id, stub pairs) only if it still has that many, all done.
+ERASE_LUA = """
+local ids = redis.call('SMEMBERS', KEYS[2])
+if #ids ~= tonumber(ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if not body or cjson.decode(body)['state'] ~= 'done' then return 0 end
+end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # Counts and sizes in one round trip, computed inside Redis: no job body crosses the wire.
 STATS_LUA = """
 local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -622,9 +936,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Add a job only if its id is new: its body, its due/dead entry, its waiting entry and size, and its place
+# among its submission's jobs (KEYS[5]).
 ADD_LUA = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
 if ARGV[6] == '1' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
@@ -712,6 +1029,9 @@ class Worker:
         # Jobs whose result (done, rescheduled, dead) could not be written because the storage went away: written
         # as soon as it answers again, so a job does not sit on a stale lease for `lease` seconds.
         self._unsaved: list[Job] = []
+        self._chores = threading.Lock()
+        self._last_audit = 0.0
+        self._last_sweep = time.monotonic() - 270  # the first sweep 30 s after start, not with every worker's boot
 
     def start(self) -> Worker:
         for i in range(self.threads):
@@ -756,18 +1076,13 @@ class Worker:
                             job.id, exc.__class__.__name__)
 
     def run(self) -> None:
-        last_purge = 0.0
         pause = self.settings.poll_interval
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
                 self._storage_back()
                 pause = self.settings.poll_interval
-                if time.monotonic() - last_purge > 600:
-                    last_purge = time.monotonic()
-                    purge = getattr(self.relay.store, "purge_done", None)
-                    if purge:
-                        purge(time.time() - self.settings.keep_done)
+                self.chores()
             except Exception as exc:
                 worked = 0
                 if storage_down(exc):
@@ -785,6 +1100,8 @@ class Worker:
         for index, job in enumerate(pending):
             try:
                 self.relay.store.put(job)
+                if job.state == DONE and self.settings.keep_done <= 0:
+                    self.relay.store.erase_submission(job.submission_id)  # as the delivery itself would have
             except Exception:
                 with self._held_lock:
                     self._unsaved.extend(pending[index:])
@@ -805,6 +1122,26 @@ class Worker:
                 log.warning("queue worker: the queue storage is back after %.0f s",
                             time.monotonic() - self._outage_since)
                 self._outage_since = None
+
+    def chores(self) -> None:
+        """One thread at a time: log operators' recorded actions (each second), sweep old data (every 5 minutes)."""
+        if not self._chores.acquire(blocking=False):
+            return
+        try:
+            # The relay gives these (delivery floor); a relay without them (a test's) simply has no chores.
+            log_actions = getattr(self.relay, "log_operator_actions", None)
+            sweep = getattr(self.relay, "sweep", None)
+            if time.monotonic() - self._last_audit >= 1.0:
+                self._last_audit = time.monotonic()
+                if log_actions is not None:
+                    log_actions()
+                if getattr(self.relay.store, "scrub_pending", False):
+                    self.relay.store.scrub()
+            if sweep is not None and time.monotonic() - self._last_sweep >= 300:
+                self._last_sweep = time.monotonic()
+                sweep()
+        finally:
+            self._chores.release()
 
     def run_once(self, limit: int = 1) -> int:
         """Claim and deliver up to `limit` jobs; the number handled."""

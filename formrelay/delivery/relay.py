@@ -39,8 +39,10 @@ from formrelay.forms.fields import (
     shown,
 )
 from formrelay.core.outcome import Outcome
+from formrelay.core.suggest import did_you_mean
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.providers import provider_class
+from formrelay.delivery import admin, retention
 from formrelay.delivery.attempts import OPEN, AttemptThreads, Breaker, Done, Guard
 from formrelay.delivery.destinations import DeadLetter, Destinations, destination
 from formrelay.delivery.queue import (
@@ -236,6 +238,14 @@ class Form:
         """Each field's label in the answer's language (config per language, else the relay's words translated)."""
         local: Mapping[str, str] = self._localized(self.config.labels_by_locale) or {}
         return {name: local.get(name) or shown(f.metadata.get("title", name)) for name, f in self.schema.fields.items()}
+
+    def problems(self) -> list[str]:
+        """Mistakes in the form's config that only its schema reveals (for `formrelay check`), with close names."""
+        declared = list(self.schema.fields)
+        return [
+            f"aliases: {alias!r} points to {target!r}, which is not a field of this form{did_you_mean(target, declared)}"
+            for alias, target in self.config.aliases.items() if target not in self.schema.fields
+        ]
 
     def aliases(self) -> dict[str, str]:
         aliases = self.definition.aliases()
@@ -612,6 +622,7 @@ class Relay:
             log.error("form %s: the queue is at its cap; submission %s refused with 503", form.slug, submission.id)
             return Outcome("unavailable", message=_(QUEUE_FULL), retry_after=60, detail={"queued": "queue full"})
         job = new_job(form.slug, target, submission)
+        job.attempts, job.uncertain = 1, reason.may_have_arrived  # the synchronous attempt counts
         if reason.may_have_arrived and self.rule(form) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
             log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
@@ -799,11 +810,13 @@ class Relay:
                 if job.target == "primary":
                     self.remember_answer(form, result)  # the CRM answers again: a person would be told this now
                     # Destination jobs first: should this process die before `finish`, the primary's retry makes
-                    # them again, and Store.add keeps the ones already made (and done) as they are.
+                    # them again, and Store.add keeps the ones already made (and done) as they are. Made first,
+                    # they also keep the submission's data in the store until the last of them is done.
                     self.after_delivery(form, submission)
-                self.store.finish(job, result.status)
-                log.info("queue: job %s delivered to %s after %d attempt(s)", job.id, destination(job.target)
-                         if self.destinations.handles(job.target) else form.config.provider, job.attempts)
+                erased = retention.finish(self.store, job, result.status, self.queue_settings)
+                log.info("queue: job %s delivered to %s after %d attempt(s)%s", job.id, destination(job.target)
+                         if self.destinations.handles(job.target) else form.config.provider, job.attempts,
+                         "; the submission's personal data erased from the queue" if erased else "")
             else:
                 detail = f"{result.status}: {result.message or ''} {json.dumps(result.errors or {})}".strip()
                 self.bury(form, job, f"refused by the provider ({detail})")
@@ -898,9 +911,12 @@ class Relay:
     def _retry_later(self, form: Form, job: Job, exc: ProviderError) -> None:
         reason = getattr(exc, "reason", str(exc))
         settings = self.queue_settings
+        if isinstance(exc, TryLater) and exc.may_have_arrived:
+            job.uncertain = True
+        started = max(job.created_at, job.retried_at or 0.0)  # an operator's retry restarts max_age
         if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
             self.bury(form, job, f"{reason}; {HELD}")
-        elif job.attempts >= settings.max_attempts or time.time() - job.created_at > settings.max_age:
+        elif job.attempts >= settings.max_attempts or time.time() - started > settings.max_age:
             self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")
             log.error("queue: job %s moved to dead letters after %d attempts", job.id, job.attempts)
         else:
@@ -908,6 +924,14 @@ class Relay:
             delay = backoff(settings, job.attempts, retry_after)
             self.store.reschedule(job, time.time() + delay, reason)
             log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
+
+    def log_operator_actions(self) -> int:
+        """Print into this server's log the actions the queue CLI recorded in the store (each by one process)."""
+        return admin.emit_recorded(self.store)
+
+    def sweep(self) -> int:
+        """Erase what keep_done kept (or a crash left), drop old metadata: the worker calls it every 5 minutes."""
+        return retention.sweep(self.store, self.queue_settings)
 
     def queue_stats(self, max_age: float = 0.0) -> dict[str, Any]:
         """Depth, oldest waiting age, dead letters, bytes and how full the queue is: counts only, refreshed from

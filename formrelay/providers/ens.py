@@ -22,6 +22,7 @@ from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
 from formrelay.forms.person import BY_TYPE, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
+from formrelay.core.suggest import did_you_mean
 from formrelay.providers.base import (
     Provider,
     SharedToken,
@@ -534,8 +535,10 @@ class ENS(Provider):
             else:
                 missing.append(conf.name)
         if missing:
+            known = [*by_field, *by_question]
             raise DefinitionError(
-                f"ens: the account has no supporter field or question named {', '.join(repr(m) for m in missing)}"
+                "ens: the account has no supporter field or question named "
+                + ", ".join(f"{m!r}{did_you_mean(m, known)}" for m in missing)
             )
         contact = options.contact_message
         if contact is not None and contact.editable:
