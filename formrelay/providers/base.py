@@ -232,7 +232,15 @@ class Provider(ABC):
         self.http.close()
 
 
-_REQUESTS_SEND = HTTPAdapter.send
+def _requests_send_replaced() -> bool:
+    """Whether something (responses or requests-mock in tests, a tracing library) has replaced requests' send.
+
+    Judged by the function itself, not by one remembered at import: this module may first be imported while a
+    mock is already active, and would then take the mock for requests' own send.
+    """
+    send = HTTPAdapter.send
+    return not (getattr(send, "__module__", None) == "requests.adapters"
+                and getattr(send, "__qualname__", None) == "HTTPAdapter.send")
 
 
 class PooledAdapter(HTTPAdapter):
@@ -269,7 +277,7 @@ class PooledAdapter(HTTPAdapter):
         so does every call while something has replaced requests' send (responses or requests-mock in tests,
         a tracing library in production): theirs is the one meant to run.
         """
-        if (HTTPAdapter.send is not _REQUESTS_SEND or stream or proxies
+        if (_requests_send_replaced() or stream or proxies
                 or not isinstance(request.body, bytes | str | type(None))):
             return HTTPAdapter.send(self, request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)

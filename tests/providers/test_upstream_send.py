@@ -17,7 +17,7 @@ from requests.models import RequestEncodingMixin
 
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import TryLater
-from formrelay.providers.base import _REQUESTS_SEND, PooledAdapter, Provider
+from formrelay.providers.base import PooledAdapter, Provider, _requests_send_replaced
 
 URL = "https://crm.example.org/api/forms/7"
 
@@ -140,7 +140,7 @@ def upstream() -> str:
 @pytest.mark.parametrize("path", ["/plain", "/gzip"])
 def test_the_lean_send_reads_and_decodes_the_answer_and_reuses_the_connection(provider: Plain, upstream: str,
                                                                               path: str) -> None:
-    assert HTTPAdapter.send is _REQUESTS_SEND  # nothing has replaced requests' send: the lean path runs
+    assert not _requests_send_replaced()  # nothing has replaced requests' send: the lean path runs
     _Upstream.peers.clear()
     for _ in range(3):
         response = provider.request("POST", upstream + path, data=[("FirstName", "Ann Lee")])
@@ -167,3 +167,22 @@ def test_the_lean_send_turns_network_failures_into_try_later(provider: Plain, up
     with pytest.raises(TryLater) as refused:
         provider.request("POST", f"http://127.0.0.1:{closed_port}/x", data=[("a", "1")])
     assert not refused.value.may_have_arrived
+
+
+def test_a_mock_active_when_the_module_is_first_imported_is_still_seen_as_a_mock():
+    """Seen when one test ran alone: the module was imported under an active mock and took it for requests' send."""
+    import subprocess
+    import sys
+
+    script = """
+import requests, responses
+with responses.RequestsMock() as rsps:
+    rsps.get("https://upstream.test/x", body="faked")
+    from formrelay.providers.base import PooledAdapter  # first import, under the mock
+    session = requests.Session()
+    session.mount("https://", PooledAdapter())
+    print(session.get("https://upstream.test/x", timeout=1).text)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "faked"
