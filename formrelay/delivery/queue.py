@@ -219,15 +219,21 @@ class Store(ABC):
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         """Due pending jobs, and inflight jobs whose lease expired (marked uncertain), now leased to the caller."""
 
-    @abstractmethod
-    def finish(self, job: Job, outcome: str) -> None: ...
+    # A job's state changes are the same on every store: each is one put() of the whole job.
+    def finish(self, job: Job, outcome: str) -> None:
+        job.state, job.outcome, job.lease_until = DONE, outcome, None
+        job.last_error, job.finished_at = None, time.time()
+        self.put(job)
 
-    @abstractmethod
-    def reschedule(self, job: Job, due_at: float, error: str) -> None: ...
+    def reschedule(self, job: Job, due_at: float, error: str) -> None:
+        job.state, job.due_at, job.last_error, job.lease_until = PENDING, due_at, error, None
+        self.put(job)
 
-    @abstractmethod
     def bury(self, job: Job, reason: str) -> None:
         """Move to the dead letters: kept for an operator, never discarded silently."""
+        job.state, job.last_error, job.lease_until = DEAD, reason, None
+        job.finished_at = time.time()
+        self.put(job)
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None: ...
@@ -424,20 +430,6 @@ class SQLiteStore(Store):
                 self._write(db, job)
                 jobs.append(job)
             return jobs
-
-    def finish(self, job: Job, outcome: str) -> None:
-        job.state, job.outcome, job.lease_until = DONE, outcome, None
-        job.last_error, job.finished_at = None, time.time()
-        self.put(job)
-
-    def reschedule(self, job: Job, due_at: float, error: str) -> None:
-        job.state, job.due_at, job.last_error, job.lease_until = PENDING, due_at, error, None
-        self.put(job)
-
-    def bury(self, job: Job, reason: str) -> None:
-        job.state, job.last_error, job.lease_until = DEAD, reason, None
-        job.finished_at = time.time()
-        self.put(job)
 
     def get(self, job_id: str) -> Job | None:
         row = self._db().execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -712,20 +704,6 @@ class RedisStore(Store):
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self._claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
         return [Job.from_json(b) for b in bodies]
-
-    def finish(self, job: Job, outcome: str) -> None:
-        job.state, job.outcome, job.lease_until = DONE, outcome, None
-        job.last_error, job.finished_at = None, time.time()
-        self.put(job)
-
-    def reschedule(self, job: Job, due_at: float, error: str) -> None:
-        job.state, job.due_at, job.last_error, job.lease_until = PENDING, due_at, error, None
-        self.put(job)
-
-    def bury(self, job: Job, reason: str) -> None:
-        job.state, job.last_error, job.lease_until = DEAD, reason, None
-        job.finished_at = time.time()
-        self.put(job)
 
     def get(self, job_id: str) -> Job | None:
         body = self.redis.hget(self.k_jobs, job_id)
