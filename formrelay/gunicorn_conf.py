@@ -10,8 +10,6 @@ are handed back. Flags on the command line still win over the defaults here.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -20,17 +18,11 @@ bind = os.environ.get("FORMRELAY_BIND", "127.0.0.1:8000")
 # The embedded queue worker runs threads in each web worker: they don't survive a fork, so no preload.
 preload_app = False
 
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _metrics_dir:
-    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
-    for stale in Path(_metrics_dir).glob("*.db"):
-        stale.unlink()
-else:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="formrelay-metrics-")
-# If anything imported prometheus-client before this file set the directory, switch it over now.
-from formrelay.metrics import use_multiprocess  # noqa: E402
+# Before the workers start: a shared directory for prometheus-client, emptied now, switched over even if
+# something imported prometheus-client before this file ran.
+from formrelay.metrics import share_between_workers  # noqa: E402
 
-use_multiprocess()
+share_between_workers()
 
 
 

@@ -195,6 +195,29 @@ def allowed(settings: MetricsSettings, remote_addr: str | None, authorization: s
     return any(address in ipaddress.ip_network(net, strict=False) for net in settings.allow)
 
 
+def share_between_workers() -> str | None:
+    """Give the workers a directory to share their values in (emptied now) and count into it; the one made, if any.
+
+    The operator's $PROMETHEUS_MULTIPROC_DIR is used when set (stale values of a previous run must not leak in),
+    else a new temporary directory. Called by every server front (formrelay serve, the gunicorn config) before
+    the workers start.
+    """
+    import tempfile
+    from pathlib import Path
+
+    made = None
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink()
+    else:
+        made = tempfile.mkdtemp(prefix="formrelay-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    use_multiprocess()
+    return made
+
+
 def use_multiprocess() -> None:
     """Values made from now on go to $PROMETHEUS_MULTIPROC_DIR, even if prometheus-client was imported first.
 

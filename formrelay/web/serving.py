@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -137,21 +136,6 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def metrics_dir() -> str | None:
-    """Give prometheus-client a directory shared by the workers (emptied now); the temp one made, if any."""
-    made = None
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if path:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        for stale in Path(path).glob("*.db"):
-            stale.unlink()
-    else:
-        made = tempfile.mkdtemp(prefix="formrelay-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
-    from formrelay.metrics import use_multiprocess
-
-    use_multiprocess()
-    return made
 
 
 def log_config(fmt: str) -> dict[str, Any]:
@@ -194,7 +178,9 @@ def serve(config_path: str | None, host: str, port: int, workers: int | None, th
                     "worker, so they allow %d times as much; set redis_url to share them", workers, workers)
     check_port(host, port)
     raise_open_files_limit()
-    made = metrics_dir()
+    from formrelay.metrics import share_between_workers
+
+    made = share_between_workers()
     os.environ[MASTER_ENV] = str(os.getpid())
     server = Granian(
         "formrelay.web.serving:worker_app",
