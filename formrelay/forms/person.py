@@ -435,22 +435,17 @@ def person_from_osdi(doc: Any) -> tuple[Person, dict[str, str]]:
 
     for key in NAME_KEYS:
         take(key, doc.get(key), f"person.{key}")
-    emails = _items(doc, "email_addresses")
-    for rank, (i, item) in enumerate(emails):
-        path = f"person.email_addresses[{i}]"
-        _scalar(item.get("address"), f"{path}.address")
-        _scalar(item.get("status"), f"{path}.status")
-        if rank == 0:
-            take("email", item.get("address"), f"{path}.address")
-            take("email_status", item.get("status"), f"{path}.status")
-    phones = _items(doc, "phone_numbers")
-    for rank, (i, item) in enumerate(phones):
-        path = f"person.phone_numbers[{i}]"
-        _scalar(item.get("number"), f"{path}.number")
-        _scalar(item.get("status"), f"{path}.status")
-        if rank == 0:
-            take("phone", item.get("number"), f"{path}.number")
-            take("phone_status", item.get("status"), f"{path}.status")
+    # Emails and phones have one shape: a value and a status; the first of each fills the form's fields.
+    emails, phones = _items(doc, "email_addresses"), _items(doc, "phone_numbers")
+    for items, list_key, value_key, key in ((emails, "email_addresses", "address", "email"),
+                                            (phones, "phone_numbers", "number", "phone")):
+        for rank, (i, item) in enumerate(items):
+            path = f"person.{list_key}[{i}]"
+            _scalar(item.get(value_key), f"{path}.{value_key}")
+            _scalar(item.get("status"), f"{path}.status")
+            if rank == 0:
+                take(key, item.get(value_key), f"{path}.{value_key}")
+                take(f"{key}_status", item.get("status"), f"{path}.status")
     addresses = _items(doc, "postal_addresses")
     for rank, (i, item) in enumerate(addresses):
         path = f"person.postal_addresses[{i}]"
