@@ -1,4 +1,4 @@
-"""The `formrelay` command: serve, check, demo."""
+"""The `formrelay` command: serve, check, demo, worker, healthcheck."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +11,12 @@ import click
 from formrelay.cli_queue import queue
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
+from formrelay.core.version import __version__
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+HEALTH_BODY_MAX = 65536  # the detailed /readyz view fits; a stranger's endless answer is not read to the end
+HEALTHY = ("ok", "degraded")  # degraded: submissions are still accepted and nothing is lost
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -21,7 +24,7 @@ def _setup_logging(level: str = "INFO") -> None:
 
 
 @click.group()
-@click.version_option(package_name="formrelay")
+@click.version_option(__version__, prog_name="formrelay")  # the number /readyz reports, from one place
 def main() -> None:
     """formrelay: validate form submissions and relay them to your CRM."""
 
@@ -42,11 +45,18 @@ def _serve_demo(app: Any, host: str, port: int, threads: int = 8) -> None:
                    channel_timeout=30, clear_untrusted_proxy_headers=False)
 
 
+# A container image or a platform sets the address once in the environment; `formrelay healthcheck` reads the same.
+host_option = click.option("--host", default=DEFAULT_HOST, show_default=True, envvar="FORMRELAY_HOST",
+                           help="address to listen on  [env: FORMRELAY_HOST]")
+port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535),
+                           envvar="FORMRELAY_PORT", help="port  [env: FORMRELAY_PORT]")
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML file (default: $FORMRELAY_CONFIG or ./formrelay.toml)")
-@click.option("--host", default=DEFAULT_HOST, show_default=True)
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@host_option
+@port_option
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
               help="worker processes  [default: $WEB_CONCURRENCY, else 2 with redis_url, else 1]")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
@@ -258,6 +268,45 @@ def worker(config_path: str | None, threads: int | None) -> None:
         pass
     running.stop()
     relay.close()
+
+
+@main.command()
+@host_option
+@port_option
+@click.option("--live", is_flag=True, help="ask /healthz (the process answers) instead of /readyz")
+@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(0.1, 60), help="seconds")
+def healthcheck(host: str, port: int, live: bool, timeout: float) -> None:
+    """Exit 0 if the relay on this host answers /readyz with ok or degraded, else 1 (for HEALTHCHECK, probes)."""
+    import http.client
+    import json
+
+    # http.client, not requests or urllib: no proxy from the environment, nothing to import beyond the stdlib.
+    path = "/healthz" if live else "/readyz"
+    if host in ("0.0.0.0", "::"):  # serve's "every interface" (as in the image) is reached on loopback
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    where = f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"User-Agent": f"formrelay-healthcheck/{__version__}"})
+        answer = connection.getresponse()
+        body = answer.read(HEALTH_BODY_MAX)
+        code = answer.status
+    except (OSError, http.client.HTTPException) as exc:
+        click.echo(f"unhealthy: {where}: {exc.__class__.__name__}: {str(exc)[:200]}", err=True)
+        sys.exit(1)
+    finally:
+        connection.close()
+    try:
+        said = json.loads(body)
+        status = str(said.get("status", "?"))[:40]
+        problems = [str(p)[:200] for p in said.get("problems", [])][:10]
+    except (ValueError, AttributeError, TypeError):
+        status, problems = "not a formrelay answer", []
+    detail = f"{where}: HTTP {code} {status}" + (f" ({'; '.join(problems)})" if problems else "")
+    if code != 200 or status not in HEALTHY:
+        click.echo(f"unhealthy: {detail}", err=True)
+        sys.exit(1)
+    click.echo(detail)
 
 
 main.add_command(queue)

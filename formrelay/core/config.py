@@ -27,6 +27,9 @@ from formrelay.core.suggest import did_you_mean
 
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
+# Where the SQLite queue goes when the file sets no [queue] path: the container image points it at its volume,
+# so the queue is kept whatever (read-only) directory the config is mounted in.
+QUEUE_PATH_ENV = "FORMRELAY_QUEUE_PATH"
 DEFAULT_CONFIG_PATH = "formrelay.toml"
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -706,4 +709,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    queue = raw.get("queue", {})
+    if env.get(QUEUE_PATH_ENV) and isinstance(queue, dict) and "path" not in queue:
+        raw = {**raw, "queue": {**queue, "path": env[QUEUE_PATH_ENV]}}
     return parse_config(raw, env, source=str(file))
