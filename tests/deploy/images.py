@@ -46,10 +46,10 @@ def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 120,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise PodmanError(f"{' '.join(cmd[:4])}...: no end within {timeout} s") from exc
     if check and done.returncode != 0:
