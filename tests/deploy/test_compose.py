@@ -128,6 +128,10 @@ def test_the_stack_delivers_through_its_durable_redis(stack: dict[str, str], pod
     assert json.loads(ready)["queue"]["storage"] == "redis", ready
     assert json.loads(ready)["status"] == "ok", ready
     assert int(podman(podman_env, "exec", redis, "redis-cli", "DBSIZE").stdout) > 0
+    # docs/deploy/backups.md: a snapshot of Redis taken while it runs.
+    podman(podman_env, "exec", redis, "redis-cli", "--rdb", "/data/formrelay-backup.rdb")
+    size = podman(podman_env, "exec", redis, "stat", "-c", "%s", "/data/formrelay-backup.rdb").stdout
+    assert int(size) > 0
     logs = podman(podman_env, "logs", relay)
     assert SECRET not in logs.stdout + logs.stderr
     assert "delivered" in logs.stdout + logs.stderr

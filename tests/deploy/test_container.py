@@ -22,6 +22,9 @@ pytestmark = pytest.mark.container
 
 # What the docs tell users to give the container to stop (run --stop-timeout, compose stop_grace_period).
 GRACE = 40
+# The backup command of docs/deploy/backups.md (SQLite's online backup, safe while the relay writes).
+BACKUP = ("import sqlite3; sqlite3.connect('/var/lib/formrelay/queue.sqlite3')"
+          ".backup(sqlite3.connect('/var/lib/formrelay/queue-backup.sqlite3'))")
 PERSON = {"FirstName": "Ann", "LastName": "Lee", "PostalCode": "20009"}
 
 
@@ -179,9 +182,17 @@ def test_a_container_delivers_stops_gracefully_and_its_volume_keeps_the_queue(
     assert queue["jobs"][0]["lease_until"] is None and queue["jobs"][0]["form"] == "join"
     assert emails(sandbox) == ["ann@example.org"]
 
-    requests.post(f"{sandbox.url}/_control/recover", timeout=5)
     second = Relay(podman_env, relay_image, conf, volume, names)
     second.wait_serving()
+    # docs/deploy/backups.md: an online copy of the queue from the running container, read back as a queue.
+    podman(podman_env, "exec", second.name, "python", "-c", BACKUP)
+    copy = podman(podman_env, "run", "--rm", "--network", "none", "--no-healthcheck",
+                  "-v", f"{volume}:/var/lib/formrelay", "-v", f"{conf}:/etc/formrelay:ro",
+                  "-e", "FORMRELAY_QUEUE_PATH=/var/lib/formrelay/queue-backup.sqlite3", relay_image,
+                  "formrelay", "queue", "list", "--json")
+    assert [job["id"] for job in json.loads(copy.stdout)["jobs"]] == [queue["jobs"][0]["id"]]
+
+    requests.post(f"{sandbox.url}/_control/recover", timeout=5)
     assert wait_for(lambda: "bob@example.org" in emails(sandbox), 30), second.logs()
     time.sleep(1)
     assert emails(sandbox) == ["ann@example.org", "bob@example.org"]
