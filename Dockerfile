@@ -31,8 +31,7 @@ LABEL org.opencontainers.image.title="formrelay" \
       org.opencontainers.image.description="Embeddable form-submission backend: validates supporters' submissions and relays them to NGP VAN, Engaging Networks, Action Network and EngageOne, queueing what cannot be delivered now." \
       org.opencontainers.image.version="${FORMRELAY_VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.documentation="docs/deploy/container.md"
+      org.opencontainers.image.licenses="MIT"
 RUN groupadd --system --gid 10001 formrelay \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/formrelay --no-create-home \
         --shell /usr/sbin/nologin formrelay \

@@ -53,7 +53,21 @@ def test_the_compose_file_parses_with_and_without_the_tls_profile(tmp_path: Path
     assert f"{tmp_path / 'formrelay.toml'}:/etc/formrelay/formrelay.toml:ro" in plain["relay"]["volumes"]
     assert "443:443" in tls["caddy"]["ports"]
     assert any(v.endswith("/etc/caddy/Caddyfile:ro") for v in tls["caddy"]["volumes"])
-    assert (ROOT / "deploy" / "Caddyfile").read_text().count("reverse_proxy relay:8000") == 1
+
+
+def test_caddy_reads_the_caddyfile_as_a_tls_proxy_to_the_relay() -> None:
+    if shutil.which("caddy") is None:
+        _need("caddy")
+    env = {**os.environ, "FORMRELAY_DOMAIN": "relay.example.org"}
+    adapted = run(["caddy", "adapt", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter", "caddyfile"],
+                  env=env, timeout=60)
+    server = json.loads(adapted.stdout)["apps"]["http"]["servers"]["srv0"]
+    assert server["listen"] == [":443"]  # a site name: automatic HTTPS, HTTP redirected
+    route = server["routes"][0]
+    assert route["match"] == [{"host": ["relay.example.org"]}]
+    handlers = route["handle"][0]["routes"][0]["handle"]
+    assert handlers[0] == {"handler": "request_body", "max_size": 1_000_000}
+    assert handlers[1]["handler"] == "reverse_proxy" and handlers[1]["upstreams"] == [{"dial": "relay:8000"}]
 
 
 @pytest.fixture
