@@ -164,6 +164,13 @@ def relay_image(env: dict[str, str], base: str) -> str:
     with locked("image"):
         if podman(env, "image", "exists", tag, check=False).returncode == 0:
             return tag
-        podman(env, "build", "--format", "docker", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}",
-               *index_args(), "-t", tag, "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout=1200)
+        # --layers=false: no intermediate stage images kept (a source change reruns the wheel stage anyway).
+        podman(env, "build", "--layers=false", "--format", "docker", "--network", "host",
+               "--build-arg", f"PYTHON_IMAGE={base}", *index_args(), "-t", tag, "-f", str(ROOT / "Dockerfile"),
+               str(ROOT), timeout=1200)
+        # Images of earlier source trees, once no run can still be using them (rmi refuses one in use).
+        old = podman(env, "images", "-q", "--filter", f"reference={IMAGE_REPO}", "--filter", "until=6h",
+                     check=False).stdout.split()
+        for image in set(old):
+            podman(env, "rmi", image, check=False)
     return tag
