@@ -9,18 +9,10 @@ import requests
 import responses
 
 from formrelay import create_app
-from formrelay.delivery.queue import (
-    DEAD,
-    DONE,
-    INFLIGHT,
-    PENDING,
-    Job,
-    QueueSettings,
-    RedisStore,
-    SQLiteStore,
-    Worker,
-    backoff,
-)
+from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING, Job, backoff
+from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.stores import SQLiteStore
+from formrelay.delivery.stores.redis import RedisStore
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}
@@ -120,7 +112,7 @@ def queue_app(tmp_path, mocked):
 
 
 def drain(relay, rounds: int = 20) -> None:
-    worker = Worker(relay)
+    worker = relay.worker()
     for _ in range(rounds):
         time.sleep(0.005)
         worker.run_once(limit=50)
@@ -270,7 +262,7 @@ def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
     """gunicorn starts its workers together: each opens the same new SQLite file; none may fail."""
     import threading
 
-    from formrelay.delivery.queue import SQLiteStore
+    from formrelay.delivery.stores import SQLiteStore
 
     failures = []
     for trial in range(20):

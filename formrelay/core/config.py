@@ -51,7 +51,7 @@ class ProviderSchemas(Protocol):
 
 # Filled at start-up by the floors above, which this bottom floor never imports: formrelay.providers registers
 # every provider's name (its class, and so its schemas, is imported only when a config names it),
-# formrelay.delivery.queue the [queue] schema, formrelay.abuse the [forms.x.captcha] schema (EngageOne's class
+# formrelay.delivery.settings the [queue] schema, formrelay.abuse the [forms.x.captcha] schema (EngageOne's class
 # carries the [forms.x.followup] schema). formrelay.delivery.relay imports all three; create_app and the CLI
 # import the relay before they read a config.
 _PROVIDERS: dict[str, Callable[[], ProviderSchemas]] = {}

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from formrelay.core.config import FormConfig, WebhookConfig
 from formrelay.core.errors import Invalid
 from formrelay.core.outcome import Outcome
-from formrelay.delivery.queue import Job, Store, new_job, restore_submission, storage_down
+from formrelay.delivery.jobs import Job, new_job, restore_submission
+from formrelay.delivery.stores import Store, storage_down
 from formrelay.forms.person import ACTION_KEYS, PersonMapping, from_values, to_values
 from formrelay.forms.submission import Submission
 from formrelay.webhooks import WebhookSender, event_body, message_id
