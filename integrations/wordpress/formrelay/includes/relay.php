@@ -16,7 +16,7 @@ const FORMRELAY_MAX_ANSWER_BYTES = 262144;
 const FORMRELAY_MAX_FIELDS = 200;
 const FORMRELAY_MAX_TEXT   = 500;
 
-/** How long a check made for an editor is reused, and how long visitors' pages rely on it. */
+/** How long a check made for an editor is reused for the next editor's page view. */
 const FORMRELAY_RECHECK_SECONDS = 60;
 
 /**
@@ -281,7 +281,9 @@ function formrelay_clip( $text ) {
  * What the relay last said about a form, as remembered for visitors' pages ('' when never asked).
  *
  * Visitors never make WordPress call the relay (pages stay cacheable and fast); checks are made for
- * editors (viewing a page, the block's preview, testing the connection) and remembered for a day.
+ * editors (viewing a page, the block's preview, testing the connection) and remembered for an hour: a
+ * form the relay did not know then is left out of visitors' pages meanwhile. Afterwards visitors get the
+ * form's element again, and the snippet says "This form could not be loaded." if it is still unknown.
  *
  * @param string $relay A relay address.
  * @param string $slug  A form name.
@@ -326,7 +328,7 @@ function formrelay_remember( $relay, $slug, array $result ) {
 			'checked' => time(),
 			'result'  => $result,
 		),
-		'error' === $result['status'] ? 5 * MINUTE_IN_SECONDS : DAY_IN_SECONDS
+		'error' === $result['status'] ? 5 * MINUTE_IN_SECONDS : HOUR_IN_SECONDS
 	);
 }
 
