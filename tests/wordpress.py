@@ -215,9 +215,11 @@ require __DIR__ . '/index.php';
 
 # The test site's own must-use plugin: no emoji script (it would load images from s.w.org), no avatars from
 # gravatar.com, no update checks (WP_HTTP_BLOCK_EXTERNAL refuses them, and core logs a warning for each), and a
-# strict Content-Security-Policy for visitors that names only the site and the relay.
+# strict Content-Security-Policy for visitors that names only the site and the relay. Core's one inline script on
+# the front end (the block theme's skip link) is left out, so that any CSP violation on a page is the plugin's.
 SITE_PLUGIN = """<?php
 remove_action('wp_head', 'print_emoji_detection_script', 7);
+remove_action('wp_footer', 'the_block_template_skip_link');
 remove_action('admin_print_scripts', 'print_emoji_detection_script');
 add_filter('pre_option_show_avatars', '__return_zero');
 foreach (['_maybe_update_core', '_maybe_update_plugins', '_maybe_update_themes'] as $check) {

@@ -48,9 +48,9 @@ class Stack:
 def wp(tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("wordpress")
     with contextlib.ExitStack() as stack:
+        site = stack.enter_context(wordpress(tmp))
         sandbox = ServerThread(create_sandbox()).start()
         stack.callback(sandbox.stop)
-        site = stack.enter_context(wordpress(tmp))
         config = tmp / "formrelay.toml"
         # The relay-side change a WordPress site needs: its origin in allowed_origins. Nothing else.
         config.write_text(toml({"allowed_origins": [site.url], "time_trap_min": 0.5}, sandbox.url,
@@ -91,6 +91,12 @@ def sign(browser) -> None:
     browser.find_element(By.CSS_SELECTOR, "form.formrelay-form button[type=submit]").click()
 
 
+def console_errors(browser, *about: str) -> list[str]:
+    """The browser console's errors since the last call that mention any of `about`."""
+    return [entry["message"] for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and any(word in entry["message"] for word in about)]
+
+
 def visitor_html(url: str) -> str:
     answer = requests.get(url, timeout=30)
     assert answer.status_code == 200
@@ -111,6 +117,7 @@ def embeds(page: str) -> list[str]:
 
 def test_shortcode_renders_the_form_and_a_submission_reaches_the_crm_once(wp, visitor):
     wp.reset()
+    console_errors(visitor)  # forget what earlier pages logged
     _, url = wp.site.page("Join us", '[formrelay form="join" redirect="off" text_submit="Sign now"]')
     visitor.get(url)
     # The page is served with a Content-Security-Policy naming only the site and the relay: no inline script.
@@ -122,6 +129,7 @@ def test_shortcode_renders_the_form_and_a_submission_reaches_the_crm_once(wp, vi
     assert visitor.current_url == url  # redirect="off": the relay's success_url was not followed
     (got,) = wp.received()
     assert got["fields"]["EmailAddress"] == ["ann@example.org"]
+    assert not console_errors(visitor, "Content Security Policy", wp.relay.url, "formrelay")
 
 
 def test_block_renders_the_form_and_a_submission_reaches_the_crm_once(wp, visitor):
@@ -266,6 +274,7 @@ def test_the_block_editor_previews_the_form_from_the_relay_and_an_editor_publish
             wp.data.dispatch('core/block-editor').insertBlocks([
                 wp.blocks.createBlock('formrelay/form', {form: 'join', submitText: 'Signer'}),
                 wp.blocks.createBlock('formrelay/form', {form: 'not-on-the-relay'})]);""")
+        console_errors(browser)  # what loading the editor logged is WordPress's
         wait(browser, lambda d: TITLE in editor_canvas(d, ".formrelay-preview-title"), 30)
         assert "Signer" in editor_canvas(browser, ".formrelay-preview-submit")
         assert "Aperçu : les visiteurs reçoivent ce formulaire du relais, dans leur propre langue." in \
@@ -279,6 +288,7 @@ def test_the_block_editor_previews_the_form_from_the_relay_and_an_editor_publish
             "var e = wp.data.select('core/editor');"
             "return !e.isSavingPost() && e.isCurrentPostPublished() && !e.isEditedPostDirty();"), 30)
         post_id = browser.execute_script("return wp.data.select('core/editor').getCurrentPostId();")
+        assert not console_errors(browser, "formrelay", "preview")
     finally:
         browser.set_page_load_timeout(20)  # the session's browser fixture's value
         forget_cookies(browser)

@@ -56,7 +56,7 @@
 	}
 
 	function label( field, forId ) {
-		return el( 'label', { htmlFor: forId }, field.label, field.required ? el( 'span', { className: 'formrelay-preview-required', 'aria-hidden': 'true' }, ' *' ) : null );
+		return el( 'label', { htmlFor: forId, key: 'label' }, field.label, field.required ? el( 'span', { className: 'formrelay-preview-required', 'aria-hidden': 'true' }, ' *' ) : null );
 	}
 
 	function previewField( field, index ) {
