@@ -101,7 +101,6 @@ def sources() -> list[Path]:
 def extract_messages() -> Catalog:
     """Every string the plugin translates: its PHP and JavaScript, block.json and the plugin's description."""
     catalog = Catalog(project="formrelay", version=version(), domain="formrelay", fuzzy=False,
-                      msgid_bugs_address="https://github.com/formrelay/formrelay/issues",
                       header_comment="# Translation template for the formrelay WordPress plugin "
                                      "(python integrations/wordpress/build.py --pot).\n"
                                      "# This file is distributed under the same license as the formrelay project (MIT).")

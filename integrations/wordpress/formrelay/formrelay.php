@@ -1,7 +1,6 @@
 <?php
 /**
  * Plugin Name:       formrelay
- * Plugin URI:        https://github.com/formrelay/formrelay
  * Description:       Put a formrelay form on a page with a shortcode or a block: the form is rendered in the visitor's browser from the relay's description and sent to your CRM through your relay.
  * Version:           0.1.0
  * Requires at least: 6.1
