@@ -130,9 +130,18 @@ def write_catalogue(catalog: Catalog, path: Path, **options: object) -> None:
 
 
 def update_catalogues() -> None:
-    """Write formrelay.pot from the code, and bring each .po up to date (new strings empty, changed ones fuzzy)."""
+    """Write formrelay.pot from the code, and bring each .po up to date (new strings empty, changed ones fuzzy).
+
+    Nothing is written when the strings and their places are the ones already in formrelay.pot (only the
+    creation date would change)."""
     template = extract_messages()
-    write_catalogue(template, POT, omit_header=False)
+    out = io.BytesIO()
+    write_po(out, template, width=120, sort_by_file=True)
+    undated = re.compile(rb'^"POT-Creation-Date: .*\n', re.M)
+    if POT.exists() and undated.sub(b"", out.getvalue()) == undated.sub(b"", POT.read_bytes()):
+        print(f"{POT} is current")
+        return
+    POT.write_bytes(out.getvalue())
     for po in sorted(LANGUAGES.glob("formrelay-*.po")):
         catalog = read_catalogue(po)
         catalog.update(template, update_header_comment=False)

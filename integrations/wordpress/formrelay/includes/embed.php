@@ -98,14 +98,14 @@ function formrelay_classes( $classes ) {
  */
 function formrelay_embed( array $options ) {
 	$editor = current_user_can( 'edit_posts' );
-	$slug   = is_string( $options['form'] ) ? trim( $options['form'] ) : '';
+	$slug   = isset( $options['form'] ) && is_string( $options['form'] ) ? trim( $options['form'] ) : '';
 	if ( ! formrelay_valid_slug( $slug ) ) {
 		return $editor ? formrelay_notice(
 			function () use ( $slug ) {
 				return '' === $slug
 					? __( 'Say which form to show, for example [formrelay form="join"], or type its name in the block’s settings.', 'formrelay' )
 					/* translators: %s: what was given as the form's name. */
-					: sprintf( __( '“%s” cannot be the name of a form: use letters, digits, dots, dashes and underscores.', 'formrelay' ), $slug );
+					: sprintf( __( '“%s” cannot be the name of a form: use letters, digits, dots, dashes and underscores.', 'formrelay' ), formrelay_clip( $slug ) );
 			}
 		) : '';
 	}
