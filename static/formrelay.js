@@ -307,8 +307,9 @@
     return describe(url).then(function (description) {
       var form = el("form", { action: url, method: "post", "class": "formrelay-form", "data-formrelay": true });
       words.set(form, description.texts);
+      // The host's options (texts, redirect, started, ...) are the rendered form's.
       Array.prototype.forEach.call(host.attributes, function (a) {
-        if (a.name.indexOf("data-formrelay-text-") === 0) set(form, a.name, a.value);
+        if (/^data-formrelay-(?!form$|rendered$)/.test(a.name)) set(form, a.name, a.value);
       });
       if (host.getAttribute("data-formrelay-title") !== "off") add(form, el("h2", {}, description.title));
       description.fields.forEach(function (field) { row(field, form); });
