@@ -200,3 +200,32 @@ def test_the_openapi_document_describes_the_ladder_and_the_touches(mocked):
     post = doc["paths"]["/v1/forms/join"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
     controls = post["schema"]["allOf"][1]["properties"]
     assert {"_first_touch", "_last_touch"} <= set(controls)
+
+
+def test_the_funnel_page_s_config_examples_are_a_valid_config():
+    """Every TOML block of docs/funnel.md, merged, loads: the keys the page documents are the relay's."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "funnel.md").read_text(encoding="utf-8")
+    merged: dict = {}
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    blocks = re.findall(r"```toml\n(.*?)```", page, re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        merge(merged, tomllib.loads(block.replace("5d2c6e0e-...", "5d2c6e0e")))
+    merged["providers"] = {"actionnetwork": {}, "ens": {"base_url": "https://ens.test/ens/service", "api_token": "t"}}
+    merged["forms"]["write-your-mp"]["fields"] = {"Email Address": {"required": True}}
+    config = parse_config(merged, env={})
+    petition = config.forms["petition"]
+    assert petition.attribution == "first" and petition.queued_url and petition.thanks.donate_url
+    assert petition.thanks.channels == ("facebook", "x", "whatsapp", "email", "copy")
+    assert config.forms["write-your-mp"].options.txn_from_page["txn2"] == "first.source"
