@@ -158,6 +158,19 @@ def shared_source(url: str) -> str:
     return parse_qs(urlsplit(url).query)["source"][0]
 
 
+def the_ladder(ladder) -> str:
+    """Check a shown ladder (the config's message, a link per channel with its source code, the donate link);
+    the address its copy field offers."""
+    assert "Thank you for signing!" in ladder.text
+    links = {a.get_attribute("class"): a.get_attribute("href") for a in ladder.find_elements(By.CSS_SELECTOR, "a")}
+    copy = ladder.find_element(By.CSS_SELECTOR, "input.formrelay-share-copy").get_attribute("value")
+    shared = {channel: shared_source(links[f"formrelay-share-{channel}"]) for channel in CHANNELS[:-1]}
+    shared["copy"] = shared_source(copy)
+    assert shared == {channel: f"share-{channel}" for channel in CHANNELS}
+    assert links["formrelay-donate"] == DONATE
+    return copy
+
+
 def axe_violations(browser, script: str) -> list[dict[str, Any]]:
     """axe-core's WCAG 2.1 A/AA violations on the page now open (and proof that it ran rules)."""
     browser.set_script_timeout(60)
@@ -202,14 +215,8 @@ def test_first_touch_reaches_action_network_from_a_form_page_without_parameters(
     assert page.execute_script("return document.querySelector('form').hidden") is True
     assert page.execute_script("return document.activeElement.className") == "formrelay-thanks"
     ladder = page.find_element(By.CSS_SELECTOR, ".formrelay-thanks")
-    assert "Thank you for signing!" in ladder.text
-    links = {a.get_attribute("class"): a.get_attribute("href") for a in ladder.find_elements(By.CSS_SELECTOR, "a")}
-    copy = ladder.find_element(By.CSS_SELECTOR, "input.formrelay-share-copy").get_attribute("value")
-    shared = {channel: shared_source(links[f"formrelay-share-{channel}"]) for channel in CHANNELS[:-1]}
-    shared["copy"] = shared_source(copy)
-    assert shared == {channel: f"share-{channel}" for channel in CHANNELS}
+    copy = the_ladder(ladder)
     assert copy == f"{funnel['site']}/s/session/petition/sign-first?source=share-copy"  # the form's page
-    assert links["formrelay-donate"] == DONATE
     page.execute_cdp_cmd("Browser.grantPermissions", {"origin": funnel["site"],
                                                        "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
     ladder.find_element(By.CSS_SELECTOR, "button").click()
@@ -259,16 +266,9 @@ def test_a_plain_post_thank_you_page_shows_the_same_ladder_and_passes_axe(visit,
     browser.get(f"{funnel['site']}/plain/sign-first")
     sign(browser)
     WebDriverWait(browser, 15).until(lambda d: d.current_url.startswith(f"{funnel['relay']}/v1/forms/sign-first/thanks"))
-    ladder = browser.find_element(By.CSS_SELECTOR, ".formrelay-thanks")
-    assert "Thank you for signing!" in ladder.text
-    links = {a.get_attribute("class"): a.get_attribute("href") for a in ladder.find_elements(By.CSS_SELECTOR, "a")}
-    copy = ladder.find_element(By.CSS_SELECTOR, "input.formrelay-share-copy").get_attribute("value")
-    shared = {channel: shared_source(links[f"formrelay-share-{channel}"]) for channel in CHANNELS[:-1]}
-    shared["copy"] = shared_source(copy)
-    assert shared == {channel: f"share-{channel}" for channel in CHANNELS}
+    copy = the_ladder(browser.find_element(By.CSS_SELECTOR, ".formrelay-thanks"))
     # Chromium tells another origin only the site's origin (strict-origin-when-cross-origin): its home is shared.
     assert copy == f"{funnel['site']}/?source=share-copy"
-    assert links["formrelay-donate"] == DONATE
     (got,) = requests.get(f"{funnel['sandbox']}/_control/received/actionnetwork", timeout=5).json()
     assert got["body"]["person"]["given_name"] == "Ann"
     assert axe_violations(browser, axe_script) == []
