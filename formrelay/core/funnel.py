@@ -63,6 +63,9 @@ class _Texts(fields.Field):
         return _texts(value)
 
 
+_DEFAULT = ThanksSettings()  # each default is written once, in the dataclass
+
+
 def _url() -> fields.Url:
     return fields.Url(schemes={"http", "https"}, require_tld=False, load_default=None)
 
@@ -74,7 +77,7 @@ class ThanksSchema(Schema):
     message = _Texts(load_default=dict)
     share_url = _url()
     channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), load_default=list)
-    source_param = fields.String(load_default="source", validate=validate.Regexp(
+    source_param = fields.String(load_default=_DEFAULT.source_param, validate=validate.Regexp(
         _PARAM, error="a query parameter name: letters, digits, '_', '.', '-' (at most 40)"))
     donate_url = _url()
     donate_label = _Texts(load_default=dict)
