@@ -40,6 +40,9 @@ API_LIMIT = "exceeded its api limit"
 # nothing by itself, so the relay fills them only as a form's `txn_from_page` says (an account's own external
 # references are never overwritten by default).
 TXN_NAMES = tuple(f"txn{i}" for i in range(1, 11))
+# Inferred (campaign practice; not in the API documents we have): ENS's own pages read trackingId from the URL's
+# ea.tracking.id. The body key trackingId itself is documented. Sites can name another parameter per form.
+TRACKING_PARAM = "ea.tracking.id"
 MANAGE_SUPPORTERS = ("supporter lookups (fields, questions, origin source) need the API user's "
                      "'Manage individual supporters' permission")
 CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
@@ -131,7 +134,7 @@ class ENSForm:
     txn_from_page: Mapping[str, str] = field(default_factory=dict)
     # The attribution parameter whose value (from the credited touch or the page) is sent as `trackingId`,
     # ahead of `tracking_id`; "" never takes it from the page.
-    tracking_from_page: str = "ea.tracking.id"
+    tracking_from_page: str = TRACKING_PARAM
     # Documented opt-ins only ever send "Y"; "N" for an existing supporter can opt them out. "omit" (default)
     # leaves an unticked opt-in box out; "N" sends it as N, for forms whose purpose is to record a refusal.
     unticked_opt_ins: str = "omit"
@@ -194,7 +197,7 @@ class ENSFormSchema(Schema):
     phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
     txn_from_page = fields.Dict(keys=fields.String(validate=validate.OneOf(TXN_NAMES)),
                                 values=fields.String(validate=validate.OneOf(attribution.REFS)), load_default=dict)
-    tracking_from_page = fields.String(load_default="ea.tracking.id",
+    tracking_from_page = fields.String(load_default=TRACKING_PARAM,
                                        validate=validate.OneOf(("", *attribution.REFS)))
     unticked_opt_ins = fields.String(load_default="omit", validate=validate.OneOf(["omit", "N"]))
 
@@ -359,7 +362,7 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
     }
     if form.appeal_code:
         body["appealCode"] = form.appeal_code
-    # ENS's own pages take trackingId from ?ea.tracking.id= (the credited touch's here); config is the fallback.
+    # The credited touch's (or the page's) TRACKING_PARAM first, as ENS's own pages do; config is the fallback.
     tracking = attribution.lookup(context, form.tracking_from_page) if form.tracking_from_page else ""
     if tracking or form.tracking_id:
         body["trackingId"] = tracking[:255] or form.tracking_id

@@ -51,10 +51,10 @@ def with_message(outcome: Outcome) -> Outcome:
     return Outcome(**{**outcome.__dict__, "message": locale.status_message(outcome.status)})
 
 
-def json_answer(outcome: Outcome, thanks: Mapping[str, object] | None = None) -> Response:
+def json_answer(outcome: Outcome, ladder: Mapping[str, object] | None = None) -> Response:
     outcome = with_message(outcome)
     locale.mark()
-    response = jsonify({**outcome.public(), "thanks": thanks} if thanks else outcome.public())
+    response = jsonify({**outcome.public(), "thanks": ladder} if ladder else outcome.public())
     response.status_code = outcome.http_status
     if outcome.retry_after is not None:
         response.headers["Retry-After"] = str(outcome.retry_after)
