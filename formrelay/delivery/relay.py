@@ -250,7 +250,7 @@ class Form:
             return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
-        values, controls, context = split_controls(body, set(declared))
+        values, controls, context = split_controls(body, set(declared), self.config.attribution)
         aliases = self.aliases()
         for alias, name in aliases.items():
             if alias in values and alias not in declared:
