@@ -1,6 +1,6 @@
 """WSGI entry point: `gunicorn wsgi:app` with FORMRELAY_CONFIG naming the TOML file."""
 from formrelay import create_app
-from formrelay.delivery.queue import start_embedded_worker
+from formrelay.web.app import start_embedded_worker
 
 app = create_app()
 # Each server process delivers queued submissions too, unless [queue] embedded_worker = false

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from formrelay import create_app  # noqa: E402
 from formrelay.budget import Budget  # noqa: E402
-from formrelay.delivery.queue import Worker  # noqa: E402
 from formrelay.sandbox import ServerThread, create_sandbox  # noqa: E402
 
 
@@ -71,7 +70,7 @@ def main() -> None:
     depth = relay_app.queue_stats()["depth"]
 
     requests.post(f"{sandbox.url}/_control/recover", timeout=5)
-    worker = Worker(relay_app, threads=args.threads).start()
+    worker = relay_app.worker(threads=args.threads).start()
     started = time.perf_counter()
     while relay_app.queue_stats()["depth"] and time.perf_counter() - started < 3600:
         time.sleep(0.05)

@@ -217,11 +217,10 @@ def _hint(problem: str, form: Any) -> str | None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 def demo(host: str, port: int) -> None:
     """Run with built-in sandbox providers and an example page: no accounts, no network."""
+    from formrelay.web.app import start_embedded_worker
     from formrelay.web.demo import create_demo_app
 
     _setup_logging()
-    from formrelay.delivery.queue import start_embedded_worker
-
     app, sandbox = create_demo_app()
     worker = start_embedded_worker(app)
     click.echo(f"sandbox providers on {sandbox.url} (loopback only)", err=True)
@@ -251,13 +250,11 @@ def worker(config_path: str | None, threads: int | None) -> None:
     import signal
     import threading
 
-    from formrelay.delivery.queue import Worker
-
     relay = _relay(config_path)
     logs.configure(relay.config.logging.format, relay.config.logging.level)
     logs.show_personal_data(relay.config.logging.personal_data)
     logs.add_secrets(relay.config.secrets)
-    running = Worker(relay, threads).start()
+    running = relay.worker(threads).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"formrelay worker: {running.threads} thread(s)", err=True)

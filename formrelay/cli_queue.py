@@ -95,7 +95,7 @@ class _QueueGroup(click.Group):
     """`formrelay queue ...`: a queue storage that does not answer is one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from formrelay.delivery.queue import storage_down
+        from formrelay.delivery.stores import storage_down
 
         try:
             return super().invoke(ctx)
@@ -285,8 +285,7 @@ def queue_forget(config_path: str | None, email: str, as_json: bool) -> None:
         # The address itself is personal data: the audit line names the jobs only.
         admin.audit(relay.store, "forget-drop", result.dropped)
         admin.audit(relay.store, "forget-erase", result.erased)
-        rewrite = getattr(relay.store, "rewrite_persistence", None)
-        note = rewrite() if rewrite is not None else None
+        note = relay.store.rewrite_persistence()
     _report(as_json, "forget", result.dropped + result.erased,
             {"dropped": result.dropped, "erased": result.erased, "busy": result.busy, "persistence": note},
             f"{len(result.dropped)} waiting or dead job(s) deleted, {len(result.erased)} delivered job(s) erased")

@@ -56,7 +56,7 @@ graceful_timeout = 30
 
 def worker_exit(server: Any, worker: Any) -> None:
     """In the worker, as it leaves: stop the embedded queue threads and hand back the leases they hold."""
-    from formrelay.delivery.queue import stop_embedded_workers
+    from formrelay.delivery.worker import stop_embedded_workers
 
     stop_embedded_workers()
 

@@ -28,6 +28,7 @@ from formrelay.budget import Budget
 from formrelay.core.config import RelaySettings, WebhookConfig
 from formrelay.core.errors import TryLater
 from formrelay.core.outcome import Outcome
+from formrelay.forms import attribution
 
 USER_AGENT = "formrelay-webhooks/0.1"
 EVENT_TYPE = "submission.{event}"
@@ -44,6 +45,9 @@ def event_body(event: str, at: float, form: str, submission: Mapping[str, Any], 
                include_personal_data: bool) -> bytes:
     """The JSON body of one event (pure): the same bytes on every retry, so a signature can be checked again."""
     data: dict[str, Any] = {"form": form, "submission_id": submission.get("id"), "outcome": dict(outcome)}
+    credited = attribution.touches(submission.get("context") or {})
+    if credited:  # campaign codes only, for every receiver (forms/attribution.py keeps personal data out)
+        data["attribution"] = credited
     if include_personal_data:
         data["fields"] = dict(submission.get("values") or {})
         data["context"] = dict(submission.get("context") or {})

@@ -18,7 +18,11 @@
     required: "required"
   };
   var CONTEXT = ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "source", "referrer"];
+  // Attribution parameters remembered across the visit (forms/attribution.py KEYS; FormRelayOptions may add).
+  var PARAMS = CONTEXT.concat("refcode", "ms", "ea.tracking.id");
   var options = win.FormRelayOptions || {};
+  var script = doc.currentScript;
+  var touch = {};  // {f: the first touch's parameters (a query string), l: the latest's, t: when the first came}
   var counter = 0;
   var forms = new WeakMap();  // form -> {at, min, ready}: when its time-trap token came, and its refresh
   var words = new WeakMap();  // form -> the texts its description carried in the supporter's language
@@ -162,8 +166,16 @@
 
   function answer(form, body) {
     var kind = body && body.status;
+    // What analytics hear: the form's slug and the status, never a value the person typed.
+    var event = { event: "formrelay_submitted", formrelay_form: decodeURIComponent(new URL(action(form)).pathname
+      .split("/").pop()), formrelay_status: kind };
+    var detail = Object.assign({}, body, event);
     clearErrors(form);
     if (body && body.ok) {
+      if (win.dataLayer && win.dataLayer.push) win.dataLayer.push(event);
+      if (typeof win.gtag === "function" && (get(form, "data-formrelay-gtag") !== null || options.gtag)) {
+        win.gtag("event", "generate_lead", { formrelay_form: event.formrelay_form, formrelay_status: kind });
+      }
       var target = body.redirect && safeUrl(body.redirect);
       if (target && get(form, "data-formrelay-redirect") !== "off") { win.location.assign(target); return; }
       say(form, text(form, kind === "queued" ? "queued" : "delivered", body.message), "success");
@@ -171,7 +183,8 @@
       hidden(form, "_idempotency_key", newKey());
       refresh(form);  // a time-trap token is good for one submission
       own(E, "classList", form).add("formrelay-done");
-      emit(form, "formrelay:success", body);
+      if (body.thanks) ladder(form, body.thanks);
+      emit(form, "formrelay:success", detail);
       return;
     }
     if (kind === "invalid") {
@@ -184,7 +197,40 @@
     } else {
       say(form, text(form, TEXT[kind] ? kind : "error"), "error");
     }
-    emit(form, "formrelay:error", body);
+    emit(form, "formrelay:error", detail);
+  }
+
+  // The thank-you ladder in place of the form: the relay's message, share links, a donate link.
+  function ladder(form, thanks) {
+    var box = el("div", { "class": "formrelay-thanks", tabindex: "-1" });
+    var note = el("p", { "class": "formrelay-status", role: "status" });
+    add(box, el("p", { "class": "formrelay-message" }, thanks.message));
+    if (thanks.share) {
+      var label = add(box, el("p", { "class": "formrelay-share-label", id: uid("formrelay-share") }, thanks.share_label));
+      var list = add(box, el("ul", { "class": "formrelay-share", "aria-labelledby": label.id }));
+      thanks.share.forEach(function (link) {
+        var item = el("li"), url = link.url;
+        if (!/^(https?|mailto):/.test(url)) return;
+        if (link.channel === "copy") {
+          var field = el("input", { id: uid("formrelay-copy"), "class": "formrelay-share-copy", readonly: true, value: url });
+          add(item, el("label", { "for": field.id }, link.label));
+          add(item, field);
+          add(item, el("button", { type: "button" }, thanks.copy)).addEventListener("click", function () {
+            field.select();  // without a clipboard (a page not on https), the person copies the selection
+            if (navigator.clipboard) navigator.clipboard.writeText(url).then(function () { note.textContent = thanks.copied; }, function () {});
+          });
+        } else {
+          add(item, el("a", { href: url, "class": "formrelay-share-" + link.channel }, link.label));
+        }
+        add(list, item);
+      });
+    }
+    var donate = thanks.donate && safeUrl(thanks.donate.url);
+    if (donate) add(add(box, el("p")), el("a", { href: donate, "class": "formrelay-donate" }, thanks.donate.label));
+    add(box, note);
+    form.parentNode.insertBefore(box, form.nextSibling);
+    set(form, "hidden", "");
+    box.focus();
   }
 
   function submit(form, event) {
@@ -202,6 +248,8 @@
   }
 
   function send(form) {
+    if (touch.f) hidden(form, "_first_touch", touch.f);
+    if (touch.l) hidden(form, "_last_touch", touch.l);
     var body = collect(form);
     win.fetch(action(form), {
       method: "POST",
@@ -307,8 +355,9 @@
     return describe(url).then(function (description) {
       var form = el("form", { action: url, method: "post", "class": "formrelay-form", "data-formrelay": true });
       words.set(form, description.texts);
+      // The host's options (texts, redirect, started, ...) are the rendered form's.
       Array.prototype.forEach.call(host.attributes, function (a) {
-        if (a.name.indexOf("data-formrelay-text-") === 0) set(form, a.name, a.value);
+        if (/^data-formrelay-(?!form$|rendered$)/.test(a.name)) set(form, a.name, a.value);
       });
       if (host.getAttribute("data-formrelay-title") !== "off") add(form, el("h2", {}, description.title));
       description.fields.forEach(function (field) { row(field, form); });
@@ -323,6 +372,29 @@
     });
   }
 
+  // Touches are kept first-party, for the visit (sessionStorage), 30 days (localStorage, after consent), or not at
+  // all ("off": only the form page's own parameters are sent). Values with '@' are never kept (an address).
+  function storage(mode) {
+    try { return mode === "local" ? win.localStorage : mode === "off" ? null : win.sessionStorage; } catch (e) { return null; }
+  }
+
+  function remember(mode) {
+    var params = new URLSearchParams(win.location.search), here = new URLSearchParams(), now = Date.now(), kept;
+    PARAMS.concat(options.attributionParams || []).slice(0, 20).forEach(function (key) {
+      var value = (params.get(key) || "").trim().slice(0, 200);
+      if (value && value.indexOf("@") < 0) here.set(key, value);
+    });
+    here = here.toString();
+    try { kept = touch.t ? touch : JSON.parse(storage(mode).getItem("formrelay-touch")); } catch (e) { /* none */ }
+    if (mode === "off" || !kept || !(kept.t > now - 2592e6)) kept = {};  // 30 days after the first touch
+    if (here) { kept.f = kept.f || here; kept.l = here; kept.t = kept.t || now; }
+    ["local", "session"].forEach(function (m) {
+      try { storage(m).removeItem("formrelay-touch"); } catch (e) { /* not available */ }
+    });
+    try { if (kept.t) storage(mode).setItem("formrelay-touch", JSON.stringify(kept)); } catch (e) { /* full or off */ }
+    touch = kept;
+  }
+
   function init(root) {
     root = root || doc;
     Array.prototype.forEach.call(root.querySelectorAll("form[data-formrelay]"), function (f) { enhance(f); });
@@ -331,7 +403,8 @@
     });
   }
 
-  win.FormRelay = { init: init, enhance: enhance, render: render, text: TEXT };
+  win.FormRelay = { init: init, enhance: enhance, render: render, text: TEXT, remember: remember };
+  remember(options.attribution || (script && get(script, "data-formrelay-attribution")) || "session");
   if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", function () { init(); });
   else init();
 })(window, document);

@@ -59,6 +59,16 @@ def test_a_provider_importing_another_breaks_independence(tmp_path):
     assert "a lower floor never imports a higher one KEPT" in text and f"{INDEPENDENT}: no provider imports another BROKEN" in text
 
 
+def test_the_queue_worker_importing_the_relay_breaks_its_contract(tmp_path):
+    """The worker is handed a store and a handler: reaching for the relay (same floor) is caught all the same."""
+    result = lint_imports(broken_copy(tmp_path, "delivery/worker.py", "import formrelay.delivery.relay"))
+    assert result.returncode != 0
+    text = " ".join(result.stdout.split())
+    assert "The queue knows jobs and stores only" in text and "(it is handed a handler) BROKEN" in text
+    assert "formrelay.delivery.worker is not allowed to import formrelay.delivery.relay" in text
+    assert "a lower floor never imports a higher one KEPT" in text
+
+
 def test_the_bottom_floor_loads_alone():
     """At run time too: importing the config pulls in nothing above core (the registry is filled from above)."""
     code = ("import sys, formrelay.core.config, formrelay.core.logs, formrelay.core.errors, formrelay.core.outcome;"

@@ -16,16 +16,9 @@ from formrelay import create_app
 from formrelay.cli import main
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, parse_config
-from formrelay.delivery.queue import (
-    DEAD,
-    DONE,
-    PENDING,
-    RedisStore,
-    SQLiteStore,
-    Worker,
-    new_job,
-    restore_submission,
-)
+from formrelay.delivery.jobs import DEAD, DONE, PENDING, new_job, restore_submission
+from formrelay.delivery.stores import SQLiteStore
+from formrelay.delivery.stores.redis import RedisStore
 from formrelay.webhooks import event_body, message_id, sign
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
@@ -57,7 +50,7 @@ def fanout(tmp_path, mocked):
 
 def drain(relay, rounds: int = 20) -> None:
     """Let the worker take every due job (a few rounds, for jobs made by jobs)."""
-    worker = Worker(relay)
+    worker = relay.worker()
     for _ in range(rounds):
         time.sleep(0.03)
         worker.run_once(limit=20)

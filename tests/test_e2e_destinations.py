@@ -16,7 +16,7 @@ from flask import Flask, request
 from standardwebhooks import Webhook
 
 from formrelay import create_app
-from formrelay.delivery.queue import start_embedded_worker
+from formrelay.web.app import start_embedded_worker
 from formrelay.sandbox import ServerThread
 from formrelay.sandbox import engageone as fake_engageone
 from formrelay.sandbox.ens import API_TOKEN as ENS_TOKEN

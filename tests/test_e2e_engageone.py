@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from formrelay import create_app
-from formrelay.delivery.queue import start_embedded_worker
+from formrelay.web.app import start_embedded_worker
 from formrelay.sandbox import engageone as fake
 from tests.conftest import received
 

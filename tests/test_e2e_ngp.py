@@ -112,6 +112,6 @@ def test_an_advocacy_form_cut_off_mid_flight_is_held(north_america, sandbox):
                            timeout=10)
     assert answer.status_code == 202
     requests.post(f"{sandbox.url}/_control/recover", timeout=5)
-    from formrelay.delivery.queue import DEAD
+    from formrelay.delivery.jobs import DEAD
     jobs = north_america.app.extensions["formrelay"].store.jobs()
     assert [j.state for j in jobs] == [DEAD] and "held" in jobs[0].last_error

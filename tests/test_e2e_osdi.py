@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from formrelay import create_app
-from formrelay.delivery.queue import start_embedded_worker
+from formrelay.web.app import start_embedded_worker
 from formrelay.sandbox import engageone as fake_engageone
 from formrelay.sandbox.ens import API_TOKEN
 from tests.conftest import received

@@ -1,4 +1,4 @@
-"""The durable queue: stores on SQLite and Redis, the worker's rules, idempotency, and nothing accepted lost."""
+"""The durable queue with the relay: the worker's rules, idempotency, and nothing accepted lost."""
 from __future__ import annotations
 
 import threading
@@ -9,104 +9,10 @@ import requests
 import responses
 
 from formrelay import create_app
-from formrelay.delivery.queue import (
-    DEAD,
-    DONE,
-    INFLIGHT,
-    PENDING,
-    Job,
-    QueueSettings,
-    RedisStore,
-    SQLiteStore,
-    Worker,
-    backoff,
-)
+from formrelay.delivery.jobs import DEAD, DONE
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}
-
-
-def job(job_id: str = "j1", due: float = 0.0) -> Job:
-    return Job(id=job_id, form="join", target="primary", submission={"values": {}}, created_at=1.0, due_at=due)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield SQLiteStore(str(tmp_path / "q.sqlite3"))
-    else:
-        url = request.getfixturevalue("redis_url")
-        yield RedisStore(url)
-
-
-# -- stores --------------------------------------------------------------------------------------------
-
-def test_claim_takes_only_due_jobs_and_leases_them(store):
-    store.put(job("due", due=10))
-    store.put(job("later", due=100))
-    (claimed,) = store.claim(now=50, lease=30, limit=10)
-    assert claimed.id == "due" and claimed.state == INFLIGHT and claimed.attempts == 1 and not claimed.uncertain
-    assert store.claim(now=60, lease=30, limit=10) == []  # leased: nobody else gets it
-
-
-def test_an_expired_lease_comes_back_marked_uncertain(store):
-    store.put(job("cut", due=0))
-    store.claim(now=10, lease=5, limit=1)
-    (again,) = store.claim(now=16, lease=5, limit=1)
-    assert again.id == "cut" and again.uncertain and again.attempts == 2
-
-
-def test_finish_reschedule_bury_retry_drop_and_stats(store):
-    for i in range(3):
-        store.put(job(f"j{i}", due=0))
-    a, b, c = store.claim(now=10, lease=60, limit=3)
-    store.finish(a, "delivered")
-    store.reschedule(b, due_at=500, error="ngp: HTTP 503")
-    store.bury(c, "refused")
-    assert {j.id: j.state for j in store.jobs()} == {"j0": DONE, "j1": PENDING, "j2": DEAD}
-    assert store.get("j1").last_error == "ngp: HTTP 503"
-    stats = store.stats(now=100)
-    assert (stats.depth, stats.dead) == (1, 1) and stats.oldest_age == pytest.approx(99)
-    assert store.retry("j2", now=20) and store.get("j2").state == PENDING
-    assert [j.id for j in store.claim(now=21, lease=5, limit=5)] == ["j2"]
-    assert store.drop("j1") and store.get("j1") is None and not store.drop("j1")
-
-
-def test_claims_from_many_threads_never_hand_out_a_job_twice(store):
-    for i in range(60):
-        store.put(job(f"j{i}", due=0))
-    taken: list[str] = []
-    lock = threading.Lock()
-
-    def claim_all():
-        while batch := store.claim(now=time.time(), lease=60, limit=3):
-            with lock:
-                taken.extend(j.id for j in batch)
-
-    threads = [threading.Thread(target=claim_all) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(taken) == sorted(f"j{i}" for i in range(60))
-
-
-def test_idempotency_records(store):
-    assert store.idem_claim("k", ttl=60) is None
-    assert store.idem_claim("k", ttl=60) == ""  # in flight
-    store.idem_store("k", '{"status": "delivered"}', ttl=60)
-    assert store.idem_claim("k", ttl=60) == '{"status": "delivered"}'
-    assert store.idem_claim("other", ttl=60) is None
-    store.idem_release("other")
-    assert store.idem_claim("other", ttl=60) is None
-
-
-def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after():
-    settings = QueueSettings(backoff_base=2, backoff_cap=100)
-    assert 1 <= backoff(settings, 1) <= 2
-    assert 8 <= backoff(settings, 4) <= 16
-    assert 50 <= backoff(settings, 30) <= 100
-    assert backoff(settings, 1, retry_after=30) == 30
 
 
 # -- the relay with a faked NGP --------------------------------------------------------------------------
@@ -120,7 +26,7 @@ def queue_app(tmp_path, mocked):
 
 
 def drain(relay, rounds: int = 20) -> None:
-    worker = Worker(relay)
+    worker = relay.worker()
     for _ in range(rounds):
         time.sleep(0.005)
         worker.run_once(limit=50)
@@ -264,27 +170,3 @@ def test_concurrent_repeats_cause_one_delivery(tmp_path, sandbox, serve):
         t.join()
     calls = requests.get(f"{sandbox.url}/_control/calls", timeout=5).json()
     assert calls["ngp:submit"] == 1 and results == [200] * 4
-
-
-def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
-    """gunicorn starts its workers together: each opens the same new SQLite file; none may fail."""
-    import threading
-
-    from formrelay.delivery.queue import SQLiteStore
-
-    failures = []
-    for trial in range(20):
-        path = str(tmp_path / f"q{trial}.sqlite3")
-
-        def open_and_use(path=path):
-            try:
-                SQLiteStore(path).idem_claim("k", 10)
-            except Exception as exc:
-                failures.append(repr(exc))
-
-        threads = [threading.Thread(target=open_and_use) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert failures == []

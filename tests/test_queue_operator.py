@@ -14,7 +14,10 @@ from click.testing import CliRunner
 from formrelay import create_app
 from formrelay.cli import main
 from formrelay.delivery import admin, retention
-from formrelay.delivery.queue import DEAD, DONE, INFLIGHT, PENDING, Job, QueueSettings, RedisStore, SQLiteStore, Worker
+from formrelay.delivery.jobs import DEAD, DONE, PENDING, Job
+from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.stores import SQLiteStore
+from formrelay.delivery.stores.redis import RedisStore
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 EMAIL = "zelda.quartermaine@example.org"
@@ -278,7 +281,7 @@ def test_delivered_from_the_queue_means_erased_at_once(queue_app, mocked):
     assert queue_app.test_client().post("/v1/forms/join", json=VALID).status_code == 202
     mocked.replace(responses.POST, NGP_FORM_URL, json=NGP_SUCCESS)
     time.sleep(0.01)
-    Worker(relay).run_once(limit=5)
+    relay.worker().run_once(limit=5)
     (done,) = relay.store.jobs()
     assert done.state == DONE and done.erased and done.last_error is None and done.attempts == 2
     assert EMAIL not in done.to_json()

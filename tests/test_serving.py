@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from formrelay.delivery.queue import DONE, INFLIGHT, SQLiteStore, new_job
+from formrelay.delivery.jobs import DONE, INFLIGHT, new_job
+from formrelay.delivery.stores import SQLiteStore
 from formrelay.forms.submission import Submission
 from tests.servers import (
     PERSON,

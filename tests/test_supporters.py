@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from formrelay import create_app
-from formrelay.delivery.queue import Job, new_job
+from formrelay.delivery.jobs import Job, new_job
 from formrelay.forms.submission import Submission
 from tests.conftest import free_port, received, wait_until_serving
 
@@ -500,7 +500,7 @@ def test_a_queue_file_from_before_sizes_gains_them(tmp_path):
     """An existing SQLite queue is migrated in place: its waiting jobs count towards the byte cap at once."""
     import sqlite3
 
-    from formrelay.delivery.queue import SQLiteStore
+    from formrelay.delivery.stores import SQLiteStore
 
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)

@@ -110,7 +110,8 @@ def test_client_network(address, key):
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request, tmp_path):
-    from formrelay.delivery.queue import RedisStore, SQLiteStore
+    from formrelay.delivery.stores import SQLiteStore
+    from formrelay.delivery.stores.redis import RedisStore
 
     if request.param == "redis":
         opened = RedisStore(request.getfixturevalue("redis_url"))

@@ -7,16 +7,21 @@ import threading
 import time
 from typing import Any
 
-from formrelay.delivery.queue import DONE, INFLIGHT, PENDING, QueueSettings, SQLiteStore, Worker, new_job
+from formrelay.delivery.jobs import DONE, INFLIGHT, PENDING, new_job
+from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.stores import SQLiteStore
+from formrelay.delivery.worker import Worker
 from formrelay.forms.submission import Submission
 
 
-class FakeRelay:
-    """Just what a Worker uses: a store, queue settings, and work(job), which here waits to be released."""
+SETTINGS = QueueSettings(poll_interval=0.01, workers=1)
+
+
+class Delivery:
+    """A worker's handler: work(job) waits to be released, then finishes the job in the store."""
 
     def __init__(self, store: Any, block: threading.Event | None = None) -> None:
         self.store = store
-        self.queue_settings = QueueSettings(poll_interval=0.01, workers=1)
         self.block = block
         self.started = threading.Event()
 
@@ -40,12 +45,12 @@ def test_stop_hands_back_a_delivery_cut_off_and_the_jobs_not_yet_tried(tmp_path)
     store = SQLiteStore(str(tmp_path / "q.sqlite3"))
     first, second, third = put(store, 3)
     block = threading.Event()
-    relay = FakeRelay(store, block)
-    worker = Worker(relay, threads=1)
+    delivery = Delivery(store, block)
+    worker = Worker(store, delivery.work, SETTINGS, threads=1)
     # One batch of three: the first blocks mid-delivery, the other two wait their turn.
     thread = threading.Thread(target=worker.run_once, kwargs={"limit": 3}, daemon=True)
     thread.start()
-    assert relay.started.wait(5)
+    assert delivery.started.wait(5)
     worker.stop(timeout=0.3)
     now = time.time()
     cut_off = store.get(first)
@@ -65,9 +70,9 @@ def test_stop_waits_for_a_delivery_that_finishes_in_time(tmp_path):
     store = SQLiteStore(str(tmp_path / "q.sqlite3"))
     (only,) = put(store, 1)
     block = threading.Event()
-    relay = FakeRelay(store, block)
-    worker = Worker(relay, threads=1).start()
-    assert relay.started.wait(5)
+    delivery = Delivery(store, block)
+    worker = Worker(store, delivery.work, SETTINGS, threads=1).start()
+    assert delivery.started.wait(5)
     threading.Timer(0.2, block.set).start()
     worker.stop(timeout=5)
     done = store.get(only)
@@ -90,12 +95,12 @@ def test_a_result_written_while_the_storage_is_away_is_written_when_it_returns(t
     inner = SQLiteStore(str(tmp_path / "q.sqlite3"))  # the test's own view of the file
     (only,) = put(inner, 1)
 
-    class GoesDownMidDelivery(FakeRelay):
+    class GoesDownMidDelivery(Delivery):
         def work(self, job: Any) -> None:
             store.down = True  # the delivery worked, but the storage went away before its result was written
             self.store.finish(job, "delivered")
 
-    worker = Worker(GoesDownMidDelivery(store), threads=1)
+    worker = Worker(store, GoesDownMidDelivery(store).work, SETTINGS, threads=1)
     with caplog.at_level(logging.INFO, logger="formrelay"):
         worker.start()
         time.sleep(0.5)  # many polls while it is down

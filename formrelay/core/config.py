@@ -23,6 +23,7 @@ from marshmallow import (
 )
 
 from formrelay.core import i18n
+from formrelay.core.funnel import ATTRIBUTION, DEFAULT_ATTRIBUTION, ThanksSchema, ThanksSettings
 from formrelay.core.suggest import did_you_mean
 
 # Every config key the relay itself reads, named once (providers name their own keys).
@@ -54,7 +55,7 @@ class ProviderSchemas(Protocol):
 
 # Filled at start-up by the floors above, which this bottom floor never imports: formrelay.providers registers
 # every provider's name (its class, and so its schemas, is imported only when a config names it),
-# formrelay.delivery.queue the [queue] schema, formrelay.abuse the [forms.x.captcha] schema (EngageOne's class
+# formrelay.delivery.settings the [queue] schema, formrelay.abuse the [forms.x.captcha] schema (EngageOne's class
 # carries the [forms.x.followup] schema). formrelay.delivery.relay imports all three; create_app and the CLI
 # import the relay before they read a config.
 _PROVIDERS: dict[str, Callable[[], ProviderSchemas]] = {}
@@ -214,6 +215,10 @@ class FormConfig:
     also: tuple[str, ...] = ()
     # [[forms.x.webhooks]]: signed Standard Webhooks notifications
     webhooks: tuple[WebhookConfig, ...] = ()
+    # The funnel (core/funnel.py): the touch the CRM is credited with, a queued answer's page, the thank-you ladder.
+    attribution: str = DEFAULT_ATTRIBUTION
+    queued_url: str | None = None
+    thanks: ThanksSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -320,7 +325,8 @@ class RelaySchema(Schema):
 
 COMMON_FORM_KEYS = frozenset(
     {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi", "also", "webhooks"}
+     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi", "also", "webhooks",
+     "attribution", "queued_url", "thanks"}
 )
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -399,6 +405,9 @@ class CommonFormSchema(Schema):
     osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
     also = fields.List(fields.String(validate=validate.Regexp(SLUG, error="not a form slug")), load_default=list)
     webhooks = fields.List(fields.Dict(), load_default=list)
+    attribution = fields.String(load_default=DEFAULT_ATTRIBUTION, validate=validate.OneOf(ATTRIBUTION))
+    queued_url = _url()
+    thanks = fields.Nested(ThanksSchema, load_default=None)
 
 
 def webhook_key(secret: str) -> bytes:
@@ -678,6 +687,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
             osdi=common["osdi"],
             also=tuple(dict.fromkeys(common["also"])),
             webhooks=_webhooks(common["webhooks"], where, source),
+            attribution=common["attribution"],
+            queued_url=common.get("queued_url"),
+            thanks=common["thanks"],
         )
     for slug, form in forms.items():
         for other in form.also:

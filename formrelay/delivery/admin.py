@@ -11,7 +11,8 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 
-from formrelay.delivery.queue import DEAD, PENDING, Job, Store
+from formrelay.delivery.jobs import DEAD, PENDING, Job
+from formrelay.delivery.stores import Store
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("formrelay.audit")

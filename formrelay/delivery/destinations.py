@@ -21,7 +21,9 @@ from typing import Any, Protocol
 from formrelay.core.config import FormConfig, WebhookConfig
 from formrelay.core.errors import Invalid
 from formrelay.core.outcome import Outcome
-from formrelay.delivery.queue import Job, Store, new_job, restore_submission, storage_down
+from formrelay.delivery.jobs import Job, new_job, restore_submission
+from formrelay.delivery.stores import Store, storage_down
+from formrelay.forms import attribution
 from formrelay.forms.person import ACTION_KEYS, PersonMapping, from_values, to_values
 from formrelay.forms.submission import Submission
 from formrelay.webhooks import WebhookSender, event_body, message_id
@@ -117,7 +119,8 @@ class Destinations:
             if event not in hook.events:
                 continue
             # Without personal data for this receiver, the queue does not keep any for it either.
-            carried = submission if hook.include_personal_data else replace(submission, values={}, context={})
+            carried = submission if hook.include_personal_data else \
+                replace(submission, values={}, context=attribution.without_personal_data(submission.context))
             self._add(form, new_job(form.slug, webhook_target(hook.name, event), carried, detail={"outcome": outcome}))
 
     def _add(self, form: FormLike, job: Job) -> None:

@@ -45,18 +45,10 @@ from formrelay.providers import provider_class
 from formrelay.delivery import admin, retention
 from formrelay.delivery.attempts import OPEN, AttemptThreads, Breaker, Done, Guard
 from formrelay.delivery.destinations import DeadLetter, Destinations, destination
-from formrelay.delivery.queue import (
-    DEAD,
-    INFLIGHT,
-    Job,
-    QueueSettings,
-    Store,
-    backoff,
-    new_job,
-    open_store,
-    restore_submission,
-    storage_down,
-)
+from formrelay.delivery.jobs import DEAD, INFLIGHT, Job, backoff, new_job, restore_submission
+from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.stores import Store, open_store, storage_down
+from formrelay.delivery.worker import Worker
 from formrelay.forms.cards import contains_card_number
 from formrelay.forms.osdi import read_osdi
 from formrelay.forms.submission import (
@@ -258,7 +250,7 @@ class Form:
             return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
-        values, controls, context = split_controls(body, set(declared))
+        values, controls, context = split_controls(body, set(declared), self.config.attribution)
         aliases = self.aliases()
         for alias, name in aliases.items():
             if alias in values and alias not in declared:
@@ -924,6 +916,11 @@ class Relay:
             delay = backoff(settings, job.attempts, retry_after)
             self.store.reschedule(job, time.time() + delay, reason)
             log.info("queue: job %s not delivered (%s); next try in %.1f s", job.id, reason, delay)
+
+    def worker(self, threads: int | None = None) -> Worker:
+        """The queue worker that delivers this relay's jobs (not started): threads in `serve`, or `formrelay worker`."""
+        return Worker(self.store, self.work, self.queue_settings, threads,
+                      log_actions=self.log_operator_actions, sweep=self.sweep)
 
     def log_operator_actions(self) -> int:
         """Print into this server's log the actions the queue CLI recorded in the store (each by one process)."""

@@ -21,7 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from formrelay.delivery.queue import DEAD, DONE, INFLIGHT, PENDING, Job, QueueSettings, Store
+from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING, Job
+from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,9 @@ def sweep(store: Store, settings: QueueSettings, now: float | None = None) -> in
         if not job.erased and (job.finished_at or job.created_at) <= erase_before:
             due.add(job.submission_id)
     erased = sum(len(store.erase_submission(sid)) for sid in due)
-    purge = getattr(store, "purge_done", None)
-    if purge is not None:
-        # Metadata never outlives keep_done's personal data by less than nothing.
-        purge(now - max(settings.keep_metadata, settings.keep_done))
-    purge_audit = getattr(store, "purge_audit", None)
-    if purge_audit is not None:
-        purge_audit(now - max(settings.keep_metadata, 30 * 24 * 3600.0))
+    # Metadata never outlives keep_done's personal data by less than nothing.
+    store.purge_done(now - max(settings.keep_metadata, settings.keep_done))
+    store.purge_audit(now - max(settings.keep_metadata, 30 * 24 * 3600.0))
     store.scrub()
     return erased
 

@@ -17,6 +17,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
+from formrelay.forms import attribution
 from formrelay.forms.cards import contains_card_number
 from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
@@ -233,8 +234,13 @@ def _read(request: Request, limits: RelaySettings) -> bytes:
     return raw
 
 
-def split_controls(body: Mapping[str, Value], field_names: set[str]) -> tuple[dict[str, Value], dict[str, str], dict[str, str]]:
-    """(values, controls, context): `_` names are controls, URL context is set apart unless the form has such a field."""
+def split_controls(body: Mapping[str, Value], field_names: set[str], credit: str = "last",
+                   ) -> tuple[dict[str, Value], dict[str, str], dict[str, str]]:
+    """(values, controls, context): `_` names are controls, URL context is set apart unless the form has such a field.
+
+    The snippet's remembered touches (`_first_touch`, `_last_touch`) join the context, and the one the form
+    credits (`credit`: its `attribution`) takes the place of the page's own URL context (forms/attribution.py).
+    """
     values: dict[str, Value] = {}
     controls: dict[str, str] = {}
     context: dict[str, str] = {}
@@ -247,13 +253,17 @@ def split_controls(body: Mapping[str, Value], field_names: set[str]) -> tuple[di
                 page = _first_text(value).strip()
                 if page.startswith(("https://", "http://")) and len(page) <= PAGE_URL_MAX_LENGTH:
                     context[PAGE_URL] = page
+            elif bare in (attribution.FIRST, attribution.LAST):
+                touch = attribution.clean(_first_text(value))
+                if touch:
+                    context[bare] = touch
             else:
                 controls[bare] = _first_text(value)
         elif key in CONTEXT_KEYS and key not in field_names:
             _put_context(context, key, value)
         else:
             values[key] = value
-    return values, controls, context
+    return values, controls, attribution.settle(context, credit, CONTEXT_KEYS)
 
 
 def _first_text(value: Value) -> str:

@@ -17,6 +17,7 @@ from formrelay.core import logs
 from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings, rate_ok
 from formrelay.core.errors import DefinitionError, TryLater
+from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
@@ -38,9 +39,10 @@ API_LIMIT = "exceeded its api limit"
 # What ENS's own pages put in txn1..txn5 (confirmed); the API calls txn1..txn10 "external references" and copies
 # nothing by itself, so the relay fills them only as a form's `txn_from_page` says (an account's own external
 # references are never overwritten by default).
-UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
-PAGE_KEYS = (*UTM_KEYS, "source", "referrer")  # the page context the relay captures (forms/submission.py)
 TXN_NAMES = tuple(f"txn{i}" for i in range(1, 11))
+# Inferred (campaign practice; not in the API documents we have): ENS's own pages read trackingId from the URL's
+# ea.tracking.id. The body key trackingId itself is documented. Sites can name another parameter per form.
+TRACKING_PARAM = "ea.tracking.id"
 MANAGE_SUPPORTERS = ("supporter lookups (fields, questions, origin source) need the API user's "
                      "'Manage individual supporters' permission")
 CONTACT_SUBJECT, CONTACT_MESSAGE = "contact_subject", "contact_message"
@@ -127,8 +129,12 @@ class ENSForm:
     # table: the separate /supporter/{id}/originsource call, only for operators who ask for it.
     origin_source: str | Mapping[str, str] | None = None
     locale: str | None = None
-    # txnN -> the page context key it carries (e.g. txn1 = "utm_source"); empty: no page value goes into txn.
+    # txnN -> the page context key it carries (e.g. txn1 = "utm_source", txn2 = "first.source"); empty: no page
+    # value goes into txn. A bare key is the credited touch's (forms/attribution.py), `first.`/`last.` either one.
     txn_from_page: Mapping[str, str] = field(default_factory=dict)
+    # The attribution parameter whose value (from the credited touch or the page) is sent as `trackingId`,
+    # ahead of `tracking_id`; "" never takes it from the page.
+    tracking_from_page: str = TRACKING_PARAM
     # Documented opt-ins only ever send "Y"; "N" for an existing supporter can opt them out. "omit" (default)
     # leaves an unticked opt-in box out; "N" sends it as N, for forms whose purpose is to record a refusal.
     unticked_opt_ins: str = "omit"
@@ -190,7 +196,9 @@ class ENSFormSchema(Schema):
     origin_source = OriginSource(load_default=None, allow_none=True)
     phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
     txn_from_page = fields.Dict(keys=fields.String(validate=validate.OneOf(TXN_NAMES)),
-                                values=fields.String(validate=validate.OneOf(PAGE_KEYS)), load_default=dict)
+                                values=fields.String(validate=validate.OneOf(attribution.REFS)), load_default=dict)
+    tracking_from_page = fields.String(load_default=TRACKING_PARAM,
+                                       validate=validate.OneOf(("", *attribution.REFS)))
     unticked_opt_ins = fields.String(load_default="omit", validate=validate.OneOf(["omit", "N"]))
 
     @post_load
@@ -212,6 +220,7 @@ class ENSFormSchema(Schema):
             origin_source=data["origin_source"],
             phone_region=data["phone_region"].upper(),
             txn_from_page=dict(data["txn_from_page"]),
+            tracking_from_page=data["tracking_from_page"],
             unticked_opt_ins=data["unticked_opt_ins"],
         )
 
@@ -353,15 +362,18 @@ def build_payload(form: ENSForm, definition: Definition, values: Mapping[str, An
     }
     if form.appeal_code:
         body["appealCode"] = form.appeal_code
-    if form.tracking_id:
-        body["trackingId"] = form.tracking_id
+    # The credited touch's (or the page's) TRACKING_PARAM first, as ENS's own pages do; config is the fallback.
+    tracking = attribution.lookup(context, form.tracking_from_page) if form.tracking_from_page else ""
+    if tracking or form.tracking_id:
+        body["trackingId"] = tracking[:255] or form.tracking_id
     if locale or form.locale:
         body["locale"] = locale or form.locale
     if isinstance(form.origin_source, str):
         body["originSource"] = form.origin_source
     for txn, key in form.txn_from_page.items():
-        if context.get(key):
-            body[txn] = context[key][:255]
+        value = attribution.lookup(context, key)
+        if value:
+            body[txn] = value[:255]
     for i, reference in enumerate(form.campaign_references[:5]):
         body[f"txn{i + 6}"] = reference
     if form.contact_message is not None:

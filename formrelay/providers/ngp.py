@@ -9,12 +9,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from formrelay.core.config import FormConfig
 from formrelay.core.errors import DefinitionError, ProviderError, TryLater
+from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
 from formrelay.core.i18n import gettext as _
@@ -280,30 +280,19 @@ def deactivation_text(doc: Mapping[str, Any]) -> str:
     return ""
 
 
-def page_parameters(context: Mapping[str, str]) -> dict[str, str]:
-    """The query parameters of the page the form was posted from (the snippet's `_page_url`), first value each."""
-    url = context.get("page_url")
-    if not url or not url.startswith(("https://", "http://")):
-        return {}
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=False):
-        params.setdefault(key, value)
-    return params
-
-
 def build_payload(definition: Definition, values: Mapping[str, Any],
                   context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """Validated values -> the urlencoded pairs NGP takes: the form's fields, then its fixed values (pure).
 
-    A hidden element with a `queryString` takes that parameter from the page URL when the page carried it.
+    A hidden element with a `queryString` takes that parameter from the touch the form credits (the campaign
+    page the supporter arrived on, forms/attribution.py), else from the page URL when the page carried it.
     """
     pairs: list[tuple[str, str]] = []
     fixed = dict(definition.fixed)
     from_page: Mapping[str, str] = definition.extra.get("from_page", {})
     if from_page and context:
-        params = page_parameters(context)
         for name, query in from_page.items():
-            value = params.get(query, "").strip()
+            value = attribution.lookup(context, query)
             if value:
                 fixed[name] = value[:PAGE_VALUE_MAX]
     for spec in definition.fields:

@@ -23,6 +23,7 @@ from formrelay.core.errors import ProviderError, RelayHTTPError
 from formrelay.core.outcome import HTTP_STATUS
 from formrelay.core.version import __version__
 from formrelay.delivery.relay import EXTENSION, Relay, current_relay
+from formrelay.delivery.worker import Worker, start_embedded
 from formrelay.web import buffered, locale
 from formrelay.web.responses import error_answer
 
@@ -76,6 +77,17 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
     app.before_request(_request_id)
     app.after_request(_common_headers)
     return app
+
+
+def start_embedded_worker(app: Flask) -> Worker | None:
+    """The queue worker threads inside `serve`/`demo`/`wsgi:app`, unless [queue] embedded_worker = false.
+
+    They stop, and hand their leases back, when the process exits.
+    """
+    relay: Relay = app.extensions[EXTENSION]
+    if not relay.queue_settings.embedded_worker:
+        return None
+    return start_embedded(relay.worker())
 
 
 def _client_key() -> str:

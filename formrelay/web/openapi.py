@@ -28,6 +28,22 @@ OUTCOME = {
         "redirect": {"type": "string"},
         "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "retry_after": {"type": "integer"},
+        "thanks": {
+            "type": "object", "required": ["message"],
+            "description": "A success's thank-you ladder, when the form has a [thanks] table (links from config only).",
+            "properties": {
+                "message": {"type": "string"},
+                "share_label": {"type": "string"},
+                "share": {"type": "array", "items": {"type": "object", "required": ["channel", "label", "url"],
+                          "properties": {"channel": {"type": "string",
+                                                     "enum": ["facebook", "x", "whatsapp", "email", "copy"]},
+                                         "label": {"type": "string"}, "url": {"type": "string"}}}},
+                "copy": {"type": "string"},
+                "copied": {"type": "string"},
+                "donate": {"type": "object", "required": ["url", "label"],
+                           "properties": {"url": {"type": "string"}, "label": {"type": "string"}}},
+            },
+        },
     },
 }
 DESCRIPTION = {
@@ -68,6 +84,12 @@ CONTROLS = {
     "_started": {"type": "string", "description": "Time-trap token from the snippet."},
     "_page_url": {"type": "string", "maxLength": 2000,
                   "description": "The page's address (http or https): attribution parameters a provider may read."},
+    "_first_touch": {"type": "string", "maxLength": 8000,
+                     "description": "The attribution parameters of the first campaign page of the visit, as a query "
+                                    "string (source=em-1206&utm_medium=email); the snippet remembers them."},
+    "_last_touch": {"type": "string", "maxLength": 8000,
+                    "description": "The same for the latest campaign page; the form's `attribution` says which one "
+                                   "its CRM is credited with."},
 }
 
 

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay.core.i18n import Msg
 from formrelay.core.outcome import STATUS_HTTP, Outcome
-from formrelay.web import locale
+from formrelay.web import locale, thanks
 
 if TYPE_CHECKING:
     from formrelay.delivery.relay import Form
@@ -51,10 +51,10 @@ def with_message(outcome: Outcome) -> Outcome:
     return Outcome(**{**outcome.__dict__, "message": locale.status_message(outcome.status)})
 
 
-def json_answer(outcome: Outcome) -> Response:
+def json_answer(outcome: Outcome, ladder: Mapping[str, object] | None = None) -> Response:
     outcome = with_message(outcome)
     locale.mark()
-    response = jsonify(outcome.public())
+    response = jsonify({**outcome.public(), "thanks": ladder} if ladder else outcome.public())
     response.status_code = outcome.http_status
     if outcome.retry_after is not None:
         response.headers["Retry-After"] = str(outcome.retry_after)
@@ -104,14 +104,21 @@ def _safe_title(form: Form | None) -> str | None:
         return form.title(fetch=False)
 
 
-def respond(outcome: Outcome, form: Form) -> BaseResponse:
-    """The answer to a submission, in the shape the client asked for."""
+def respond(outcome: Outcome, form: Form, share: str | None = None) -> BaseResponse:
+    """The answer to a submission, in the shape the client asked for; `share` is the address a thank-you ladder
+    shares (web/thanks.py)."""
     if wants_json():
-        if outcome.ok and form.config.success_url and not outcome.redirect:
-            outcome = Outcome(**{**outcome.__dict__, "redirect": form.config.success_url})
-        return json_answer(outcome)
+        target = thanks.redirect_for(form.config, outcome.status)
+        if outcome.ok and target and not outcome.redirect:
+            outcome = Outcome(**{**outcome.__dict__, "redirect": target})
+        ok = outcome.ok and form.config.thanks is not None
+        ladder = thanks.ladder(form.config, outcome.status, share, form.title(fetch=False)) if ok else None
+        return json_answer(outcome, ladder)
     if outcome.ok:
-        target = form.config.success_url or url_for("forms.thanks", slug=form.slug, status=outcome.status)
+        # The relay's own page is told the shared address only when it was the form's page (not config).
+        page = share if form.config.thanks and not form.config.thanks.share_url else None
+        target = thanks.redirect_for(form.config, outcome.status) or \
+            url_for("forms.thanks", slug=form.slug, status=outcome.status, page=page)
         return redirect(target, code=303)
     if outcome.status == "invalid" and form.config.error_url:
         return redirect(form.config.error_url, code=303)

@@ -15,6 +15,7 @@ from formrelay.core.i18n import gettext as _
 from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
+from formrelay.web.thanks import form_page, ladder, share_base
 from formrelay.forms.submission import parse_body
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def submit(slug: str) -> BaseResponse:
         caught = screened is not None and screened.detail.get("caught")
         counted = "discarded" if caught else "repeat" if outcome.detail.get("repeat") else outcome.status
     record(form.slug, form.config.provider, counted, outcome, submission_id, started)
-    return respond(outcome, form)
+    page = form_page(body, request.referrer)
+    return respond(outcome, form, share_base(form.config, page, relay.config.origins_for(form.config), request.host_url))
 
 
 def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_id: str | None,
@@ -95,11 +97,14 @@ def preflight(slug: str) -> Response:
 @bp.get("/v1/forms/<slug>/thanks")
 def thanks(slug: str) -> str:
     """The built-in thank-you page a plain form post is sent to when the form has no success_url."""
-    form = current_relay().form(slug)
+    relay = current_relay()
+    form = relay.form(slug)
     locale.mark()
+    status = "queued" if request.args.get("status") == "queued" else "delivered"
+    share = share_base(form.config, request.args.get("page"), relay.config.origins_for(form.config), request.host_url)
     return render_template(
-        "thanks.html", title=_("Thank you"), form_title=form.title(fetch=False),
-        queued=request.args.get("status") == "queued",
+        "thanks.html", title=_("Thank you"), form_title=form.title(fetch=False), queued=status == "queued",
+        ladder=ladder(form.config, status, share, form.title(fetch=False)),
     )
 
 

@@ -43,8 +43,7 @@ def worker_app() -> Any:
     """granian's factory, run in each worker process: the app, its queue worker, from $FORMRELAY_CONFIG."""
     stop_asked = _hold_stop_signals()
     _stop_with_the_master()
-    from formrelay.delivery.queue import start_embedded_worker
-    from formrelay.web.app import create_app
+    from formrelay.web.app import create_app, start_embedded_worker
 
     app = create_app()
     start_embedded_worker(app)

@@ -72,6 +72,13 @@ def make_site(state: dict[str, Any]) -> Flask:
         relay = state["relay"]
         return page(f'<div data-formrelay-form="{relay}/v1/forms/join" data-formrelay-text-submit="Sign now"></div>', relay)
 
+    @site.get("/render-stay")
+    def render_stay() -> str:
+        """A rendered form whose relay answers with a redirect, which the page declines."""
+        relay = state["relay"]
+        return page(f'<div data-formrelay-form="{relay}/v1/forms/join-redirect" data-formrelay-redirect="off"></div>',
+                    relay)
+
     @site.get("/unconfigured")
     def unconfigured() -> str:
         """A rendered form and an enhanced one with no text of the page's own: the relay's words only."""

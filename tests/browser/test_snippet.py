@@ -88,6 +88,17 @@ def test_rendered_form_mirrors_the_servers_rules(browser, fresh):
     assert len(received(fresh)) == 1
 
 
+def test_a_rendered_form_keeps_the_hosts_options_such_as_redirect_off(browser, fresh):
+    browser.get(f"{fresh['site']}/render-stay")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "form.formrelay-form"))
+    assert browser.find_element(By.CSS_SELECTOR, "form.formrelay-form").get_attribute("data-formrelay-redirect") == "off"
+    fill(browser, PERSON)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser, lambda d: "Thank you" in status_text(d))
+    assert browser.current_url == f"{fresh['site']}/render-stay"  # the answer's redirect was not followed
+    assert len(received(fresh)) == 1
+
+
 def test_plain_post_without_javascript_is_redirected(browser, fresh):
     browser.get(f"{fresh['site']}/nojs")
     fill(browser, PERSON)

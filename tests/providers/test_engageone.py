@@ -13,7 +13,7 @@ import responses
 from formrelay import create_app
 from formrelay.core.config import ConfigError
 from formrelay.providers.engageone import jwt_expiry
-from formrelay.delivery.queue import DEAD, DONE, Worker
+from formrelay.delivery.jobs import DEAD, DONE
 from tests.conftest import NGP_FORM_URL, NGP_SUCCESS, base_config
 
 USERS = "https://users.e1.test"
@@ -168,7 +168,7 @@ JOIN = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org"
 
 
 def drain(relay):
-    worker = Worker(relay)
+    worker = relay.worker()
     for _ in range(20):
         time.sleep(0.005)
         worker.run_once(limit=10)

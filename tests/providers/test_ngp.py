@@ -231,7 +231,7 @@ def test_each_schema_instance_gets_its_own_copy_of_every_field(ngp_definition):
 # -- second pass against the documentation (issue 19) -------------------------------------------------
 
 from formrelay import create_app  # noqa: E402
-from formrelay.delivery.queue import DEAD  # noqa: E402
+from formrelay.delivery.jobs import DEAD  # noqa: E402
 from formrelay.forms.regions import postal_code_problem  # noqa: E402
 from formrelay.sandbox.ngp import ADVOCACY, CLOSED, DONATE, SIGNUP  # noqa: E402
 from tests.conftest import NGP_BASE, base_config  # noqa: E402
