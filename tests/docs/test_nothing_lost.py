@@ -31,6 +31,8 @@ REWRITTEN: dict[str, str] = {
     "| core/funnel.py | the settings of the funnel: a form's attribution and its [forms.x.thanks] ladder "
     "(docs/funnel.md) |": "| core/funnel.py | the settings of the funnel: a form's attribution and its "
                           "[forms.x.thanks] ladder (The campaign's funnel) |",
+    # Config examples are loaded by the loader in tests/docs/test_examples.py: an id it takes, not "...".
+    'action_id = "5d2c6e0e-..."': 'action_id = "5d2c6e0e-7c44-4c6e-9a3c-2f1e8b0d4a61"',
     # The changelog: "above" meant the README's own sections; Keep a Changelog puts the version in a heading.
     "new metrics (above).": "new metrics (docs/monitoring.md).",
     "0.1.0:": "## [0.1.0] ### Added - First release",
