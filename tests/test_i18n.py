@@ -116,7 +116,7 @@ def test_translations_keep_every_placeholder():
 def test_the_template_lists_what_the_code_says():
     with (i18n.CATALOGUES / "messages.pot").open("rb") as f:
         template = {m.id for m in read_po(f) if m.id}
-    assert template == set(source_messages()), "run pybabel extract (README: adding a language)"
+    assert template == set(source_messages()), "run pybabel extract (docs/languages.md: adding a language)"
 
 
 def test_a_missing_translation_falls_back_to_english_never_to_a_key():
