@@ -31,6 +31,18 @@ REWRITTEN: dict[str, str] = {
     "| core/funnel.py | the settings of the funnel: a form's attribution and its [forms.x.thanks] ladder "
     "(docs/funnel.md) |": "| core/funnel.py | the settings of the funnel: a form's attribution and its "
                           "[forms.x.thanks] ladder (The campaign's funnel) |",
+    # "below" and "above" pointed into the one README; the page they name is now linked instead.
+    'See "Slow, hanging or flooded" below for how a cold start against a CRM that hangs is kept from tying up '
+    'threads.': 'See "Slow, hanging or flooded" for how a cold start against a CRM that hangs is kept from tying up '
+                'threads.',
+    "It is mapped to the form's own fields through the common person model (below), then validated by the form's "
+    "schema exactly like a flat body:": "It is mapped to the form's own fields through the common person model, "
+                                        "then validated by the form's schema exactly like a flat body:",
+    "schema_ttl = 900 # seconds a form definition is cached (see below)":
+        "schema_ttl = 900 # seconds a form definition is cached (see Definition caching)",
+    '[forms.join-an.person] # only where the automatic mapping guesses wrong ("The common person model")':
+        '[forms.join-an.person] # only where the automatic mapping guesses wrong ("The common person model", '
+        'guides/person-model.md)',
     # Config examples are loaded by the loader in tests/docs/test_examples.py: an id it takes, not "...".
     'action_id = "5d2c6e0e-..."': 'action_id = "5d2c6e0e-7c44-4c6e-9a3c-2f1e8b0d4a61"',
     # The changelog: "above" meant the README's own sections; Keep a Changelog puts the version in a heading.
