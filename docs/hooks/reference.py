@@ -32,6 +32,11 @@ def on_files(files: Files, config: Any, **_: Any) -> Files:
     return files
 
 
+def on_page_content(html: str, page: Any, **_: Any) -> str:
+    """mkdocs-click prints click 8.3's marker for "no default" as `Sentinel.UNSET`: show nothing instead."""
+    return html.replace("<code>Sentinel.UNSET</code>", "").replace("Sentinel.UNSET", "")
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     for marker, make in MARKERS.items():
         if marker in markdown:

@@ -49,6 +49,7 @@ def test_every_command_and_option_is_on_the_cli_page(site):
     names = [name for name, _ in commands()]
     assert "formrelay queue list" in names and "formrelay serve" in names and len(names) >= 14
     assert missing(found) == []
+    assert "Sentinel" not in (site.path / "reference" / "cli.html").read_text()  # click's "no default" marker
 
 
 def test_the_check_notices_an_option_the_page_lacks(site, monkeypatch):
