@@ -65,6 +65,8 @@ class Section:
 
 
 def _type(f: fields.Field) -> str:
+    if f.metadata.get("kind"):  # a settings field that names its own type (formrelay.core.settings, r-config)
+        return str(f.metadata["kind"])
     if isinstance(f, fields.List):
         return f"list of {_type(f.inner)}"
     if isinstance(f, fields.Nested):
@@ -141,6 +143,8 @@ def _validator(v: Any, unit: str = "characters") -> str:
 
 
 def _allowed(f: fields.Field) -> str:
+    if f.metadata.get("allowed"):  # said in words where the field is declared
+        return str(f.metadata["allowed"])
     checks = list(f.validators)
     inner = f.inner if isinstance(f, fields.List) else (f.key_field if isinstance(f, fields.Dict) else None)
     unit = "entries" if isinstance(f, (fields.List, fields.Dict)) else "characters"
@@ -177,6 +181,9 @@ def _sections_of(path: str, title: str, schema: Any, intro: str = "", scope: str
             out += _sections_of(f"{path}.{key}", f"{title}: {key}", f.nested, scope=scope)
         elif isinstance(f, fields.Dict) and isinstance(f.value_field, fields.Nested):
             out += _sections_of(f"{path}.{key}.<name>", f"{title}: each entry of {key}", f.value_field.nested,
+                                scope=scope)
+        elif callable(f.metadata.get("table")):  # a key written as a value or as a table (ENS origin_source)
+            out += _sections_of(f"{path}.{key}", f"{title}: {key} written as a table", f.metadata["table"](),
                                 scope=scope)
     return out
 
