@@ -78,9 +78,11 @@ def location(section: config_reference.Section) -> list[Any]:
 
 
 def table_at(raw: dict[str, Any], where: list[Any]) -> dict[str, Any]:
+    """The table at where, made empty if BASE has none there (a key that may be a value or a table)."""
     node: Any = raw
     for part in where:
-        node = node[part]
+        node = node.setdefault(part, {}) if isinstance(part, str) and not isinstance(node.get(part), (dict, list)) \
+            else node[part]
     assert isinstance(node, dict)
     return node
 
