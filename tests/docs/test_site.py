@@ -60,3 +60,12 @@ def test_the_docs_extra_is_part_of_the_test_extra():
     names = {re.split(r"[<>=\[ ]", d)[0].lower() for d in extras["docs"]}
     assert {"mkdocs", "mkdocs-material", "mkdocs-click", "pymdown-extensions"} <= names
     assert sys.version_info >= (3, 11)
+
+
+def test_every_page_has_one_title(site):
+    """One <h1> a page (its title in the nav, the search results and the browser's tab)."""
+    for page in site.path.rglob("*.html"):
+        if page.name == "404.html":
+            continue
+        titles = re.findall(r"<h1[ >]", page.read_text())
+        assert len(titles) == 1, f"{page.relative_to(site.path)}: {len(titles)} titles"
