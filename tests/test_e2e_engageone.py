@@ -18,7 +18,7 @@ def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp
     app = create_app({
         "relay": {"rate_limit": ""},
         "providers": {
-            "ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+            "ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
             "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
                           "client_id": fake.CLIENT_ID, "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID,
                           "pb_customer_id": fake.PB_CUSTOMER_ID},

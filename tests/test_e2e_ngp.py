@@ -16,7 +16,7 @@ VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org
 def relay(sandbox, serve):
     app = create_app({
         "relay": {"allowed_origins": ["https://www.example.org"], "rate_limit": ""},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition",
                            "success_url": "https://www.example.org/thanks"}},
     })
@@ -67,7 +67,7 @@ def test_cors_over_http(relay):
 def north_america(sandbox, serve, tmp_path):
     app = create_app({
         "relay": {"rate_limit": "", "timeout": 0.5},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {slug: {"provider": "ngp", "form_id": f"demo-{slug}"}
                   for slug in ("signup", "closed", "donate", "advocacy", "terse")},
         "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},

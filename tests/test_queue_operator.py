@@ -399,6 +399,7 @@ def test_check_suggests_the_element_an_alias_meant(tmp_path, sandbox):
     path.write_text(f"""
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [forms.join]
 provider = "ngp"
