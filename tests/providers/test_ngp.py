@@ -413,5 +413,5 @@ def test_a_refused_key_keeps_the_submission_waiting_logged_once(mocked, tmp_path
     jobs = relay.store.jobs()
     assert len(jobs) == 3 and all(j.state == "pending" and j.attempts == 0 for j in jobs)
     assert all(j.due_at - time.time() > 25 for j in jobs)  # not a tight loop: 5 min, or the open breaker's probe
-    refusals = [r for r in caplog.records if "API key was refused" in r.getMessage()]
+    refusals = [r for r in caplog.records if r.name == "formrelay.providers.ngp" and "refused" in r.getMessage()]
     assert len(refusals) == 1 and NGP_KEY not in caplog.text
