@@ -9,7 +9,8 @@ from flask import Blueprint, Response, jsonify, request
 from formrelay.sandbox.state import state
 
 bp = Blueprint("sandbox_ngp", __name__, url_prefix="/ngp/v2")
-API_KEY = "sandbox-ngp-api-key"  # Basic auth apiuser:<this>; any other key is refused with 401
+API_KEY = "sandbox-ngp-api-key"  # what the demo and the tests configure; any key is taken but this one:
+REFUSED_KEY = "refused-ngp-api-key"  # answered 401, as NGP answers a wrong key
 
 PETITION: dict[str, Any] = {
     "formId": "demo-petition",
@@ -102,7 +103,8 @@ def submit(form_id: str) -> Any:
     form = FORMS.get(form_id)
     if form is None:
         return jsonify({"errors": [{"code": "NOT_FOUND", "text": "Form not found"}]}), 404
-    if request.authorization is None or request.authorization.type != "basic" or request.authorization.password != API_KEY:
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.password in (None, "", REFUSED_KEY):
         # Documented: "You must attach your API key using BasicAuth when making all API calls" (the definition GET
         # is the stated exception).
         return jsonify({"errors": [{"code": "UNAUTHORIZED", "text": "Authorization has been denied for this request."}]}), 401
