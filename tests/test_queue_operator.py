@@ -294,6 +294,7 @@ def write_config(tmp_path, extra: str = "") -> Path:
     path.write_text(f"""
 [providers.ngp]
 base_url = "https://ngp.test/v2"
+api_key = "ngp-test-key"
 
 [forms.join]
 provider = "ngp"
