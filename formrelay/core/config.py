@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields
 
 from formrelay.core.sections import (  # noqa: F401  (the config's types, imported from here by the floors above)
     COMMON_FORM_KEYS,
@@ -377,3 +377,50 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if env.get(QUEUE_PATH_ENV) and isinstance(queue, dict) and "path" not in queue:
         raw = {**raw, "queue": {**queue, "path": env[QUEUE_PATH_ENV]}}
     return parse_config(raw, env, source=str(file))
+
+
+SLUG_PLACEHOLDER = "<slug>"
+
+
+def _tables(out: dict[str, list[Setting]], path: str, schema: Schema, provider: str = "") -> None:
+    """A table's rows under its path, then each table nested in it (a Nested field, a table of Nested)."""
+    out[f"{path} ({provider})" if provider else path] = rows(schema)
+    for name, f in schema.fields.items():
+        key = f.data_key or name
+        if isinstance(f, fields.Nested):
+            _tables(out, f"{path}.{key}", f.schema, provider)
+        elif isinstance(f, fields.Dict) and isinstance(f.value_field, fields.Nested):
+            _tables(out, f"{path}.{key}.<name>", f.value_field.schema, provider)
+        elif f.metadata.get("table") is not None:  # a key that is a value or a table (e.g. ENS origin_source)
+            _tables(out, f"{path}.{key}", f.metadata["table"](), provider)
+
+
+def reference() -> dict[str, list[Setting]]:
+    """Every table the loader reads, with its keys as (key, type, default, allowed values, meaning).
+
+    Tables are named by their TOML path: "relay", "providers.ens", "forms.<slug>" (the keys every form has),
+    "forms.<slug> (ens)" (the keys of a form whose provider is ens), "forms.<slug>.osdi",
+    "forms.<slug>.fields.<name> (ens)" (a table of tables), "forms.<slug>.webhooks[]" (an array of tables).
+    The generated configuration reference (docs) is built from it; tests/test_config_reference.py checks that
+    it and the loader agree key for key.
+    """
+    _check_registered()
+    out: dict[str, list[Setting]] = {}
+    for name, schema in (("relay", RelaySchema()), ("queue", _section_schema("queue")), ("logging", LoggingSchema()),
+                         ("metrics", MetricsSchema())):
+        _tables(out, name, schema)
+    classes = {name: provider_schemas(name) for name in sorted(_PROVIDERS)}
+    for name, cls in classes.items():
+        if cls is not None:
+            _tables(out, f"providers.{name}", cls.settings_schema())
+    form = f"forms.{SLUG_PLACEHOLDER}"
+    _tables(out, form, CommonFormSchema())
+    _tables(out, f"{form}.captcha", _section_schema("captcha"))
+    mailer: Any = classes.get("engageone")
+    if mailer is not None:
+        _tables(out, f"{form}.followup", mailer.followup_schema())
+    _tables(out, f"{form}.webhooks[]", WebhookSchema())
+    for name, cls in classes.items():
+        if cls is not None:
+            _tables(out, form, cls.form_schema(), provider=name)
+    return out

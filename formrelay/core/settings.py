@@ -219,29 +219,41 @@ def type_of(f: fields.Field) -> str:
     return f.metadata.get("type", "string or table")
 
 
-def _allowed(validators: Iterable[Any]) -> str:
+def _number(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n != 1 else f"1 {unit[:-3] + 'y' if unit.endswith('ies') else unit[:-1]}"
+
+
+def _allowed(validators: Iterable[Any], unit: str) -> str:
     words: list[str] = []
     for v in validators:
         if isinstance(v, validate.OneOf):
             words.append("one of " + ", ".join(repr(c) for c in v.choices))
         elif isinstance(v, validate.Range):
             if v.min is not None and v.max is not None:
-                words.append(f"{v.min:g} to {v.max:g}")
+                words.append(f"{_number(v.min)} to {_number(v.max)}")
             elif v.min is not None:
-                words.append(f"at least {v.min:g}")
+                words.append(f"at least {_number(v.min)}")
             elif v.max is not None:
-                words.append(f"at most {v.max:g}")
+                words.append(f"at most {_number(v.max)}")
         elif isinstance(v, validate.Length):
             if v.equal is not None:
-                words.append(f"exactly {v.equal} characters")
+                words.append(f"exactly {_count(v.equal, unit)}")
             elif v.min is not None and v.max is not None:
-                words.append(f"{v.min} to {v.max} characters")
+                words.append(f"{v.min} to {v.max} {unit}")
             elif v.min is not None:
-                words.append(f"at least {v.min} character{'s' if v.min > 1 else ''}")
+                words.append(f"at least {_count(v.min, unit)}")
             elif v.max is not None:
-                words.append(f"at most {v.max}")
+                words.append(f"at most {_count(v.max, unit)}")
+        elif isinstance(v, validate.URL):
+            schemes = "/".join(sorted(v.schemes or ()))
+            words.append(f"an {schemes} URL" if schemes else "a URL")
         elif isinstance(v, validate.Regexp):
-            words.append(v.error if v.error and "{" not in v.error else f"matching {v.regex.pattern}")
+            custom = v.error and v.error != validate.Regexp.default_message
+            words.append(v.error if custom else f"matching {v.regex.pattern}")
     return "; ".join(words)
 
 
@@ -249,13 +261,11 @@ def allowed_of(f: fields.Field) -> str:
     """What a field accepts beyond its type, in words."""
     if f.metadata.get("allowed"):
         return str(f.metadata["allowed"])
-    own = _allowed(f.validators)
+    unit = "items" if isinstance(f, fields.List) else "entries" if isinstance(f, fields.Dict) else "characters"
+    own = _allowed(f.validators, unit)
     if isinstance(f, fields.List):
         inner = allowed_of(f.inner)
         own = "; ".join(filter(None, [own, f"each {inner}" if inner else ""]))
-    if isinstance(f, fields.Url):
-        schemes = sorted(f.schemes or ())
-        own = "; ".join(filter(None, [own, "/".join(schemes) + " URL" if schemes else ""]))
     return own
 
 
@@ -268,6 +278,8 @@ def default_of(f: fields.Field) -> Any:
         value = value()
     if isinstance(value, tuple):
         value = list(value)
+    if dataclasses.is_dataclass(value):
+        value = {}  # a nested table left out: each of its keys takes its own default
     return None if value is missing else value
 
 
