@@ -44,16 +44,19 @@ class Setting(NamedTuple):
 
 def setting(default: Any = dataclasses.MISSING, meaning: str = "", *, field: Callable[..., fields.Field] | None = None,
             validate: Any = None, convert: Callable[[Any], Any] | None = None, allowed: str = "",
-            default_factory: Any = dataclasses.MISSING, key: str | None = None, repr: bool = True) -> Any:
+            default_factory: Any = dataclasses.MISSING, key: str | None = None, kind: str = "",
+            table: Callable[[], Schema] | None = None, repr: bool = True) -> Any:
     """A dataclass field that is a config key.
 
     `field` builds the marshmallow field when the type alone does not say it (a URL, a custom field); it gets
     load_default/required/validate/metadata as keywords. `convert` tidies a loaded value (never None) before
     the dataclass is made; `allowed` says in words what `validate` accepts when its own repr would not;
-    `key` is the TOML name when it differs from the attribute's.
+    `key` is the TOML name when it differs from the attribute's; `kind` names the type in the reference when
+    the marshmallow field's class does not (a custom field); `table` gives the schema of a key that may also
+    be written as a table, for the reference.
     """
     metadata = {"description": meaning, "field": field, "validate": validate, "convert": convert,
-                "allowed": allowed, "key": key}
+                "allowed": allowed, "key": key, "kind": kind, "table": table}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata, repr=repr)
     return dataclasses.field(default=default, metadata=metadata, repr=repr)
@@ -150,23 +153,32 @@ def schema_for(cls: type, *, make: Callable[[dict[str, Any]], Any] | None = None
     declared: dict[str, fields.Field] = {}
     tuples: list[str] = []
     converters: dict[str, Callable[[Any], Any]] = {}
+    renamed: dict[str, str] = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if meta.get(NOT_A_KEY):
             continue
         kwargs: dict[str, Any] = {"metadata": {"description": meta.get("description", "")}}
-        if meta.get("allowed"):
-            kwargs["metadata"]["allowed"] = meta["allowed"]
+        for extra in ("allowed", "kind", "table"):
+            if meta.get(extra):
+                kwargs["metadata"][extra] = meta[extra]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
         else:
             kwargs["load_default"] = _default(f)
         if meta.get("validate") is not None:
             kwargs["validate"] = meta["validate"]
-        if meta.get("key"):
-            kwargs["data_key"] = meta["key"]
+        # A key named like a Schema attribute ("fields") is declared under another name and renamed back in make.
+        attribute = f"{f.name}_" if hasattr(Schema, f.name) else f.name
+        if meta.get("key") or attribute != f.name:
+            kwargs["data_key"] = meta.get("key") or f.name
+        if attribute != f.name:
+            renamed[attribute] = f.name
         build = meta.get("field")
-        declared[f.name] = build(**kwargs) if build is not None else _field_for(hints[f.name], f.name, **kwargs)
+        declared[attribute] = built = build(**kwargs) if build is not None else _field_for(hints[f.name], f.name,
+                                                                                           **kwargs)
+        if isinstance(built, fields.Dict) and built.load_default == []:
+            built.load_default = dict  # a table read into a tuple (e.g. custom fields): empty in the file is {}
         if _is_tuple(_without_none(hints[f.name])):
             tuples.append(f.name)
         if meta.get("convert") is not None:
@@ -178,6 +190,9 @@ def schema_for(cls: type, *, make: Callable[[dict[str, Any]], Any] | None = None
 
         @post_load
         def _make(self, data: dict[str, Any], **_: Any) -> Any:
+            for declared_as, name in renamed.items():
+                if declared_as in data:
+                    data[name] = data.pop(declared_as)
             for key in tuples:
                 if isinstance(data.get(key), list):
                     data[key] = tuple(data[key])
@@ -198,6 +213,8 @@ def keys_of(schema: Schema | type[Schema]) -> list[str]:
 
 def type_of(f: fields.Field) -> str:
     """A field's type in the words of the reference."""
+    if f.metadata.get("kind"):
+        return str(f.metadata["kind"])
     if isinstance(f, fields.Url):
         return "URL"
     if isinstance(f, fields.String):
@@ -216,7 +233,7 @@ def type_of(f: fields.Field) -> str:
         values = f.value_field
         return f"table of {type_of(values)}" if values is not None and not isinstance(values, fields.Nested) \
             else "table of tables" if values is not None else "table"
-    return f.metadata.get("type", "string or table")
+    return "string or table"
 
 
 def _number(value: Any) -> str:
