@@ -138,7 +138,8 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory
     if isinstance(f.default, tuple):
-        return list(f.default)  # loaded as a list like any TOML array, made a tuple again in make()
+        items = list(f.default)
+        return lambda: list(items)  # a fresh list, like any TOML array; made a tuple again in make()
     return f.default
 
 
@@ -177,7 +178,7 @@ def schema_for(cls: type, *, make: Callable[[dict[str, Any]], Any] | None = None
         build = meta.get("field")
         declared[attribute] = built = build(**kwargs) if build is not None else _field_for(hints[f.name], f.name,
                                                                                            **kwargs)
-        if isinstance(built, fields.Dict) and built.load_default == []:
+        if isinstance(built, fields.Dict) and callable(built.load_default) and built.load_default() == []:
             built.load_default = dict  # a table read into a tuple (e.g. custom fields): empty in the file is {}
         if _is_tuple(_without_none(hints[f.name])):
             tuples.append(f.name)
