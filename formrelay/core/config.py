@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields
 
 from formrelay.core.sections import (  # noqa: F401  (the config's types, imported from here by the floors above)
     COMMON_FORM_KEYS,
+    LANGUAGE_TAG,
     SLUG,
     CommonFormSchema,
     FormConfig,
@@ -30,11 +31,10 @@ from formrelay.core.sections import (  # noqa: F401  (the config's types, import
     RelaySchema,
     RelaySettings,
     shipped_language,
-    LANGUAGE_TAG,
 )
 from formrelay.core.settings import Setting, keys_of, rate_ok, rows  # noqa: F401  (rate_ok: the providers')
 from formrelay.core.suggest import did_you_mean
-from formrelay.core.webhook_settings import (  # noqa: F401
+from formrelay.core.webhook_settings import (  # noqa: F401  (WebhookConfig: webhooks.py and destinations.py)
     WEBHOOK_EVENTS,
     WEBHOOK_SECRET_PREFIX,
     WebhookConfig,
