@@ -25,7 +25,7 @@ WEBHOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZn"
 
 BASE: dict[str, Any] = {
     "providers": {
-        "ngp": {},
+        "ngp": {"api_key": "placeholder-ngp-key"},
         "ens": {"base_url": "https://ca.engagingnetworks.app/ens/service", "api_token": "placeholder-ens-token"},
         "actionnetwork": {},
         "engageone": {"api_url": "https://api.example.org", "client_id": "c", "secret": "s", "customer_id": "x"},
