@@ -59,13 +59,13 @@ def search(browser, start: str, words: str) -> list[str]:
 
 def test_the_search_box_finds_the_page_about_dead_letters(browser, served):
     results = search(browser, served + "/index.html", "dead letters")
-    assert results, "no search results"
-    assert "operating-the-queue.html" in results[0], results
-    browser.get(results[0])
+    page = next((url for url in results[:3] if "operating-the-queue.html" in url), None)
+    assert page, f"the page about dead letters is not among the first results: {results}"
+    browser.get(page)
     assert "dead letters" in browser.find_element("css selector", "article").text
 
 
 def test_the_search_works_from_the_built_folder_opened_from_disk(browser, built):
     """Offline: file:// pages, no server, no network (the index inlined, the worker run in a frame)."""
     results = search(browser, (built / "getting-started.html").as_uri(), "dead letters")
-    assert results and results[0].startswith("file://") and "operating-the-queue.html" in results[0], results
+    assert any(url.startswith("file://") and "operating-the-queue.html" in url for url in results[:3]), results
