@@ -113,3 +113,19 @@ def test_the_site_has_no_config_blocks_outside_toml_fences():
 
 def test_example_paths_exist():
     assert Path(ROOT / "docs").is_dir()
+
+
+GUIDES = ["getting-started.md", "guides/ngp.md", "guides/ens.md", "guides/actionnetwork.md", "guides/engageone.md"]
+
+
+@pytest.mark.parametrize("page", GUIDES)
+def test_each_guide_opens_with_a_complete_config_that_loads_alone(page):
+    """The first config of Getting started and of each CRM guide is a whole file: it loads with nothing added."""
+    from tests.docs.conftest import DOCS
+
+    code = next(code for _, code, _ in fenced((DOCS / page).read_text(), "toml"))
+    try:
+        config = parse_config(tomllib.loads(code), env=placeholders(code), source=page)
+    except ConfigError as exc:
+        pytest.fail(str(exc))
+    assert config.forms, f"{page}: the config has no form"
