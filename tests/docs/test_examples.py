@@ -115,7 +115,8 @@ def test_example_paths_exist():
     assert Path(ROOT / "docs").is_dir()
 
 
-GUIDES = ["getting-started.md", "guides/ngp.md", "guides/ens.md", "guides/actionnetwork.md", "guides/engageone.md"]
+GUIDES = ["getting-started.md", "guides/ngp.md", "guides/ens.md", "guides/actionnetwork.md", "guides/engageone.md",
+          "../README.md"]
 
 
 @pytest.mark.parametrize("page", GUIDES)
