@@ -20,36 +20,13 @@ import requests
 
 from formrelay.sandbox import ServerThread, create_sandbox
 from formrelay.web.demo import demo_config
-from tests.servers import clean_env, running, value_toml
+from tests.lowest_e2e import to_toml
+from tests.servers import clean_env, running
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "whsec_" + base64.b64encode(b"formrelay-upstream-test-key-012345").decode()
 QUICK_QUEUE = {"backoff_base": 0.2, "backoff_cap": 1.0, "poll_interval": 0.1}
-
-
-def to_toml(table: dict[str, Any], prefix: str = "") -> str:
-    """A nested dict as TOML: plain keys first, then each sub-table under its dotted name."""
-    def key(name: str) -> str:
-        return name if name.replace("-", "").replace("_", "").isalnum() else json.dumps(name)
-
-    lines, subtables = [], []
-    for name, value in table.items():
-        if isinstance(value, dict):
-            subtables.append((name, value))
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:  # an array of tables, e.g. [[forms.x.webhooks]]
-                subtables.append((name, [item]))
-        else:
-            lines.append(f"{key(name)} = {value_toml(value)}")
-    text = "\n".join(lines) + "\n"
-    for name, value in subtables:
-        dotted = f"{prefix}.{key(name)}" if prefix else key(name)
-        if isinstance(value, list):
-            text += f"\n[[{dotted}]]\n" + to_toml(value[0], dotted)
-        else:
-            text += f"\n[{dotted}]\n" + to_toml(value, dotted)
-    return text
 
 
 class Fake:
