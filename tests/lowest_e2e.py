@@ -70,6 +70,52 @@ SUBMISSIONS = {
 }
 
 
+def bounded_answers() -> int:
+    """The transport's bound holds with these versions: a gzip bomb (200 MB of zeros in 190 KB) is refused having
+    held about 1 MB. urllib3 before 2.6.0 decompressed each network read whole (48 MB here): its lower bound."""
+    import gzip
+    import http.server
+    import threading
+    import tracemalloc
+
+    from formrelay.core.errors import TryLater
+    from formrelay.transport import Upstream
+
+    bomb = gzip.compress(b"0" * 200_000_000, 9)
+
+    class Bomb(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(bomb)))
+                self.end_headers()
+                self.wfile.write(bomb)
+            except OSError:  # the relay stopped reading, as it should
+                self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = Upstream("bomb", 2.0, 5.0, "formrelay-lowest")
+    tracemalloc.start()
+    try:
+        upstream.call("POST", f"http://127.0.0.1:{server.server_address[1]}/", data=b"{}")
+        refused = False
+    except TryLater:
+        refused = True
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    server.shutdown()
+    print(f"gzip bomb: {'refused' if refused else 'ACCEPTED'}, peak {peak / 1e6:.1f} MB")
+    return 0 if refused and peak < 8e6 else 1
+
+
 def main() -> int:
     import logging
 
@@ -134,6 +180,7 @@ def main() -> int:
         sandbox.stop()
     if failed:
         print((work / "serve.log").read_text(errors="replace")[-4000:])
+    failed += bounded_answers()
     return 1 if failed else 0
 
 
