@@ -136,6 +136,11 @@ class _Watchdog:
     """One daemon thread per process holding the deadlines of the calls in flight, earliest first."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A worker forked while another thread held the lock would inherit it held: start afresh in the child.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._heap: list[tuple[float, int, _Exchange]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -143,8 +148,8 @@ class _Watchdog:
 
     def add(self, exchange: _Exchange) -> None:
         with self._cond:
-            if self._pid != os.getpid():  # first use, or a forked worker: the parent's thread is not here
-                self._pid, self._heap = os.getpid(), []
+            if self._pid != os.getpid():  # first use in this process (a forked worker has no thread of its parent's)
+                self._pid = os.getpid()
                 threading.Thread(target=self._run, name="formrelay-upstream-deadlines", daemon=True).start()
             heapq.heappush(self._heap, (exchange.at, next(self._seq), exchange))
             if self._heap[0][2] is exchange:
@@ -315,12 +320,13 @@ class Upstream:
         names the other end in messages when it is not the upstream's own name (one webhook among several).
         """
         where = where or self.where
-        prepared = self.prepare(method, url, headers, data, json)
         exchange = _Exchange(time.monotonic() + self.deadline)
         token = _CURRENT.set(exchange)
         _WATCHDOG.add(exchange)
+        response: requests.Response | None = None
         try:
             try:
+                prepared = self.prepare(method, url, headers, data, json)
                 response = self.session.send(prepared, stream=True, timeout=self.timeout, allow_redirects=False,
                                              proxies=self.proxies_for(url))
                 with response:
@@ -332,15 +338,16 @@ class Upstream:
             except requests.RequestException as exc:
                 if exchange.expired:
                     raise self._too_slow(where) from None
+                if response is not None:  # the status came: the CRM has had the request
+                    raise TryLater(f"{where}: the answer was cut off ({exc.__class__.__name__})",
+                                   may_have_arrived=True) from None
                 if isinstance(exc, requests.ReadTimeout):
                     raise TryLater(f"{where}: no answer within {self.timeout[1]:g} s",
                                    may_have_arrived=True) from None
-                if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+                if isinstance(exc, requests.ConnectionError):
                     # A connection dropped after the request was sent may have been processed upstream.
-                    sent = _after_sending(exc)
-                    raise TryLater(f"{where}: connection failed", may_have_arrived=sent) from None
-                raise TryLater(f"{where}: request failed ({exc.__class__.__name__})",
-                               may_have_arrived=isinstance(exc, requests.exceptions.ContentDecodingError)) from None
+                    raise TryLater(f"{where}: connection failed", may_have_arrived=_after_sending(exc)) from None
+                raise TryLater(f"{where}: request failed ({exc.__class__.__name__})") from None
             if exchange.expired:  # the socket was cut: what was read may be a part taken for the whole
                 raise self._too_slow(where)
             return answer
@@ -381,14 +388,12 @@ class Upstream:
         self.session.close()
 
 
-def _after_sending(exc: requests.RequestException) -> bool:
+def _after_sending(exc: requests.ConnectionError) -> bool:
     """Whether a connection error came after the request was sent (the answer was lost, the call may have acted).
 
     Judged by the urllib3 error requests wraps: a ProtocolError (connection aborted, remote disconnected) comes
-    while reading the answer, a MaxRetryError around a NewConnectionError before anything was sent.
+    while waiting for the answer, a MaxRetryError around a NewConnectionError before anything was sent.
     """
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return True
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason

@@ -121,7 +121,7 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
         self.peers.add(self.client_address)
         if self.path == "/slow":
             time.sleep(1.0)
-        if self.path in ("/big", "/big-unsized", "/redirect-big", "/drip-body", "/drip-head", "/gzip-bomb"):
+        if self.path in ("/big", "/big-unsized", "/redirect-big", "/drip-body", "/drip-head", "/gzip-bomb", "/cut"):
             try:
                 self.hostile()
             except OSError:
@@ -159,6 +159,14 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(bomb)))
             self.end_headers()
             self.wfile.write(bomb)
+            return
+        if self.path == "/cut":  # 10 bytes of a promised 100, then the connection closes
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"ok": tru')
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         if self.path == "/drip-body":
             self.send_header("Content-Length", "100")
@@ -213,6 +221,12 @@ def test_network_failures_become_try_later(provider: Plain, upstream: str) -> No
         assert hangup.value.may_have_arrived  # sent, then the connection dropped: it may have been processed
     finally:
         quick.close()
+    with pytest.raises(TryLater) as cut:
+        provider.request("POST", upstream + "/cut", data=[("a", "1")])
+    assert cut.value.may_have_arrived and "the answer was cut off" in cut.value.reason
+    with pytest.raises(TryLater) as unusable:
+        provider.request("POST", "http://", data=[("a", "1")])
+    assert "request failed" in unusable.value.reason
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
