@@ -284,3 +284,36 @@ def test_every_call_goes_through_session_send(provider: Plain, upstream: str, mo
     with pytest.raises(TryLater):
         provider.request("POST", upstream + "/redirect-big", json={"a": 1})
     assert seen == [f"POST {upstream}/plain", f"POST {upstream}/redirect-big"]
+
+
+class Timed(Plain):
+    """deliver makes two calls; the second one's answer decides."""
+
+    def deliver(self, form, definition, submission):  # type: ignore[no-untyped-def]
+        from formrelay.core.errors import TryLater as Later
+        from formrelay.core.outcome import Outcome
+
+        self.request("GET", URL + "/token")
+        answer = self.request("POST", URL)
+        if answer.status_code >= 500:
+            raise Later(f"plain: HTTP {answer.status_code}")
+        return Outcome("delivered")
+
+
+@responses.activate
+def test_upstream_status_and_time_come_back_with_the_outcome_or_the_try_later() -> None:
+    provider = Timed(None, RelaySettings())
+    responses.add(responses.GET, URL + "/token", json={})
+    responses.add(responses.POST, URL, json={}, status=201)
+    responses.add(responses.POST, URL, json={}, status=503)
+    outcome = provider.timed_deliver(None, None, None)  # type: ignore[arg-type]
+    assert outcome.status == "delivered" and outcome.upstream_status == 201
+    assert outcome.upstream_ms is not None and outcome.upstream_ms > 0
+    with pytest.raises(TryLater) as later:
+        provider.timed_deliver(None, None, None)  # type: ignore[arg-type]
+    assert later.value.upstream_status == 503 and later.value.upstream_ms > 0
+    # outside an attempt nothing is tallied, and nothing is written anywhere else (no flask.g)
+    provider.request("GET", URL + "/token")
+    from formrelay.providers import base
+
+    assert base._TALLY.get() is None
