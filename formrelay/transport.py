@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import requests.auth
@@ -290,7 +290,7 @@ class Upstream:
         if headers:
             merged.update(headers)
         prepared.prepare_headers(merged)
-        prepared.prepare_body(data, None, json_body)
+        _prepare_body(prepared, data, json_body)
         auth = session.auth
         if isinstance(auth, tuple) and len(auth) == 2:
             if self._basic is None or self._basic[0] != auth:
@@ -386,6 +386,40 @@ class Upstream:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _prepare_body(prepared: requests.PreparedRequest, data: Any, json_body: Any) -> None:
+    """PreparedRequest.prepare_body's result for the bodies providers send, without its per-call type probing.
+
+    requests 2.32+ checks each body against several typing Protocols (about 10 us each on Python 3.11) before it
+    encodes a form the way done here: pairs or a dict, None dropped, lists repeated, UTF-8 (tests compare the bytes
+    with requests' own). Anything else (files, streams, text) goes to prepare_body itself.
+    """
+    content_type = None
+    if isinstance(data, dict | list) and data:
+        pairs = data.items() if isinstance(data, dict) else data
+        body: Any = urlencode([(k, v) for k, vs in pairs
+                               for v in (vs if hasattr(vs, "__iter__") and not isinstance(vs, str | bytes) else [vs])
+                               if v is not None], doseq=True)
+        content_type = "application/x-www-form-urlencoded"
+    elif isinstance(data, bytes) and data:
+        body = data
+    elif not data and json_body is not None:
+        body = json.dumps(json_body, allow_nan=False).encode("utf-8")
+        content_type = "application/json"
+    elif not data:
+        body = None
+    else:
+        prepared.prepare_body(data, None, json_body)
+        return
+    headers = prepared.headers
+    if content_type is not None and "content-type" not in headers:
+        headers["Content-Type"] = content_type
+    prepared.body = body
+    if body:
+        headers["Content-Length"] = str(len(body))  # a form body is ASCII: characters are bytes
+    elif prepared.method not in ("GET", "HEAD") and headers.get("Content-Length") is None:
+        headers["Content-Length"] = "0"
 
 
 def _after_sending(exc: requests.ConnectionError) -> bool:

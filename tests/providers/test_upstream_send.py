@@ -317,3 +317,21 @@ def test_upstream_status_and_time_come_back_with_the_outcome_or_the_try_later() 
     from formrelay.providers import base
 
     assert base._TALLY.get() is None
+
+
+@pytest.mark.parametrize(("method", "data", "body"), [
+    ("POST", [("a", "1"), ("b", None), ("c", ["x", "ü"])], None),
+    ("POST", {"k": 3, "none": None}, None),
+    ("POST", b'{"raw": "bytes"}', None),
+    ("POST", None, {"email": "ann@example.org", "n": [1, 2]}),
+    ("POST", None, None),
+    ("GET", None, None),
+    ("PUT", "text body", None),
+    ("POST", {}, {"json": "wins when data is empty"}),
+])
+def test_bodies_and_their_headers_are_prepared_as_requests_prepares_them(provider: Plain, method, data, body):
+    ours = provider.upstream.prepare(method, URL, {"Accept": "application/json"}, data, body)
+    theirs = requests.Request(method, URL, headers={"Accept": "application/json"}, data=data, json=body).prepare()
+    assert ours.body == theirs.body
+    for name in ("Content-Type", "Content-Length"):
+        assert ours.headers.get(name) == theirs.headers.get(name), name
