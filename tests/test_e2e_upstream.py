@@ -353,3 +353,24 @@ def test_a_dripping_webhook_receiver_does_not_hold_the_queue(sandbox, tmp_path):
             assert wait_for(lambda: "webhook slow: no complete answer within 3 s" in relay.output(), 10), \
                 relay.output()[-3000:]
     assert waited < 8, waited  # one cut attempt (3 s) and a backoff at most ahead of it
+
+
+def test_a_dripping_crm_answer_ends_at_the_deadline_and_the_submission_is_kept(tmp_path):
+    """Action Network's URL answers one byte a second: the supporter hears `queued` at answer_within, and the
+    attempt itself ends at connect_timeout + timeout instead of holding its thread for ever."""
+    with fake(drip) as crm:
+        config = {
+            "relay": {"rate_limit": "", "timeout": 2.0, "connect_timeout": 1.0, "answer_within": 1.0},
+            "queue": {"path": str(tmp_path / "q.sqlite3"), "backoff_base": 60.0, "poll_interval": 0.1},
+            "providers": {"actionnetwork": {"base_url": f"{crm.url}/api/v2"}},
+            "forms": {"sign": {"provider": "actionnetwork", "action": "petition", "action_id": "air"}},
+        }
+        path = write_config(tmp_path, config)
+        with running("serve", path, tmp_path, workers=1, threads=4) as relay:
+            started = time.monotonic()
+            answer = post(relay.url, "sign", {"email": "ann@example.org"})
+            assert answer.json()["status"] == "queued", answer.text
+            assert time.monotonic() - started < 2.5
+            assert wait_for(lambda: "actionnetwork: no complete answer within 3 s" in relay.output(), 6), \
+                relay.output()[-3000:]
+            assert time.monotonic() - started < 6
