@@ -286,7 +286,7 @@ def test_a_300_mb_answer_raises_the_workers_peak_memory_by_less_than_64_mb(sandb
             "relay": {"rate_limit": ""},
             "queue": {"path": str(tmp_path / "q.sqlite3"), "backoff_base": 30.0, "poll_interval": 0.1},
             "providers": {"actionnetwork": {"base_url": f"{crm.url}/api/v2"},
-                          "ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+                          "ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
             "forms": {
                 "sign": {"provider": "actionnetwork", "action": "petition", "action_id": "air"},
                 "join": {"provider": "ngp", "form_id": "demo-petition",
@@ -328,7 +328,7 @@ def test_a_dripping_webhook_receiver_does_not_hold_the_queue(sandbox, tmp_path):
         config = {
             "relay": {"rate_limit": "", "timeout": 2.0, "connect_timeout": 1.0},
             "queue": {"path": str(tmp_path / "q.sqlite3"), "workers": 1, **QUICK_QUEUE},
-            "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+            "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
             "forms": {"join": {"provider": "ngp", "form_id": "demo-petition",
                                "webhooks": [{"name": "slow", "url": f"{receiver.url}/hook", "secret": SECRET,
                                              "events": ["delivered"]}]}},
