@@ -307,6 +307,7 @@ def test_a_300_mb_answer_raises_the_workers_peak_memory_by_less_than_64_mb(sandb
             time.sleep(1.0)  # the webhook's attempt ends after its status is read
             after = _peak_kb(relay.proc.pid)
             output = relay.output()
+    print(f"worker peak RSS {before / 1024:.0f} -> {after / 1024:.0f} MB around a 300 MB answer")
     assert after - before < 64 * 1024, (before, after)
     assert "answer longer than 1,000,000 bytes" in output
 
