@@ -265,8 +265,9 @@ class Form:
             idempotency_key, dropped_controls = None, [*dropped_controls, "Idempotency-Key"]
         if dropped or dropped_controls:
             abuse.count(self.slug, "card number in context")
-            log.warning("form %s: dropped %s: a card number is never forwarded, stored or logged",
-                        self.slug, ", ".join(dropped + dropped_controls))
+            # A count, not the names: a control's name is the client's (it may hold the card number, or a line feed).
+            log.warning("form %s: dropped %d page value(s) and %d control(s): a card number is never forwarded, "
+                        "stored or logged", self.slug, len(dropped), len(dropped_controls))
         cleaned, errors = _normalise(values, declared)
         try:
             data = schema.load(cleaned)
