@@ -151,3 +151,154 @@ def test_check_reports_a_full_rate_limit_redis_and_one_shared_with_the_queue(tmp
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode != 0
     assert "the rate-limit Redis is full" in checked.stdout, checked.stdout
+
+
+# -- 5. forged log lines -------------------------------------------------------------------------------------
+
+FORGED = "2026-12-06 18:00:00,000 INFO formrelay.audit: audit: drop job forged-0001 by root"
+
+
+def post_hostile_names(url: str) -> None:
+    body = {**PERSON,
+            f"cvv\n{FORGED}": "123",  # a card-like name: refused, and named in the log line on main
+            f"_zz\n{FORGED}": "4111 1111 1111 1111",  # a control holding a card number: dropped, and named
+            "cvv \x1b]0;owned\x07\x1b[2J": "x", "cvv\u009b31m\u202eevil\u2066": "y"}
+    answer = requests.post(f"{url}/v1/forms/join", json=body, timeout=10)
+    assert answer.status_code == 422
+    assert requests.post(f"{url}/v1/forms/join", json={**PERSON, f"_zz\n{FORGED}": "4111 1111 1111 1111",
+                                                       "_yy\u009b\u202e": "4111 1111 1111 1111"},
+                         timeout=10).status_code == 200
+
+
+def test_client_chosen_names_cannot_forge_a_text_log_line_or_reach_the_terminal(tmp_path, sandbox):
+    config = write(tmp_path, sandbox.url)
+    with running("serve", config, tmp_path, workers=1) as server:
+        post_hostile_names(server.url)
+        time.sleep(0.5)
+        raw = server.log.read_bytes()
+    text = raw.decode()
+    assert "forged-0001" not in text or all(
+        line.startswith("20") and "formrelay.audit" not in line.split(": ", 1)[0]
+        for line in text.splitlines() if "forged-0001" in line)
+    assert not [line for line in text.splitlines() if line.startswith(FORGED[:23]) and "forged-0001" in line]
+    for bad in ("\x1b", "\x07", "\u009b", "\u202e", "\u2066"):
+        assert bad not in text, repr(bad)
+    assert "4111" not in text
+
+
+def test_client_chosen_names_are_escaped_in_json_logs(tmp_path, sandbox):
+    config = write(tmp_path, sandbox.url, logging_format="json")
+    with running("serve", config, tmp_path, workers=1) as server:
+        post_hostile_names(server.url)
+        time.sleep(0.5)
+        text = server.log.read_bytes().decode()
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "submission" and e.get("outcome") == "invalid" for e in entries)
+    assert not [e for e in entries if e.get("logger") == "formrelay.audit"]
+    for bad in ("\x1b", "\u009b", "\u202e", "\u2066"):
+        assert bad not in text, repr(bad)  # JSON with ensure_ascii=False wrote these raw on main
+        assert not any(bad in json.dumps(e, ensure_ascii=False) for e in entries), repr(bad)
+
+
+# -- 6. the audit operator -----------------------------------------------------------------------------------
+
+
+def test_the_audit_operator_is_the_real_user_and_sudo_user_is_recorded_apart(tmp_path, sandbox):
+    import os
+    import pwd
+    import subprocess
+    import sys
+
+    from tests.servers import clean_env
+
+    config = write(tmp_path, sandbox.url, extra="")
+    config.write_text(config.read_text().replace("backoff_base = 0.2", "backoff_base = 600")
+                      .replace("backoff_cap = 1", "backoff_cap = 600"))  # the queued job waits for us
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 1}, timeout=5)
+    with running("serve", config, tmp_path, workers=1) as server:
+        assert requests.post(f"{server.url}/v1/forms/join", json=PERSON, timeout=10).json()["status"] == "queued"
+        listed = subprocess.run([sys.executable, "-m", "formrelay.cli", "queue", "list", "--json", "--config",
+                                 str(config)], capture_output=True, text=True, timeout=60, env=clean_env(config))
+        job_id = json.loads(listed.stdout)["jobs"][0]["id"]
+        forged_env = clean_env(config, LOGNAME=f"mallory\n{FORGED}", USER=f"mallory\n{FORGED}",
+                               SUDO_USER=f"eve\n{FORGED}\x1b[2J")
+        dropped = subprocess.run([sys.executable, "-m", "formrelay.cli", "queue", "drop", job_id, "--yes",
+                                  "--config", str(config)], capture_output=True, text=True, timeout=60,
+                                 env=forged_env)
+        assert dropped.returncode == 0, dropped.stderr
+        audit = subprocess.run([sys.executable, "-m", "formrelay.cli", "queue", "audit", "--json", "--config",
+                                str(config)], capture_output=True, text=True, timeout=60, env=forged_env)
+        deadline = time.monotonic() + 10
+        while "audit: drop job" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server_log = server.output()
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    for text in (dropped.stderr, server_log):
+        lines = [line for line in text.splitlines() if "audit: drop job" in line]
+        assert len(lines) == 1, text[-2000:]  # one line: no second one forged by the environment
+        assert f"audit: drop job {job_id} by {me}@" in lines[0]
+        assert "mallory" not in text
+        assert "sudo_user=eve\\n2026" in lines[0]
+        assert "\x1b" not in text
+    entry = json.loads(audit.stdout)[0]
+    assert entry["operator"].startswith(f"{me}@") and entry["sudo_user"].startswith("eve\\n")
+
+
+# -- 7. the page URL -----------------------------------------------------------------------------------------
+
+
+def test_the_page_url_keeps_only_the_parameters_a_provider_reads(tmp_path, sandbox):
+    import sqlite3
+
+    config = write(tmp_path, sandbox.url)
+    config.write_text(config.read_text().replace("backoff_base = 0.2", "backoff_base = 600")
+                      .replace("backoff_cap = 1", "backoff_cap = 600"))  # the queued job waits for us
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 1}, timeout=5)
+    page = ("https://www.example.org/join?utm_source=news&em=ann%40example.org&session=s3cr3t-t0ken"
+            "&refcode=spring&fn=Ann#access_token=abc")
+    with running("serve", config, tmp_path, workers=1) as server:
+        answer = requests.post(f"{server.url}/v1/forms/join", json={**PERSON, "_page_url": page}, timeout=10)
+        assert answer.json()["status"] == "queued"
+    with sqlite3.connect(tmp_path / "queue.sqlite3") as db:
+        bodies = [row[0] for row in db.execute("SELECT body FROM jobs")]
+    stored = json.loads(bodies[0])["submission"]["context"]["page_url"]
+    assert stored == "https://www.example.org/join?utm_source=news&refcode=spring"
+    for gone in ("s3cr3t", "example.org&", "ann%40", "access_token", "fn=Ann"):
+        assert not any(gone in body for body in bodies), gone
+
+
+# -- 8. Accept-Language regions ------------------------------------------------------------------------------
+
+
+ENS_FORM = """
+[providers.ens]
+base_url = "{url}/ens/service"
+api_token = "{token}"
+[forms.mp]
+provider = "ens"
+page_id = 12345
+[forms.mp.fields]
+"First Name" = {{ required = true }}
+"Email Address" = {{ required = true }}
+"""
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "serve"])
+def test_a_non_ascii_accept_language_region_never_reaches_ens(kind, tmp_path, sandbox):
+    """gunicorn hands a header's bytes on as Latin-1 text (granian drops a non-ASCII value): 'fr-ÉÉ' reached ENS."""
+    from formrelay.sandbox.ens import API_TOKEN
+
+    config = write(tmp_path, sandbox.url, extra=ENS_FORM.format(url=sandbox.url, token=API_TOKEN))
+    headers = ["fr-ÉÉ".encode("latin-1"), "de-ßS".encode("latin-1"), "fr-ＣＡ".encode(), b"fr-CA"]
+    with running(kind, config, tmp_path, workers=1) as server:
+        for header in headers:
+            answer = requests.post(f"{server.url}/v1/forms/mp", json={"First Name": "Ann",
+                                                                      "Email Address": "ann@example.org"},
+                                   headers={"Accept-Language": header}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["Content-Language"].isascii()
+    locales = [entry["body"].get("locale") for entry in received(sandbox, "ens")]
+    assert all(locale is None or locale.isascii() for locale in locales), locales
+    assert locales[-1] == "fr-CA"
+    if kind == "gunicorn":
+        assert locales == ["fr-FR", "de-DE", "fr-FR", "fr-CA"], locales

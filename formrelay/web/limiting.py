@@ -155,8 +155,11 @@ def redis_memory(client: Any) -> dict[str, Any]:
     memory = client.info("memory")
     used, most = int(memory.get("used_memory") or 0), int(memory.get("maxmemory") or 0)
     policy = str(memory.get("maxmemory_policy") or "unknown")
+    # Redis refuses a write when its memory is over maxmemory at that moment; a moment later it may be a little
+    # under (buffers freed), so "full" is within 1% (at least 64 KB) of the limit: the next writes are refused.
+    margin = max(64 * 1024, most // 100)
     return {"used_memory": used, "maxmemory": most, "maxmemory_policy": policy,
-            "full": bool(most) and used >= most and policy == "noeviction"}
+            "full": bool(most) and used >= most - margin and policy == "noeviction"}
 
 
 class _Health:
