@@ -7,6 +7,7 @@ held every worker thread.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -302,3 +303,90 @@ def test_a_non_ascii_accept_language_region_never_reaches_ens(kind, tmp_path, sa
     assert locales[-1] == "fr-CA"
     if kind == "gunicorn":
         assert locales == ["fr-FR", "de-DE", "fr-FR", "fr-CA"], locales
+
+
+# -- 3. a dripping webhook receiver (the worker's side) ------------------------------------------------------
+
+
+class Dripping:
+    """A webhook receiver that answers one byte every 2 s, forever: each read is quick, the answer never ends."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" * 100:
+                if self.closed.wait(2):
+                    return
+                conn.sendall(bytes([byte]))
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def test_a_dripping_webhook_receiver_does_not_hold_up_a_queued_submission(tmp_path, sandbox):
+    import base64
+
+    drip = Dripping()
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    hook = f"""
+[[forms.join.webhooks]]
+url = "http://127.0.0.1:{drip.port}/hook"
+secret = "{secret}"
+include_personal_data = false
+"""
+    config = write(tmp_path, sandbox.url, extra=hook)
+    # Two worker threads and a short lease: on main both threads hang on the receiver, and a thread whose
+    # receiver's job outlived its lease claimed that job again and hung on it too.
+    config.write_text(config.read_text().replace("[queue]", "[queue]\nworkers = 2\nlease = 3"))
+    try:
+        with running("serve", config, tmp_path, workers=1) as server:
+            for _ in range(3):  # delivered at once; each makes a webhook job that the receiver will hold
+                assert requests.post(f"{server.url}/v1/forms/join", json=PERSON, timeout=10).status_code == 200
+            time.sleep(4)  # the receiver holds threads; leases run out
+            requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 1},
+                          timeout=5)
+            queued_at = time.monotonic()
+            answer = requests.post(f"{server.url}/v1/forms/join", json={**PERSON, "FirstName": "Queued"},
+                                   timeout=10)
+            assert answer.json()["status"] == "queued"
+            delivered = None
+            while time.monotonic() - queued_at < 20:
+                if any(r["fields"].get("FirstName") == ["Queued"] for r in received(sandbox, "ngp")):
+                    delivered = time.monotonic() - queued_at
+                    break
+                time.sleep(0.1)
+            log = server.output()
+            drip.close()
+    finally:
+        drip.close()
+    assert delivered is not None and delivered < 5, f"delivered after {delivered} s\n{log[-3000:]}"
+    assert "still being delivered by this process" in log
