@@ -218,8 +218,8 @@ def inspect(cfg: Config) -> tuple[str, list[str], list[str]]:
     if not (cfg.relay.rate_limit or any(form.rate_limit for form in cfg.forms.values())):
         return "off (no per-client rate limit)", [], []
     if not _is_redis(uri):
-        return uri.split(":", 1)[0] + " (each process counts alone)" if uri.startswith("memory") else \
-            uri.split(":", 1)[0], [], []
+        kind = uri.split(":", 1)[0]  # never the rest: a URI may carry a password
+        return (f"{kind} (each process counts alone)" if kind == "memory" else kind), [], []
     from formrelay.delivery.storage_check import where
 
     import redis
