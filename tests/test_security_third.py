@@ -390,3 +390,32 @@ include_personal_data = false
         drip.close()
     assert delivered is not None and delivered < 5, f"delivered after {delivered} s\n{log[-3000:]}"
     assert "still being delivered by this process" in log
+
+
+def test_queue_list_escapes_a_crms_error_text(tmp_path, sandbox):
+    """last_error is the CRM's words: `queue list` printed it raw, terminal escapes and line feeds included."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.servers import clean_env
+
+    config = write(tmp_path, sandbox.url)
+    config.write_text(config.read_text().replace("backoff_base = 0.2", "backoff_base = 600")
+                      .replace("backoff_cap = 1", "backoff_cap = 600"))
+    requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 1}, timeout=5)
+    with running("serve", config, tmp_path, workers=1) as server:
+        assert requests.post(f"{server.url}/v1/forms/join", json=PERSON, timeout=10).json()["status"] == "queued"
+    hostile = "ngp: \x1b]0;owned\x07\x1b[2J\u009b31m\u202eevil\nforged-line"
+    with sqlite3.connect(tmp_path / "queue.sqlite3") as db:
+        job_id, body = db.execute("SELECT id, body FROM jobs").fetchone()
+        job = json.loads(body)
+        job["last_error"] = hostile  # as a CRM's answer text would be kept
+        db.execute("UPDATE jobs SET body = ? WHERE id = ?", (json.dumps(job), job_id))
+    listed = subprocess.run([sys.executable, "-m", "formrelay.cli", "queue", "list", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=clean_env(config))
+    assert listed.returncode == 0, listed.stderr
+    assert "evil\\nforged-line" in listed.stdout
+    for bad in ("\x1b", "\x07", "\u009b", "\u202e"):
+        assert bad not in listed.stdout, repr(bad)
+    assert not any(line.startswith("forged-line") for line in listed.stdout.splitlines())
