@@ -134,9 +134,12 @@ def _register_error_handlers(app: Flask) -> None:
 def _retry_after(exc: RateLimitExceeded) -> int:
     """Seconds until the breached window frees a slot (the moving window's reset time)."""
     limiter: Limiter | None = current_app.extensions.get(limiting.LIMITER)
-    current = limiter.current_limit if limiter is not None else None
-    if current is not None and current.reset_at > time.time():
-        return max(1, math.ceil(current.reset_at - time.time()))
+    try:  # reset_at asks the storage again: Redis may have gone (or filled up) since the count
+        current = limiter.current_limit if limiter is not None else None
+        if current is not None and current.reset_at > time.time():
+            return max(1, math.ceil(current.reset_at - time.time()))
+    except Exception:
+        pass
     try:
         return max(1, int(exc.limit.limit.get_expiry()))
     except Exception:
