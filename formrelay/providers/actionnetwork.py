@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings, rate_ok
+from formrelay.core.settings import derived, schema_for, setting, url_field
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
@@ -57,106 +58,82 @@ PUBLIC_REFUSAL = Msg("Action Network did not accept this submission.")
 
 @dataclass(frozen=True)
 class ANSettings:
-    base_url: str = DEFAULT_BASE_URL
-    api_key: str | None = None
-    rate: str = "4/second"
-    budget_wait: float = 2.0
+    """[providers.actionnetwork]."""
+
+    base_url: str = setting(DEFAULT_BASE_URL, "Action Network's API root", field=url_field,
+                            convert=lambda url: url.rstrip("/"))
+    api_key: str | None = setting(None, "the OSDI-API-Token; without it helpers are posted blind (and signup "
+                                        "forms cannot be used)", validate=validate.Length(min=1))
+    rate: str = setting("4/second", "calls per second (and per minute, ...) across all threads and hosts",
+                        validate=lambda v: rate_ok(v, "4/second"))
+    budget_wait: float = setting(2.0, "seconds a submission may wait for a call slot before it is queued",
+                                 validate=validate.Range(min=0, max=30))
 
 
-class ANSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
-    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
-    rate = fields.String(load_default="4/second", validate=lambda v: rate_ok(v, "4/second"))
-    budget_wait = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=30))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ANSettings:
-        data["base_url"] = data["base_url"].rstrip("/")
-        return ANSettings(**data)
+ANSettingsSchema = schema_for(ANSettings)
 
 
 @dataclass(frozen=True)
 class CustomField:
-    key: str
-    label: str
-    type: str = "text"
-    required: bool = False
-    options: tuple[Option, ...] | None = None
-    max_length: int | None = 1000
+    """[forms.x.custom_fields.<key>]: a field posted as custom[<key>]."""
+
+    key: str = derived()
+    label: str = setting(None, "the field's label (default: its key)")
+    type: str = setting("text", "the kind of input", validate=validate.OneOf(FIELD_TYPES))
+    required: bool = setting(False, "whether the field must be filled in")
+    options: tuple[Option, ...] | None = setting(None, "the choices of a select or radio field",
+                                                 field=lambda **kw: fields.List(fields.String(), **kw))
+    max_length: int | None = setting(1000, "the longest text accepted (not for checkbox, number, date)",
+                                     validate=validate.Range(min=1, max=10_000))
+
+
+CustomFieldSchema = schema_for(CustomField, make=lambda data: data)  # the key comes from the table around it
 
 
 @dataclass(frozen=True)
 class ANForm:
-    action: str
-    action_id: str | None
-    autoresponse: bool = True
-    add_tags: tuple[str, ...] = ()
-    remove_tags: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    custom_fields: tuple[CustomField, ...] = ()
-    email_consent_field: str | None = None
-    email_consent_label: str = Msg("Email me updates")
-    sms_opt_in_field: str | None = None
-    sms_opt_in_label: str = Msg("Text me updates")
-    phone_region: str = "US"
-    background: bool = False
+    """A [forms.x] table with provider = "actionnetwork"."""
+
+    action: str = setting(meaning="the kind of action the form posts to",
+                          validate=validate.OneOf(list(HELPERS)))
+    action_id: str | None = setting(None, "the action's id in Action Network (every action but signup)",
+                                    validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    autoresponse: bool = setting(True, "ask Action Network to send its autoresponse (never for outreaches)")
+    add_tags: tuple[str, ...] = setting((), "tags added to the person (they must exist in Action Network)")
+    remove_tags: tuple[str, ...] = setting((), "tags removed from the person (not documented for action "
+                                               "helpers: check warns)")
+    required: tuple[str, ...] = setting((), "more fields that must be filled in (standard names or custom[key])")
+    custom_fields: tuple[CustomField, ...] = setting(
+        (), "custom fields, posted as custom[<key>]: key = {label, type, required, options, max_length}",
+        field=lambda **kw: fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
+                                       values=fields.Nested(CustomFieldSchema), **kw))
+    email_consent_field: str | None = setting(None, "a checkbox: email status subscribed only when it is ticked")
+    email_consent_label: str = setting(Msg("Email me updates"), "the email consent checkbox's label")
+    sms_opt_in_field: str | None = setting(None, "a checkbox: mobile status subscribed only when it is ticked")
+    sms_opt_in_label: str = setting(Msg("Text me updates"), "the SMS opt-in checkbox's label")
+    phone_region: str = setting("US", "the region of phone numbers typed without a country code",
+                                validate=validate.Length(equal=2), convert=str.upper)
+    background: bool = setting(False, "post with ?background_request=true: Action Network answers at once and "
+                                      "processes later")
 
 
-class CustomFieldSchema(Schema):
-    class Meta:
-        unknown = RAISE
+def _form(data: dict[str, Any]) -> ANForm:
+    if data["action"] != "signup" and not data["action_id"]:
+        raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
+    known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
+    unknown = [name for name in data["required"] if name not in known]
+    if unknown:
+        raise ValidationError({"required": [f"unknown field(s): {', '.join(unknown)}"]})
+    customs = tuple(
+        CustomField(key=key, label=c["label"] or key, type=c["type"], required=c["required"],
+                    options=tuple(Option(o, o) for o in c["options"]) if c["options"] else None,
+                    max_length=c["max_length"])
+        for key, c in data["custom_fields"].items()
+    )
+    return ANForm(**{**data, "custom_fields": customs})
 
-    label = fields.String(load_default=None)
-    type = fields.String(load_default="text", validate=validate.OneOf(FIELD_TYPES))
-    required = fields.Boolean(load_default=False)
-    options = fields.List(fields.String(), load_default=None)
-    max_length = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
 
-
-class ANFormSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    action = fields.String(required=True, validate=validate.OneOf(list(HELPERS)))
-    action_id = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
-    autoresponse = fields.Boolean(load_default=True)
-    add_tags = fields.List(fields.String(), load_default=list)
-    remove_tags = fields.List(fields.String(), load_default=list)
-    required = fields.List(fields.String(), load_default=list)
-    custom_fields = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
-                                values=fields.Nested(CustomFieldSchema), load_default=dict)
-    email_consent_field = fields.String(load_default=None)
-    email_consent_label = fields.String(load_default=ANForm.email_consent_label)
-    sms_opt_in_field = fields.String(load_default=None)
-    sms_opt_in_label = fields.String(load_default=ANForm.sms_opt_in_label)
-    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
-    background = fields.Boolean(load_default=False)
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ANForm:
-        if data["action"] != "signup" and not data["action_id"]:
-            raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
-        known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
-        unknown = [name for name in data["required"] if name not in known]
-        if unknown:
-            raise ValidationError({"required": [f"unknown field(s): {', '.join(unknown)}"]})
-        customs = tuple(
-            CustomField(key=key, label=c["label"] or key, type=c["type"], required=c["required"],
-                        options=tuple(Option(o, o) for o in c["options"]) if c["options"] else None,
-                        max_length=c["max_length"])
-            for key, c in data["custom_fields"].items()
-        )
-        return ANForm(
-            action=data["action"], action_id=data["action_id"], autoresponse=data["autoresponse"],
-            add_tags=tuple(data["add_tags"]), remove_tags=tuple(data["remove_tags"]),
-            required=tuple(data["required"]), custom_fields=customs,
-            email_consent_field=data["email_consent_field"], email_consent_label=data["email_consent_label"],
-            sms_opt_in_field=data["sms_opt_in_field"], sms_opt_in_label=data["sms_opt_in_label"],
-            phone_region=data["phone_region"].upper(), background=data["background"],
-        )
+ANFormSchema = schema_for(ANForm, make=_form)
 
 
 def definition_for(form: ANForm, title: str) -> Definition:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from formrelay.core.config import FormConfig
+from formrelay.core.settings import schema_for, setting, url_field
 from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
@@ -62,43 +63,35 @@ COUNTRY_NAME = re.compile(r"^country(code|name)?$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class NGPSettings:
-    base_url: str
-    api_key: str | None = None
+    """[providers.ngp]."""
+
+    base_url: str = setting(DEFAULT_BASE_URL, "NGP VAN's API root: forms live at {base_url}/forms/{form_id}",
+                            field=url_field, convert=lambda url: url.rstrip("/"))
+    api_key: str | None = setting(None, "the API key, sent as HTTP Basic apiuser:<key> (server-side only)",
+                                  validate=validate.Length(min=1))
 
 
-class NGPSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
-    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> NGPSettings:
-        return NGPSettings(base_url=data["base_url"].rstrip("/"), api_key=data["api_key"])
+NGPSettingsSchema = schema_for(NGPSettings)
 
 
 @dataclass(frozen=True)
 class NGPForm:
-    form_id: str
-    phone_region: str = "US"
+    """A [forms.x] table with provider = "ngp"."""
+
+    form_id: str = setting(meaning="the form's id in NGP VAN", field=fields.Raw, kind="string or integer",
+                           allowed="letters, digits, '-' or '_'")
+    phone_region: str = setting("US", "the region of phone numbers typed without a country code",
+                                validate=validate.Length(equal=2), convert=str.upper)
 
 
-class NGPFormSchema(Schema):
-    class Meta:
-        unknown = RAISE
+def _form(data: dict[str, Any]) -> NGPForm:
+    form_id = str(data["form_id"]).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", form_id):
+        raise ValidationError({"form_id": ["letters, digits, '-' or '_'"]})
+    return NGPForm(form_id=form_id, phone_region=data["phone_region"])
 
-    form_id = fields.Raw(required=True)
-    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> NGPForm:
-        form_id = str(data["form_id"]).strip()
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", form_id):
-            from marshmallow import ValidationError
-
-            raise ValidationError({"form_id": ["letters, digits, '-' or '_'"]})
-        return NGPForm(form_id=form_id, phone_region=data["phone_region"].upper())
+NGPFormSchema = schema_for(NGPForm, make=_form)
 
 
 def _options(raw: Any, name: str) -> tuple[Option, ...] | None:

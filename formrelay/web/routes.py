@@ -17,7 +17,8 @@ from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
 from formrelay.web.thanks import form_page, ladder, share_base
-from formrelay.forms.submission import FORM_ERRORS, parse_body
+from formrelay.forms.submission import FORM_ERRORS
+from formrelay.web.body import parse_body
 
 log = logging.getLogger(__name__)
 
