@@ -24,8 +24,8 @@ from formrelay.forms.submission import Submission
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://actionnetwork.org/api/v2"
-# action -> helper path. Documented: petition, form, event, advocacy_campaign, and the person signup helper
-# (/people, needs a key). Inferred, not in the documentation: the survey path /surveys/{id}/responses.
+# action -> helper path. Documented: petition, form, event, advocacy_campaign, survey (the changelog: "Added a new
+# action type, surveys, ... and the record_response_helper") and the person signup helper (/people, needs a key).
 HELPERS: Mapping[str, str] = {
     "petition": "/petitions/{id}/signatures",
     "form": "/forms/{id}/submissions",
@@ -51,7 +51,12 @@ ALIASES = {"email_address": ("email",), "phone_number": ("phone",)}
 # The resource each action's helper belongs to, for `formrelay check` to look the action up (GET, documented).
 COLLECTIONS: Mapping[str, str] = {"petition": "petitions", "form": "forms", "event": "events",
                                   "advocacy_campaign": "advocacy_campaigns", "survey": "surveys"}
-UNDOCUMENTED_ACTIONS = frozenset({"survey"})
+# The changelog lists the helpers that accept remove_tags ("Added the ability to remove tags on person signup helper,
+# record attendance helper, outreach helper, signature helper and submission helper"): not the survey response one.
+REMOVE_TAGS_UNDOCUMENTED = frozenset({"survey"})
+# Only the person signup helper takes an email status other than "subscribed" (its documentation: "If the person is
+# new and unsubscribed is passed, they will be added to the list unsubscribed").
+UNTICKED_STATUSES = ("unsubscribed",)
 TAG_PAGES = 40  # at most this many pages of /tags are read by `check` (25 a page: 1,000 tags)
 PUBLIC_REFUSAL = Msg("Action Network did not accept this submission.")
 
@@ -115,11 +120,25 @@ class ANForm:
                                 validate=validate.Length(equal=2), convert=str.upper)
     background: bool = setting(False, "post with ?background_request=true: Action Network answers at once and "
                                       "processes later")
+    # The email status sent when the consent box is left unticked (signup forms only); None: no status at all.
+    unticked_email_status: str | None = setting(
+        None, "the email status sent when the consent box is left unticked (signup forms only; default: none)",
+        validate=validate.OneOf(UNTICKED_STATUSES))
+    # The person's languages_spoken: None sends the supporter's negotiated language; () sends none.
+    languages_spoken: tuple[str, ...] | None = setting(
+        None, "the person's languages_spoken, ISO 639-1 codes (default: the supporter's language; [] sends none)",
+        field=lambda **kw: fields.List(fields.String(validate=validate.Regexp(r"^[a-z]{2,3}$")), **kw),
+        validate=validate.Length(max=10))
 
 
 def _form(data: dict[str, Any]) -> ANForm:
     if data["action"] != "signup" and not data["action_id"]:
         raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
+    if data["unticked_email_status"] and data["action"] != "signup":
+        raise ValidationError({"unticked_email_status": [
+            "only the person signup helper (action = 'signup') takes an email status other than 'subscribed'"]})
+    if data["unticked_email_status"] and not data["email_consent_field"]:
+        raise ValidationError({"unticked_email_status": ["needs email_consent_field: the box it is about"]})
     known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
     unknown = [name for name in data["required"] if name not in known]
     if unknown:
@@ -183,9 +202,10 @@ def person_mapping_for(form: ANForm) -> PersonMapping:
 
 
 def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str],
-                  page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  page_options: Mapping[str, Any] | None = None, locale: str | None = None) -> dict[str, Any]:
     """Validated values -> the OSDI helper body (pure). Tags and triggers come from config, and from the page only
-    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py)."""
+    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py). `locale` is the supporter's
+    negotiated language tag (e.g. es, fr-CA), None when the browser did not say."""
     page = page_options or {}
     person: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
@@ -195,6 +215,10 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
         email: dict[str, Any] = {"address": values["email_address"]}
         if form.email_consent_field and values.get(form.email_consent_field) is True:
             email["status"] = "subscribed"
+        elif form.email_consent_field and form.unticked_email_status:
+            # Documented for the person signup helper: a new person sent "unsubscribed" is added unsubscribed
+            # (without a status a new person is subscribed); an existing subscriber sent it is unsubscribed.
+            email["status"] = form.unticked_email_status
         person["email_addresses"] = [email]
     if values.get("phone_number"):
         phone: dict[str, Any] = {"number": values["phone_number"], "number_type": "Mobile"}
@@ -210,6 +234,11 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
             address[name] = values[name]
     if address:
         person["postal_addresses"] = [address]
+    # OSDI's person has languages_spoken (ISO 639-1 codes, documented on Action Network's person resource).
+    languages = form.languages_spoken if form.languages_spoken is not None else (
+        (locale.split("-")[0].lower(),) if locale else ())
+    if languages:
+        person["languages_spoken"] = list(languages)
     custom = {
         c.key: (",".join(to_text(v) for v in values[f"custom[{c.key}]"]) if isinstance(values[f"custom[{c.key}]"], list)
                 else to_text(values[f"custom[{c.key}]"]))
@@ -310,7 +339,8 @@ class ActionNetwork(Provider):
         started = time.perf_counter()
         response = self.request("POST", self.url(options), json=build_payload(options, submission.values,
                                                                               submission.context,
-                                                                              submission.page_options),
+                                                                              submission.page_options,
+                                                                              submission.locale),
                                      headers=headers)
         log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
                   (time.perf_counter() - started) * 1000)
@@ -321,7 +351,7 @@ class ActionNetwork(Provider):
         """GET the API entry point. That it exists at {base_url}/ follows OSDI (inferred for Action Network): any
         HTTP answer proves the host right; 401/403 with a key means the key was refused. Nothing is submitted.
         """
-        headers = {"Accept": "application/hal+json"}
+        headers = {"Accept": "application/hal+json", "Content-Type": "application/json"}
         if self.settings.api_key:
             headers["OSDI-API-Token"] = self.settings.api_key
         response = self.request("GET", f"{self.settings.base_url}/", headers=headers)
@@ -386,19 +416,22 @@ class ActionNetwork(Provider):
     def warnings(self, form: FormConfig) -> list[str]:
         options: ANForm = form.options
         found = list(self._advice.get(form.slug, []))
-        if options.action in UNDOCUMENTED_ACTIONS:
-            found.append("the survey response helper (/surveys/{id}/responses) is not in Action Network's "
-                         "documentation (inferred): try one response and look for it in Action Network")
-        if options.remove_tags:
-            found.append("remove_tags on an action helper is not documented by Action Network (inferred): "
-                         "confirm once that the tags are removed")
+        if options.remove_tags and options.action in REMOVE_TAGS_UNDOCUMENTED:
+            found.append("remove_tags on survey responses is not in Action Network's documentation (its changelog "
+                         "names the signup, attendance, outreach, signature and submission helpers): confirm once "
+                         "that the tags are removed")
+        if options.unticked_email_status:
+            found.append(f"unticked_email_status = {options.unticked_email_status!r}: a new person who leaves "
+                         f"{options.email_consent_field!r} unticked is added {options.unticked_email_status}, and an "
+                         f"existing subscriber who leaves it unticked is {options.unticked_email_status} too")
         return found
 
     def _get(self, path: str) -> tuple[int, Any]:
         """One keyed GET for `check`, within the 4-a-second budget."""
         self.budget.take(wait=max(self.settings.budget_wait, 1.0))
         response = self.request("GET", path if path.startswith("http") else f"{self.settings.base_url}{path}",
-                                headers={"Accept": "application/hal+json", "OSDI-API-Token": self.settings.api_key or ""})
+                                headers={"Accept": "application/hal+json", "Content-Type": "application/json",
+                                         "OSDI-API-Token": self.settings.api_key or ""})
         return response.status_code, json_or_none(response)
 
     def _tag_names(self, wanted: set[str]) -> tuple[set[str], bool]:
@@ -413,9 +446,14 @@ class ActionNetwork(Provider):
                 return found, False
             embedded = body.get("_embedded")
             tags = embedded.get("osdi:tags") if isinstance(embedded, Mapping) else None
-            for tag in tags if isinstance(tags, list) else []:
+            if not isinstance(tags, list) or not tags:
+                return found, True  # past the last page: Action Network still gives a `next` there
+            for tag in tags:
                 if isinstance(tag, Mapping) and tag.get("name") in wanted:
                     found.add(str(tag["name"]))
+            page, pages = body.get("page"), body.get("total_pages")
+            if isinstance(page, int) and isinstance(pages, int) and page >= pages:
+                return found, True
             links = body.get("_links")
             following = links.get("next") if isinstance(links, Mapping) else None
             href = following.get("href") if isinstance(following, Mapping) else None

@@ -220,7 +220,7 @@ def person_mapping_for(definition: Definition) -> PersonMapping:
     return match_fields(definition, {**COMMON_NAMES, "email": ("email",)}, custom="{key}", by_type=BY_TYPE)
 
 
-def read_answer(status: int, body: Any) -> Outcome:
+def read_answer(status: int, body: Any, send: Send | None = None) -> Outcome:
     """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
     if status == 429 or status >= 500 or status == 408:
         raise TryLater(f"engageone: HTTP {status}", may_have_arrived=may_have_arrived(status))
@@ -229,6 +229,12 @@ def read_answer(status: int, body: Any) -> Outcome:
         # not the supporter's submission: keep it and retry once an operator has fixed it, as NGP and AN do.
         raise TryLater(f"engageone: HTTP {status}: the token or PB-Customer-Id was refused "
                        "(check pb_customer_id and the API user's permissions)", retry_after=300)
+    if status == 404:
+        # Inferred (status codes are not published): a 404 on /campaigns/v2/{campaign}/transactional names a
+        # campaign or communication this account lacks, the configuration's fault, not the supporter's. Held for
+        # the operator (answered `queued`), so the send is not lost and not retried unchanged.
+        what = f"campaign {send.campaign!r} or communication {send.communication!r}" if send else "the campaign"
+        raise TryLater(f"engageone: HTTP 404: {what} was not found (check campaign and communication)", hold=True)
     if 200 <= status < 300 and isinstance(body, Mapping) and body.get("send_id"):
         return Outcome("delivered", upstream_status=status, reference=str(body["send_id"]))
     if 200 <= status < 300:
@@ -300,7 +306,7 @@ class EngageOne(Provider):
             if response.status_code == 401:
                 raise TryLater("engageone: the token was refused twice (check the PB-Customer-Id header, "
                                "pb_customer_id, and the API user's permissions)", retry_after=300)
-            return read_answer(response.status_code, json_or_none(response))
+            return read_answer(response.status_code, json_or_none(response), send)
         raise TryLater("engageone: unreachable")  # pragma: no cover
 
     def definition(self, form: FormConfig) -> Definition:
@@ -334,6 +340,8 @@ class EngageOne(Provider):
         return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
 
     def warnings(self, form: FormConfig) -> list[str]:
+        # `check` cannot look a campaign or communication up: EngageOne publishes no such call (only the send),
+        # so a wrong name shows as held jobs (HTTP 404) in `formrelay queue list`.
         header = self.settings.company_header
         if header.startswith("eocm-"):
             return []

@@ -414,7 +414,8 @@ class ENS(Provider):
         self._spend()
         response = self.request(
             "POST", f"{self.settings.base_url}/authenticate", data=self.settings.api_token.encode("utf-8"),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            # Documented with the charset: `Content-Type: application/json; charset=UTF-8`.
+            headers={"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"},
         )
         body = json_or_none(response)
         if response.status_code == 200 and isinstance(body, Mapping) and body.get("ens-auth-token"):
@@ -447,9 +448,12 @@ class ENS(Provider):
         is 'Invalid ens-auth-token', but recovery should not hang on one exact wording.
         """
         extra_headers = kwargs.pop("headers", {})
+        each_send = kwargs.pop("each_send", None)
         for attempt in (1, 2):
             token = self.tokens.get()
             headers = {"ens-auth-token": token, "Accept": "application/json", **extra_headers}
+            if each_send is not None:
+                each_send()  # e.g. the page budget: a page process sent again after re-authenticating counts again
             self._spend()
             response = self.request(method, f"{self.settings.base_url}{path}", headers=headers, **kwargs)
             if response.status_code != 401:
@@ -545,10 +549,10 @@ class ENS(Provider):
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
-        self.budget.take(wait=self.settings.budget_wait)
         body = build_payload(options, definition, submission.values, submission.context, submission.page_options,
                              locale=form.locale or submission.locale)
-        response = self.call("POST", f"/page/{options.page_id}/process", json=body)
+        response = self.call("POST", f"/page/{options.page_id}/process", json=body,
+                             each_send=lambda: self.budget.take(wait=self.settings.budget_wait))
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and isinstance(options.origin_source, Mapping) and outcome.reference:
             self._origin_source(outcome.reference, options.origin_source)
