@@ -22,7 +22,8 @@ Handler = Callable[[Job], object]
 
 # Jobs this process is delivering right now, by id, across every Worker in it: a job whose lease ran out while
 # its attempt still runs here is not claimed and sent a second time by another thread of the same process.
-_running: set[str] = set()
+# The value is the attempt's own Job: its state stays INFLIGHT until the handler sets the result it writes.
+_running: dict[str, Job] = {}
 _running_lock = threading.Lock()
 # A fan-out job (an `also` form, a webhook) handed back because its share of the threads is in use is due again
 # this much later, so that the next claim finds the primary submissions due before it.
@@ -188,11 +189,14 @@ class Worker:
         Called with _held_lock held.
         """
         with _running_lock:
-            if job.id in _running:
+            attempt = _running.get(job.id)
+            # Still INFLIGHT: the attempt here has not set its result, so it will write it over this claim. Once
+            # it has (rescheduled, say, and its thread not yet out of the handler), this is a new claim to deliver.
+            if attempt is not None and attempt.state == INFLIGHT:
                 return "running here"
             if fanout(job) and self._fanout_busy >= self._fanout_cap:
                 return "later"
-            _running.add(job.id)
+            _running[job.id] = job
         if fanout(job):
             self._fanout_busy += 1
         return "run"
@@ -246,7 +250,8 @@ class Worker:
                     if fanout(job):
                         self._fanout_busy -= 1
                 with _running_lock:
-                    _running.discard(job.id)
+                    if _running.get(job.id) is job:
+                        del _running[job.id]
         with self._held_lock:
             if not self._stop.is_set():
                 self._untried.pop(me, None)
