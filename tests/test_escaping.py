@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from formrelay.core import i18n, logs
 from formrelay.delivery.worker import fanout_threads
@@ -63,3 +64,44 @@ def test_a_region_is_two_ascii_letters():
 
 def test_fan_out_jobs_never_hold_every_thread():
     assert [fanout_threads(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 4]
+
+
+def test_a_job_is_not_sent_again_while_its_attempt_here_runs_but_is_once_it_has_its_result(tmp_path):
+    """Thread A's attempt outlives its lease: thread B's claim of the job is skipped while A has set no result,
+    and delivered once A rescheduled it (A's thread may not be out of the handler yet)."""
+    import threading
+
+    from formrelay.delivery.jobs import PENDING, new_job
+    from formrelay.delivery.settings import QueueSettings
+    from formrelay.delivery.stores import SQLiteStore
+    from formrelay.delivery.worker import Worker
+    from formrelay.forms.submission import Submission
+
+    store = SQLiteStore(str(tmp_path / "q.sqlite3"))
+    job = new_job("join", "primary", Submission(form="join", values={"n": 1}))
+    store.put(job)
+    in_attempt, reschedule, release = threading.Event(), threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def handle(claimed) -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:  # thread A: a slow attempt, rescheduled at the end, then slow to leave the handler
+            in_attempt.set()
+            reschedule.wait(10)
+            store.reschedule(claimed, time.time() - 1, "try later")
+            release.wait(10)
+
+    worker = Worker(store, handle, QueueSettings(lease=0.5, poll_interval=0.01), threads=2)
+    first = threading.Thread(target=worker.run_once, name="A")
+    first.start()
+    assert in_attempt.wait(10)
+    time.sleep(0.6)  # A's lease runs out
+    assert worker.run_once() == 1 and calls == ["A"]  # claimed again, but not sent a second time
+    reschedule.set()
+    deadline = time.monotonic() + 5
+    while store.get(job.id).state != PENDING:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert worker.run_once() == 1 and len(calls) == 2  # A set its result: a new claim, delivered
+    release.set()
+    first.join(10)
