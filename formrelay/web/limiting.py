@@ -67,7 +67,7 @@ class _Limiter(Limiter):
             # Flask-Limiter's own flag and per-request memo (private names, as of 3.5 to 4.1; the full-Redis test
             # through `formrelay serve` fails if a release renames them): count in memory, check Redis with backoff.
             self._storage_dead = True
-            seen = getattr(self.context, "seen_limits", None)
+            seen = getattr(getattr(self, "context", None), "seen_limits", None)
             if seen is not None:
                 seen.clear()
             try:
