@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from formrelay.cli_queue import queue
+from formrelay.cli_export import queue  # the queue group, with `export` registered on it
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
 from formrelay.core.version import __version__
