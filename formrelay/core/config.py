@@ -61,6 +61,7 @@ class ProviderSchemas(Protocol):
 _PROVIDERS: dict[str, Callable[[], ProviderSchemas]] = {}
 _SECTIONS: dict[str, type[Schema]] = {}
 _REQUIRED_SECTIONS = ("queue", "captcha")
+_OPTIONAL_TOP = ("alerts",)  # top-level tables a higher floor registers (formrelay.alerts.settings)
 
 
 def register_provider(name: str, load: Callable[[], ProviderSchemas]) -> None:
@@ -233,6 +234,7 @@ class Config:
     queue: Any = None
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    alerts: Any = None  # [alerts]: formrelay.alerts.settings registers its schema (the cli and web import it)
 
     @property
     def shared_storage(self) -> str:
@@ -587,9 +589,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     """Validate a decoded TOML document into a Config."""
     _check_registered()
     env = os.environ if env is None else env
-    unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
+    tables = ["relay", "providers", "forms", "queue", "metrics", "logging"] + [t for t in _OPTIONAL_TOP if t in _SECTIONS]
+    unknown_top = set(raw) - set(tables)
     if unknown_top:
-        tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
         raise ConfigError(f"{source}: unknown top-level table(s): "
                           + ", ".join(f"{t}{did_you_mean(t, tables)}" for t in sorted(unknown_top)))
     try:
@@ -608,6 +610,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     queue = section(_section_schema("queue"), "queue")
     logging_settings = section(LoggingSchema(), "logging")
     metrics_settings = section(MetricsSchema(), "metrics")
+    alerts = section(_section_schema("alerts"), "alerts") if "alerts" in _SECTIONS else None
+    secrets = secrets | frozenset(getattr(alerts, "secrets", ()))
 
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
@@ -704,7 +708,7 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     secrets = secrets | {hook.url for hook in hooks} | {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
     secrets = secrets | {target for target in (_request_target(hook.url) for hook in hooks) if len(target) >= 8}
     return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
-                  logging=logging_settings, metrics=metrics_settings)
+                  logging=logging_settings, metrics=metrics_settings, alerts=alerts)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -70,9 +70,16 @@ class Breaker:
         self.last_problem: str | None = None
         self._probe_started: float | None = None
         self._lock = threading.Lock()
+        # Wall-clock time since when it has not been closed (open and half-open alike); None while closed.
+        self.down_since: float | None = None
+        # `formrelay breaker reset`, seen across processes: set by formrelay.alerts.breakers (see _operator_reset).
+        self.reset_source: Callable[[str], float | None] | None = None
+        self._reset_checked = 0.0
 
     def allow(self) -> bool:
         """Whether a call may go now. In half-open state only one caller (the probe) gets True at a time."""
+        if self.state != CLOSED and self.reset_source is not None:
+            self._operator_reset()
         with self._lock:
             if self.state == CLOSED:
                 return True
@@ -119,6 +126,10 @@ class Breaker:
 
     def _set(self, state: str) -> None:
         before, self.state = self.state, state
+        if state == CLOSED:
+            self.down_since = None
+        elif before == CLOSED:
+            self.down_since = time.time()
         if before != state and self.on_change is not None:
             self.on_change(self, before, state)
 
@@ -131,7 +142,27 @@ class Breaker:
                 out["problem"] = self.last_problem
                 if self.state == OPEN:
                     out["probe_in"] = round(max(0.0, self.reset_after - (time.monotonic() - self.opened_at)), 1)
+                if self.down_since is not None:
+                    out["down_for"] = round(max(0.0, time.time() - self.down_since), 1)
             return out
+
+    # -- an operator's reset (issue 28): `formrelay breaker reset PROVIDER` writes the time into the queue store,
+    # which every process shares; a breaker that is not closed reads it at most once a second (never while closed,
+    # so the hot path pays nothing) and closes if the reset came after it opened.
+    def _operator_reset(self) -> None:
+        now = time.monotonic()
+        if now - self._reset_checked < 1.0:
+            return
+        self._reset_checked = now
+        try:
+            asked = self.reset_source(self.name) if self.reset_source is not None else None
+        except Exception:  # the store does not answer: the breaker's own probes still close it
+            return
+        with self._lock:
+            if asked is not None and self.down_since is not None and asked >= self.down_since:
+                log.warning("provider %s: circuit breaker closed by an operator (formrelay breaker reset)", self.name)
+                self.failures, self._probe_started, self.last_problem = 0, None, None
+                self._set(CLOSED)
 
 
 def log_change(breaker: Breaker, before: str, after: str) -> None:

@@ -1,0 +1,29 @@
+"""`formrelay breaker reset PROVIDER`, across processes: the time of the reset in the queue store, which every
+process's breaker for that provider reads while it is not closed (formrelay.delivery.attempts.Breaker)."""
+from __future__ import annotations
+
+from typing import Any
+
+from formrelay.delivery.stores import Store
+
+RESET_KEY = "breaker:reset:{}"
+KEEP = 86400.0  # a breaker that opened after the reset is not closed by it, so a day is plenty
+
+
+def ask_reset(store: Store, provider: str, at: float) -> None:
+    store.kv_set(RESET_KEY.format(provider), repr(at), KEEP)
+
+
+def reset_asked(store: Store, provider: str) -> float | None:
+    """When an operator last asked to close this provider's breaker (None: not within a day)."""
+    value = store.kv_get(RESET_KEY.format(provider))
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def attach(relay: Any) -> None:
+    """Let every breaker of this relay hear `formrelay breaker reset` (through the relay's queue store)."""
+    for guard in relay.guards.values():
+        guard.breaker.reset_source = lambda name: reset_asked(relay.store, name)
