@@ -31,9 +31,13 @@ def breaker_reset(provider: str, config_path: str | None) -> None:
         if provider not in relay.providers:
             raise click.ClickException(f"no provider {provider!r} in the config"
                                        f"{did_you_mean(provider, relay.providers)}")
-        breakers.ask_reset(relay.store, provider, time.time())
-        admin.audit(relay.store, "breaker-reset", [provider])
-    click.echo(f"asked every process to close the circuit breaker for {provider}; /readyz shows it within seconds")
+        now = time.time()
+        breakers.ask_reset(relay.store, provider, now)
+        forms = {slug for slug, form in relay.forms.items() if form.config.provider == provider}
+        due = breakers.due_now(relay.store, forms, now)
+        admin.audit(relay.store, "breaker-reset", [provider], jobs_due_now=due)
+    click.echo(f"asked every process to close the circuit breaker for {provider}; {due} submission(s) that waited "
+               "behind it are due now; /readyz shows the breaker closed within seconds")
 
 
 @click.group("alerts")

@@ -2,12 +2,16 @@
 process's breaker for that provider reads while it is not closed (formrelay.delivery.attempts.Breaker)."""
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
+from formrelay.delivery.jobs import PENDING
 from formrelay.delivery.stores import Store
 
 RESET_KEY = "breaker:reset:{}"
-KEEP = 86400.0  # a breaker that opened after the reset is not closed by it, so a day is plenty
+KEEP = 86400.0
+HELD_BACK = "circuit breaker open"  # how the relay's worker words a job it rescheduled behind an open breaker  # a breaker that opened after the reset is not closed by it, so a day is plenty
 
 
 def ask_reset(store: Store, provider: str, at: float) -> None:
@@ -27,3 +31,14 @@ def attach(relay: Any) -> None:
     """Let every breaker of this relay hear `formrelay breaker reset` (through the relay's queue store)."""
     for guard in relay.guards.values():
         guard.breaker.reset_source = lambda name: reset_asked(relay.store, name)
+
+
+def due_now(store: Store, forms: Collection[str], now: float) -> int:
+    """Make the waiting jobs of these forms that a breaker held back due now (each only if still waiting), so a
+    reset delivers them at once rather than at the breaker's own next probe. Their attempts and age are kept."""
+    count = 0
+    for job in list(store.scan(PENDING)):
+        if job.form in forms and job.target == "primary" and job.due_at > now \
+                and HELD_BACK in (job.last_error or ""):
+            count += store.swap(job.id, (PENDING,), replace(job, due_at=now))
+    return count

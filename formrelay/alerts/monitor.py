@@ -37,6 +37,7 @@ OLDEST_SAMPLE = 200  # the oldest waiting jobs looked at to name forms and provi
 ACTIVE_TTL = 30 * 86400.0
 SEND_TRIES = (0.0, 5.0, 30.0)  # a failed send is tried again after these pauses
 OUTBOX_MAX = 100
+SETTLE_LOOKS = 3
 EXPORTED = "exported for an import by hand"  # set aside by `queue export --mark-exported`: an operator's doing
 
 _lost_lock = threading.Lock()
@@ -105,8 +106,9 @@ def look(relay: Any, previous_dead: tuple[int, list[Waiting]] | None) -> tuple[S
 class Outbox:
     """The sender thread: messages wait here, each sent to every channel, a failed send retried and logged once."""
 
-    def __init__(self, channels: list[Sender]) -> None:
+    def __init__(self, channels: list[Sender], pauses: tuple[float, ...] = SEND_TRIES) -> None:
         self.channels = channels
+        self.pauses = pauses
         self._queue: queue.Queue[Message | None] = queue.Queue(OUTBOX_MAX)
         self._thread = threading.Thread(target=self._run, name="formrelay-alerts-send", daemon=True)
         self._thread.start()
@@ -132,10 +134,9 @@ class Outbox:
             for channel in self.channels:
                 self._send(channel, message)
 
-    @staticmethod
-    def _send(channel: Sender, message: Message) -> None:
+    def _send(self, channel: Sender, message: Message) -> None:
         first: str | None = None
-        for tries, pause in enumerate(SEND_TRIES, start=1):
+        for tries, pause in enumerate(self.pauses, start=1):
             time.sleep(pause)
             try:
                 channel.send(message)
@@ -151,7 +152,7 @@ class Outbox:
             return
         # One line per message and channel, however many tries: the reason without any URL or secret.
         log.error("alerts: could not send the %s message (%s %s) by %s after %d tries: %s", message.state,
-                  message.kind, message.provider or "relay", channel.name, len(SEND_TRIES), logs.mask(first or "?"))
+                  message.kind, message.provider or "relay", channel.name, len(self.pauses), logs.mask(first or "?"))
 
 
 class Monitor:
@@ -166,6 +167,7 @@ class Monitor:
         self.clock = clock
         self._dead: tuple[int, list[Waiting]] | None = None
         self._local_sent: dict[tuple[str, str], float] = {}  # while the store is down
+        self._growing: dict[str, tuple[int, int]] = {}  # dead letters per provider: last count, looks growing
         self._seen: set[str] = set()  # providers and destinations this process has seen a condition for
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -205,6 +207,8 @@ class Monitor:
         self._seen |= {c.provider for c in found}
         for cond in found:
             store.kv_set(self._key("seen", cond.kind, cond.provider), self.host, 3 * self.settings.check_every + 1)
+            if not self._settled(cond):
+                continue
             message = self._firing(store, cond, snap.now)
             if message is not None:
                 sent.append(message)
@@ -215,6 +219,18 @@ class Monitor:
                                     conditions.resolved_text(kind, provider, snap.now, self.host)))
         sent += self._resolved(store, holding, snap.now)
         return self._hand(sent)
+
+    def _settled(self, cond: Condition) -> bool:
+        """Dead letters come in bursts (an outage buries many within seconds): say it once the count held still for
+        one look, or after SETTLE_LOOKS looks, so the message counts the burst rather than its first letter."""
+        if cond.kind != DEAD_LETTERS:
+            return True
+        last, looks = self._growing.get(cond.provider, (-1, 0))
+        if cond.count == last or looks >= SETTLE_LOOKS:
+            self._growing[cond.provider] = (cond.count, 0)
+            return True
+        self._growing[cond.provider] = (cond.count, looks + 1)
+        return False
 
     def _hand(self, messages: list[Message]) -> list[Message]:
         for message in messages:

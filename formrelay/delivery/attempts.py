@@ -135,6 +135,8 @@ class Breaker:
 
     def view(self) -> dict[str, Any]:
         """For readiness: the state, and while not closed, why and until when."""
+        if self.state != CLOSED and self.reset_source is not None:
+            self._operator_reset()
         with self._lock:
             out: dict[str, Any] = {"state": self.state}
             if self.state != CLOSED:
