@@ -113,6 +113,9 @@ def test_mark_exported_sets_waiting_jobs_aside_and_drop_exported_before_deletes_
     assert done.returncode == 0, done.stderr
     aside = store.get("p1")
     assert aside.state == DEAD and "exported for an import by hand" in aside.last_error  # the worker leaves it
+    retried = formrelay(config, "retry", "--all", "--json")  # the CRM back: what was imported is not sent again
+    assert retried.returncode == 0 and "p1" in json.loads(retried.stdout)["skipped_held"]
+    assert store.get("p1").state == DEAD
     later = formrelay(config, "drop", "--exported-before", "2000-01-01T00:00", "--yes")
     assert later.returncode == 0 and store.get("p1") is not None  # exported after that time: kept
     dropped = formrelay(config, "drop", "--exported-before", "0s", "--yes", "--json")

@@ -174,12 +174,13 @@ def subject(cond: Condition | None, kind: str, provider: str, resolved: bool) ->
     if resolved:
         return f"[formrelay] resolved: {TITLES[kind]}{where}"
     assert cond is not None
-    count = f"{cond.count} " if kind in (DEAD_LETTERS, WAITING) else ""
-    return f"[formrelay] {count}{TITLES[kind]}{where}"
+    if kind == DEAD_LETTERS:
+        return f"[formrelay] {cond.count} dead letter{'' if cond.count == 1 else 's'}{where}"
+    return f"[formrelay] {TITLES[kind]}{where}"
 
 
 def text(cond: Condition, host: str, new_since: int | None = None, since: float | None = None) -> str:
-    lines = [cond.detail + "."]
+    lines = [cond.detail[:1].upper() + cond.detail[1:] + "."]
     if new_since is not None and since is not None:
         lines.append(f"{new_since} new since the last message ({_clock(since)}).")
     if cond.provider:

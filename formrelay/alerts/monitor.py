@@ -27,6 +27,7 @@ from formrelay.alerts.conditions import BreakerView, Condition, Snapshot, Waitin
 from formrelay.alerts.senders import Message, SendFailed, Sender, senders
 from formrelay.alerts.settings import DEAD_LETTERS, STORAGE, AlertsSettings
 from formrelay.core import logs
+from formrelay.delivery.exports import EXPORTED  # set aside by `queue export --mark-exported`: an operator's doing
 from formrelay.delivery.jobs import DEAD, PENDING, Job
 from formrelay.delivery.stores import storage_down
 
@@ -38,7 +39,6 @@ ACTIVE_TTL = 30 * 86400.0
 SEND_TRIES = (0.0, 5.0, 30.0)  # a failed send is tried again after these pauses
 OUTBOX_MAX = 100
 SETTLE_LOOKS = 3
-EXPORTED = "exported for an import by hand"  # set aside by `queue export --mark-exported`: an operator's doing
 
 _lost_lock = threading.Lock()
 _lost = 0

@@ -18,14 +18,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from formrelay.delivery.admin import Filters, select
+from formrelay.delivery.admin import HELD_MARK, Filters, select
 from formrelay.delivery.jobs import DEAD, PENDING, Job
 from formrelay.delivery.stores import Store
 
 META = ("submitted_at", "form", "provider", "reason", "job_id")
 MARK_PREFIX = "export:"
 KEEP_MARKS = 90 * 86400.0  # long enough for any import by hand; a mark holds a time, never personal data
-EXPORTED_REASON = "exported for an import by hand"
+EXPORTED = "exported for an import by hand"
+# Held, so that `queue retry --all` after the CRM is back does not deliver what was imported (--include-held does).
+EXPORTED_REASON = f"{EXPORTED}; {HELD_MARK}"
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP): such a cell gets a
 # leading apostrophe, which Excel, LibreOffice and Google Sheets show as text and do not keep in the value.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -112,9 +114,9 @@ def set_aside(store: Store, job_ids: Iterable[str], at: float) -> list[str]:
         job = store.get(job_id)
         if job is None or job.state not in (PENDING, DEAD):
             continue
-        before = f"; before: {job.last_error}" if job.last_error and EXPORTED_REASON not in job.last_error else ""
+        before = f"; before: {job.last_error}" if job.last_error and EXPORTED not in job.last_error else ""
         new = replace(job, state=DEAD, lease_until=None, finished_at=at,
-                      last_error=f"{EXPORTED_REASON} at {_iso(at)}{before}")
+                      last_error=f"{EXPORTED} at {_iso(at)}; {HELD_MARK}{before}")
         if store.swap(job_id, (job.state,), new):
             changed.append(job_id)
     return changed
