@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from formrelay.cli import main
 from formrelay.delivery.jobs import DEAD, PENDING, Job
 from formrelay.delivery.stores import SQLiteStore
 from tests.servers import BIN, ROOT, toml
@@ -42,8 +44,15 @@ def queue(tmp_path):
 
 
 def formrelay(config: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    """The real command, in its own process, as an operator or cron runs it."""
     return subprocess.run([str(BIN / "formrelay"), "queue", *args, "--config", str(config)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def invoke(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (click's runner: no terminal), for the steps that follow the first."""
+    result = CliRunner().invoke(main, ["queue", *args, "--config", str(config)])
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_export_writes_one_row_per_dead_submission_escapes_formulas_and_audits_once(queue, tmp_path):
@@ -74,12 +83,12 @@ def test_export_writes_one_row_per_dead_submission_escapes_formulas_and_audits_o
 def test_jsonl_keeps_values_and_bom_is_for_spreadsheets(queue, tmp_path):
     config, _ = queue
     out = tmp_path / "pending.jsonl"
-    assert formrelay(config, "export", "--state", "pending", "--format", "jsonl", "-o", str(out)).returncode == 0
+    assert invoke(config, "export", "--state", "pending", "--format", "jsonl", "-o", str(out)).returncode == 0
     (line,) = out.read_text().splitlines()
     assert json.loads(line)["EmailAddress"] == "pending.person@example.org"
     assert json.loads(line)["Tags"] == ["a", "b"]
     bom = tmp_path / "bom.csv"
-    assert formrelay(config, "export", "--bom", "-o", str(bom), "--form", "join").returncode == 0
+    assert invoke(config, "export", "--bom", "-o", str(bom), "--form", "join").returncode == 0
     assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
 
 
@@ -109,17 +118,17 @@ def test_personal_data_is_not_printed_to_a_terminal_without_yes(queue):
 
 def test_mark_exported_sets_waiting_jobs_aside_and_drop_exported_before_deletes_them(queue, tmp_path):
     config, store = queue
-    done = formrelay(config, "export", "--state", "pending", "--mark-exported", "-o", str(tmp_path / "p.csv"))
+    done = invoke(config, "export", "--state", "pending", "--mark-exported", "-o", str(tmp_path / "p.csv"))
     assert done.returncode == 0, done.stderr
     aside = store.get("p1")
     assert aside.state == DEAD and "exported for an import by hand" in aside.last_error  # the worker leaves it
-    retried = formrelay(config, "retry", "--all", "--json")  # the CRM back: what was imported is not sent again
+    retried = invoke(config, "retry", "--all", "--json")  # the CRM back: what was imported is not sent again
     assert retried.returncode == 0 and "p1" in json.loads(retried.stdout)["skipped_held"]
     assert store.get("p1").state == DEAD
-    later = formrelay(config, "drop", "--exported-before", "2000-01-01T00:00", "--yes")
+    later = invoke(config, "drop", "--exported-before", "2000-01-01T00:00", "--yes")
     assert later.returncode == 0 and store.get("p1") is not None  # exported after that time: kept
-    dropped = formrelay(config, "drop", "--exported-before", "0s", "--yes", "--json")
+    dropped = invoke(config, "drop", "--exported-before", "0s", "--yes", "--json")
     assert dropped.returncode == 0, dropped.stderr
     assert json.loads(dropped.stdout)["jobs"] == ["p1"]
     assert store.get("p1") is None and store.get("d1") is not None  # never exported: kept
-    assert formrelay(config, "drop", "--yes").returncode == 2  # neither ids nor --exported-before
+    assert invoke(config, "drop", "--yes").returncode == 2  # neither ids nor --exported-before
