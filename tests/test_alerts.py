@@ -18,7 +18,7 @@ from formrelay.alerts.monitor import Monitor, Outbox, storage_lost
 from formrelay.alerts.senders import ChatSender, Message, SendFailed, WebhookSender
 from formrelay.alerts.settings import AlertsSchema, AlertsSettings
 from formrelay.core.config import ConfigError, parse_config
-from formrelay.delivery.attempts import CLOSED, OPEN, Breaker
+from formrelay.delivery.attempts import CLOSED, OPEN
 from formrelay.delivery.jobs import DEAD, PENDING, Job
 from formrelay.delivery.relay import EXTENSION
 from tests.conftest import base_config
@@ -234,13 +234,17 @@ def test_the_webhook_is_signed_the_standard_webhooks_way(receiver):
 # -- breakers and ages ---------------------------------------------------------------------------------------
 
 def test_a_breaker_closes_when_an_operator_reset_came_after_it_opened(relay):
-    breaker = Breaker("ngp", failures=1, reset_after=3600, probe_timeout=10)
-    breaker.reset_source = lambda name: breakers.reset_asked(relay.store, name)
+    breaker = relay.guards["ngp"].breaker
     breakers.ask_reset(relay.store, "ngp", time.time() - 60)  # an old reset does not close a new outage
-    breaker.failed("ngp: HTTP 503")
+    breakers.attach(relay, every=0.05)
+    for _ in range(breaker.threshold):
+        breaker.failed("ngp: HTTP 503")
+    time.sleep(0.3)
     assert not breaker.allow() and breaker.state == OPEN
-    breaker._reset_checked = 0.0
     breakers.ask_reset(relay.store, "ngp", time.time())
+    deadline = time.monotonic() + 5
+    while breaker.state != CLOSED and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert breaker.view()["state"] == CLOSED and breaker.allow() and breaker.down_since is None
 
 
@@ -250,3 +254,19 @@ def test_a_retried_dead_letter_starts_its_waiting_age_afresh(relay):
     relay.store.put(job)
     assert relay.store.retry("r1", time.time())
     assert relay.store.stats(time.time()).oldest_age < 60
+
+
+def test_storage_refusing_writes_alerts_from_each_process_then_resolves(relay, monkeypatch):
+    import sqlite3
+
+    watcher, _ = monitor(relay)
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(relay.store, "kv_set", refuse)
+    (message,) = watcher.check()
+    assert message.kind == "queue_storage" and "refuses writes (OperationalError)" in message.text
+    assert watcher.check() == []  # once per alert_every, kept in this process while the store refuses
+    monkeypatch.undo()
+    assert [(m.kind, m.state) for m in watcher.check()] == [("queue_storage", "resolved")]

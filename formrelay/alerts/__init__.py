@@ -17,19 +17,21 @@ __all__ = ["AlertsSettings", "Monitor", "start", "storage_lost"]
 
 log = logging.getLogger("formrelay.alerts")
 _started: dict[int, Monitor] = {}
+_attached: set[int] = set()
 _lock = threading.Lock()
 
 
 def start(relay: Any) -> Monitor | None:
     """Breakers that hear `formrelay breaker reset`, and (when [alerts] names a channel) the monitor thread;
     once per relay per process."""
-    breakers.attach(relay)
     settings: AlertsSettings = relay.config.alerts or AlertsSettings()
-    if not settings.enabled:
-        return None
     with _lock:
-        if id(relay) in _started:
-            return _started[id(relay)]
+        if id(relay) in _attached:
+            return _started.get(id(relay))
+        _attached.add(id(relay))
+        breakers.attach(relay)
+        if not settings.enabled:
+            return None
         monitor = _started[id(relay)] = Monitor(relay, settings).start()
     log.info("alerts: watching the queue and the providers every %.0f s (%s)", settings.check_every,
              ", ".join(s.name for s in monitor.outbox.channels))

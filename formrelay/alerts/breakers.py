@@ -2,16 +2,19 @@
 process's breaker for that provider reads while it is not closed (formrelay.delivery.attempts.Breaker)."""
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
+from formrelay.delivery.attempts import CLOSED
 from formrelay.delivery.jobs import PENDING
 from formrelay.delivery.stores import Store
 
 RESET_KEY = "breaker:reset:{}"
-KEEP = 86400.0
-HELD_BACK = "circuit breaker open"  # how the relay's worker words a job it rescheduled behind an open breaker  # a breaker that opened after the reset is not closed by it, so a day is plenty
+KEEP = 86400.0  # a breaker that opened after the reset is not closed by it, so a day is plenty
+HELD_BACK = "circuit breaker open"  # how the relay words a job it rescheduled or queued behind an open breaker
 
 
 def ask_reset(store: Store, provider: str, at: float) -> None:
@@ -27,10 +30,24 @@ def reset_asked(store: Store, provider: str) -> float | None:
         return None
 
 
-def attach(relay: Any) -> None:
-    """Let every breaker of this relay hear `formrelay breaker reset` (through the relay's queue store)."""
-    for guard in relay.guards.values():
-        guard.breaker.reset_source = lambda name: reset_asked(relay.store, name)
+def attach(relay: Any, every: float = 1.0) -> threading.Thread:
+    """Let this relay's breakers hear `formrelay breaker reset`: a thread reads the store once a second for each
+    breaker that is not closed (none while all are closed), so no request ever waits for the store here."""
+
+    def poll() -> None:
+        while True:
+            time.sleep(every)
+            for name, guard in list(relay.guards.items()):
+                if guard.breaker.state == CLOSED:
+                    continue
+                try:
+                    guard.breaker.operator_reset(reset_asked(relay.store, name))
+                except Exception:  # the store does not answer: the breaker's own probes still close it
+                    continue
+
+    thread = threading.Thread(target=poll, name="formrelay-breaker-reset", daemon=True)
+    thread.start()
+    return thread
 
 
 def due_now(store: Store, forms: Collection[str], now: float) -> int:

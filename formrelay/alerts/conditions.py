@@ -101,8 +101,8 @@ def evaluate(snap: Snapshot, alert_after: float, alert_after_open: float, warn_a
     """Every condition that holds in this snapshot."""
     found: list[Condition] = []
     if snap.storage_error or snap.storage_lost:
-        detail = (f"the queue storage does not answer ({snap.storage_error})" if snap.storage_error else
-                  f"the queue storage reported {snap.storage_lost} job(s) lost")
+        detail = (f"the queue storage does not answer or refuses writes ({snap.storage_error})"
+                  if snap.storage_error else f"the queue storage reported {snap.storage_lost} job(s) lost")
         found.append(Condition(STORAGE, "", snap.storage_lost or 1, {}, {}, detail,
                                "check Redis (redis_url) or the disk of [queue] path, then: formrelay check --strict"))
     for provider, jobs in sorted(_by_provider(snap.dead).items()):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import threading
@@ -77,6 +78,9 @@ def look(relay: Any, previous_dead: tuple[int, list[Waiting]] | None) -> tuple[S
     dead_cache = previous_dead or (-1, [])
     try:
         snap.stats = relay.queue_stats(max_age=1.0)
+        # A store can answer reads and refuse writes (Redis out of memory under noeviction, a full disk): write a
+        # small key each look, as a submission would.
+        relay.store.kv_set(f"alerts:probe:{socket.gethostname()}:{os.getpid()}", repr(now), 60.0)
         total = int(snap.stats.get("dead") or 0)
         if total != dead_cache[0]:  # read the dead letters again only when their number changed
             dead = []

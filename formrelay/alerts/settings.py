@@ -88,8 +88,8 @@ def smtp_parts(url: str) -> dict[str, Any]:
     """host, port, tls ("starttls" | "tls" | "none"), user, password of an smtp_url."""
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    tls = "tls" if parts.scheme == "smtps" else "none" if query.get("starttls", "yes").lower() in ("no", "off",
-                                                                                                   "false") else "starttls"
+    plain = query.get("starttls", "yes").lower() in ("no", "off", "false")
+    tls = "tls" if parts.scheme == "smtps" else "none" if plain else "starttls"
     return {"host": parts.hostname or "", "port": parts.port or (465 if parts.scheme == "smtps" else 587),
             "tls": tls, "user": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password else None}

@@ -589,7 +589,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     """Validate a decoded TOML document into a Config."""
     _check_registered()
     env = os.environ if env is None else env
-    tables = ["relay", "providers", "forms", "queue", "metrics", "logging"] + [t for t in _OPTIONAL_TOP if t in _SECTIONS]
+    tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
+    tables += [t for t in _OPTIONAL_TOP if t in _SECTIONS]
     unknown_top = set(raw) - set(tables)
     if unknown_top:
         raise ConfigError(f"{source}: unknown top-level table(s): "

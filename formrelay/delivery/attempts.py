@@ -72,14 +72,9 @@ class Breaker:
         self._lock = threading.Lock()
         # Wall-clock time since when it has not been closed (open and half-open alike); None while closed.
         self.down_since: float | None = None
-        # `formrelay breaker reset`, seen across processes: set by formrelay.alerts.breakers (see _operator_reset).
-        self.reset_source: Callable[[str], float | None] | None = None
-        self._reset_checked = 0.0
 
     def allow(self) -> bool:
         """Whether a call may go now. In half-open state only one caller (the probe) gets True at a time."""
-        if self.state != CLOSED and self.reset_source is not None:
-            self._operator_reset()
         with self._lock:
             if self.state == CLOSED:
                 return True
@@ -135,8 +130,6 @@ class Breaker:
 
     def view(self) -> dict[str, Any]:
         """For readiness: the state, and while not closed, why and until when."""
-        if self.state != CLOSED and self.reset_source is not None:
-            self._operator_reset()
         with self._lock:
             out: dict[str, Any] = {"state": self.state}
             if self.state != CLOSED:
@@ -149,22 +142,17 @@ class Breaker:
             return out
 
     # -- an operator's reset (issue 28): `formrelay breaker reset PROVIDER` writes the time into the queue store,
-    # which every process shares; a breaker that is not closed reads it at most once a second (never while closed,
-    # so the hot path pays nothing) and closes if the reset came after it opened.
-    def _operator_reset(self) -> None:
-        now = time.monotonic()
-        if now - self._reset_checked < 1.0:
-            return
-        self._reset_checked = now
-        try:
-            asked = self.reset_source(self.name) if self.reset_source is not None else None
-        except Exception:  # the store does not answer: the breaker's own probes still close it
-            return
+    # which every process shares; formrelay.alerts.breakers reads it (on a thread of its own, never a request's)
+    # while this breaker is not closed, and hands it in here.
+    def operator_reset(self, asked: float | None) -> bool:
+        """Close now if an operator asked for it after the breaker opened; True when it closed."""
         with self._lock:
-            if asked is not None and self.down_since is not None and asked >= self.down_since:
-                log.warning("provider %s: circuit breaker closed by an operator (formrelay breaker reset)", self.name)
-                self.failures, self._probe_started, self.last_problem = 0, None, None
-                self._set(CLOSED)
+            if asked is None or self.down_since is None or asked < self.down_since:
+                return False
+            log.warning("provider %s: circuit breaker closed by an operator (formrelay breaker reset)", self.name)
+            self.failures, self._probe_started, self.last_problem = 0, None, None
+            self._set(CLOSED)
+            return True
 
 
 def log_change(breaker: Breaker, before: str, after: str) -> None:
