@@ -57,6 +57,16 @@ def relay(tmp_path):
     yield app.extensions[EXTENSION]
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request, tmp_path):
+    """A relay on either store: the lease that makes one alert per deployment lives in it."""
+    raw = base_config(**({"redis_url": request.getfixturevalue("redis_url")} if request.param == "redis" else {}))
+    raw["queue"] = {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False}
+    relay = create_app(raw).extensions[EXTENSION]
+    yield relay
+    relay.close()
+
+
 def monitor(relay, **settings) -> tuple[Monitor, Collected]:
     box = Collected()
     defaults = {"slack_webhook_url": "http://127.0.0.1:9/x", "alert_every": 3600.0, "check_every": 0.2}
@@ -94,7 +104,8 @@ def test_reasons_lose_quoted_values_addresses_and_phone_numbers():
     assert EMAIL not in text and "555-0143" not in text and "HTTP 400" in text
 
 
-def test_dead_letters_alert_once_per_alert_every_across_processes_then_resolve(relay):
+def test_dead_letters_alert_once_per_alert_every_across_processes_then_resolve(shared):
+    relay = shared
     first, first_box = monitor(relay)
     second, second_box = monitor(relay)  # another process sharing the queue store
     relay.store.put(dead_job("a1", reason=f"gave up after 2 attempt(s): ngp: HTTP 422 '{EMAIL}'"))
