@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -93,8 +94,14 @@ def _jsonl(found: list[Any]) -> str:
     return "".join(json.dumps(row.flat(), ensure_ascii=False) + "\n" for row in found)
 
 
+# On a terminal (--yes), a value's control characters (an escape sequence can rewrite the screen) are shown, not run.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _write(output: str | None, text: str) -> None:
     if output is None:
+        if sys.stdout.isatty():
+            text = CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
         click.echo(text, nl=False)
         return
     try:

@@ -92,28 +92,40 @@ def test_jsonl_keeps_values_and_bom_is_for_spreadsheets(queue, tmp_path):
     assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
 
 
-def test_personal_data_is_not_printed_to_a_terminal_without_yes(queue):
-    config, _ = queue
+def read_all(fd: int) -> bytes:
+    printed = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return printed
+        if not chunk:
+            return printed
+        printed += chunk
+
+
+def on_a_terminal(config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run([str(BIN / "formrelay"), "queue", "export", "--config", str(config)], cwd=ROOT,
+        done = subprocess.run([str(BIN / "formrelay"), "queue", "export", *args, "--config", str(config)], cwd=ROOT,
                               stdout=follower, stderr=subprocess.PIPE, text=True, timeout=60)
         os.close(follower)
-        printed = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            printed += chunk
+        return done, read_all(leader)
     finally:
         os.close(leader)
+
+
+def test_personal_data_is_not_printed_to_a_terminal_without_yes(queue):
+    config, store = queue
+    done, printed = on_a_terminal(config)
     assert done.returncode == 1 and "--output" in done.stderr
     assert EMAIL.encode() not in printed
     piped = formrelay(config, "export", "--format", "jsonl")  # a pipe is not a terminal: a script may read it
     assert piped.returncode == 0 and EMAIL in piped.stdout
+    store.put(job("d5", DEAD, first="\x1b[2J\x1b]0;owned\x07Eve"))
+    done, printed = on_a_terminal(config, "--yes")
+    assert done.returncode == 0 and EMAIL.encode() in printed
+    assert b"\x1b" not in printed and b"\\x1b[2J\\x1b]0;owned\\x07Eve" in printed  # shown, not run
 
 
 def test_mark_exported_sets_waiting_jobs_aside_and_drop_exported_before_deletes_them(queue, tmp_path):
