@@ -41,7 +41,10 @@ def attach(relay: Any, every: float = 1.0) -> threading.Thread:
                 if guard.breaker.state == CLOSED:
                     continue
                 try:
-                    guard.breaker.operator_reset(reset_asked(relay.store, name))
+                    if guard.breaker.operator_reset(reset_asked(relay.store, name)):
+                        # what this process's worker put off behind the breaker meanwhile is due now too
+                        forms = {slug for slug, form in relay.forms.items() if form.config.provider == name}
+                        due_now(relay.store, forms, time.time())
                 except Exception:  # the store does not answer: the breaker's own probes still close it
                     continue
 
