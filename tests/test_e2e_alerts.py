@@ -112,6 +112,7 @@ breaker_failures = 1000  # dead letters, not the breaker, are this test's signal
 
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-key"
 
 [forms.join]
 provider = "ngp"
@@ -193,6 +194,7 @@ breaker_failures = 1
 breaker_reset = 3600  # its own probe would come in an hour: only the operator's reset closes it now
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-key"
 [forms.join]
 provider = "ngp"
 form_id = "demo-petition"
