@@ -572,7 +572,7 @@ class Relay:
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
         if target == "primary":
-            return form.provider.deliver(form.config, form.definition, submission)
+            return form.provider.timed_deliver(form.config, form.definition, submission)
         if target == "followup" and form.config.followup is not None:
             mailer = self.providers["engageone"]
             return mailer.send_followup(form.config.followup, form.definition, submission)  # type: ignore[attr-defined]
@@ -714,7 +714,8 @@ class Relay:
             return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": "deadline"})
         if isinstance(result, TryLater):
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
-            return self._not_now(form, submission, result, "provider", None)
+            return dataclasses.replace(self._not_now(form, submission, result, "provider", None),
+                                       upstream_status=result.upstream_status, upstream_ms=result.upstream_ms)
         if isinstance(result, BaseException):
             raise result
         if result.status == "delivered":
@@ -761,7 +762,7 @@ class Relay:
             finally:
                 guard.bulkhead.leave()
 
-        # The request's context goes along, so the attempt's upstream time is in the request's log line.
+        # The request's context goes along: the supporter's language, for the words the provider's answer gives.
         context = contextvars.copy_context()
         self._executor.submit(lambda: context.run(run))
         if flight.done.wait(self.answer_within):
