@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Importing the relay makes the floors above core register their schemas with the config (as create_app does).
+import formrelay.cli  # noqa: F401  (and every table the CLI registers: [alerts], ...)
 import formrelay.delivery.relay  # noqa: F401
 from formrelay.core import config
 from formrelay.core.settings import REQUIRED
@@ -23,6 +24,7 @@ TITLES = {
     "queue": "The durable queue",
     "logging": "Logs",
     "metrics": "Metrics and operator access",
+    "alerts": "Alerts: email or chat when a CRM fails or the queue backs up",
     "forms.<slug>": "Every form, whatever its provider",
     "forms.<slug>.osdi": "What an OSDI body may still decide",
     "forms.<slug>.thanks": "A form's thank-you ladder",
@@ -89,8 +91,14 @@ def reference() -> list[Section]:
         assert match, table
         path, array, provider = match.group(1), bool(match.group(2)), match.group(3) or ""
         scope = f'provider = "{provider}"' if provider else ""
-        title = TITLES.get(path) or (f"Forms of provider {provider}: {path.removeprefix('forms.<slug>').lstrip('.')}"
-                                     if provider else f"Provider {path.split('.', 1)[1]}")
+        if path in TITLES:
+            title = TITLES[path]
+        elif provider:
+            title = f"Forms of provider {provider}: {path.removeprefix('forms.<slug>').lstrip('.')}"
+        elif path.startswith("providers."):
+            title = f"Provider {path.split('.', 1)[1]}"
+        else:
+            title = f"The [{path}] table"
         if provider and path == "forms.<slug>":
             title = f'Forms with provider = "{provider}"'
         intro = (f'Keys of a form with `provider = "{provider}"`, beside the keys every form takes.'

@@ -57,7 +57,7 @@ FORM_OF = {"ngp": "join", "ens": "mp", "actionnetwork": "air", "engageone": "too
 def location(section: config_reference.Section) -> list[Any]:
     """Where the reference's section lives in BASE: the path of keys to its table."""
     path = section.path
-    if path in ("relay", "queue", "logging", "metrics"):
+    if "." not in path:  # a top-level table: [relay], [queue], [alerts], ...
         return [path]
     if path.startswith("providers."):
         return ["providers", path.split(".", 1)[1]]

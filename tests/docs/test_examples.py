@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+import formrelay.cli  # noqa: F401  (the tables the CLI registers before it reads a config: [queue], [alerts], ...)
+from formrelay.core import config
 from formrelay.core.config import ConfigError, parse_config
 from tests.docs.conftest import ROOT, fenced, pages
 
-TOP = {"relay", "providers", "forms", "queue", "metrics", "logging"}
+TOP = {*config.TABLES, *getattr(config, "OPTIONAL_TABLES", ())}  # the top-level tables the loader reads
 WEBHOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZn"
 
 BASE: dict[str, Any] = {
@@ -49,7 +51,12 @@ def blocks(language: str) -> list[tuple[str, str, int]]:
 def placeholders(code: str) -> dict[str, str]:
     env = {}
     for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", code):
-        env[name] = WEBHOOK_SECRET if "WEBHOOK" in name else f"placeholder-{name.lower().replace('_', '-')}"
+        if name.endswith("_URL"):  # an address kept in the environment because it is a credential (chat webhooks)
+            env[name] = f"https://placeholder.example.org/{name.lower()}"
+        elif "WEBHOOK" in name:
+            env[name] = WEBHOOK_SECRET
+        else:
+            env[name] = f"placeholder-{name.lower().replace('_', '-')}"
     return env
 
 
