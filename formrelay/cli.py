@@ -130,7 +130,7 @@ def check(config_path: str | None) -> None:
             if "options" in f:
                 flags.append(f"{len(f['options'])} options")
             click.echo(f"  - {f['name']:<28} {f['type']:<9} {', '.join(flags):<24} {f['label']}")
-        mapping = form.person_mapping  # where an OSDI body's parts land (README: Coming from jquery-osdi)
+        mapping = form.person_mapping  # where an OSDI body's parts land (docs/guides/jquery-osdi.md)
         mapped = ", ".join(f"{key} -> {name}" for key, name in mapping.fields.items())
         click.echo(f"  OSDI person: {mapped or 'nothing'}; other custom fields -> {mapping.custom or 'dropped'}")
         for problem in [*form.provider.check(form.config), *form.problems()]:

@@ -21,7 +21,7 @@ from tests.servers import post_raw, running, toml
 
 
 def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """redis-server with an append-only file in workdir: what the README asks for the queue."""
+    """redis-server with an append-only file in workdir: what docs/deploy/serving.md asks for the queue."""
     binary = shutil.which("redis-server")
     if binary is None:
         _need("redis-server")

@@ -43,7 +43,7 @@ def shipped_language(tag: str) -> str | None:
     language = i18n.language_of(tag) if LANGUAGE_TAG.match(tag) else None
     if language is None:
         raise ValidationError(f"no catalogue for {tag!r}; shipped: {', '.join(i18n.available())} "
-                              "(README: adding a language)")
+                              "(docs/languages.md: adding a language)")
     return language
 
 

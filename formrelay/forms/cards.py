@@ -1,7 +1,7 @@
 """Payment card numbers in free text: Luhn-valid runs of 13-19 digits, whatever separates the digits.
 
-The rule (README "Card numbers"): digits are read in groups; groups joined only by separators (any whitespace,
-including no-break and zero-width spaces, `.`, `/`, dashes) form a run; any run of whole consecutive groups that
+The rule (docs/guides/security-and-abuse.md, "Card numbers"): digits are read in groups; groups joined only by
+separators (any whitespace, including no-break and zero-width spaces, `.`, `/`, dashes) form a run; any run of whole consecutive groups that
 holds 13 to 19 digits is a card number when it passes the Luhn check and starts like a card (issuer
 identification: 2200-2204 and 2221-2720, 3, 4, 5, 6, 81-82). So `4111 1111 1111 1111 12/29`,
 `4111.1111.1111.1111` and `my card 4111111111111111 exp 12/29` are found. What keeps false positives down:

@@ -12,7 +12,7 @@ class Response(FlaskResponse):
     werkzeug answers every response with an iterator (ClosingIterator), which a WSGI server must step through
     one chunk at a time. granian writes an iterator's chunks from the Python thread while holding the GIL, and
     takes a list in one call: a fifth of the GIL time of a submission went to stepping through one-chunk
-    iterators (README "Performance"). Bodies made by generators (streaming) and files passed through are left
+    iterators (docs/performance.md). Bodies made by generators (streaming) and files passed through are left
     as they are; `close()` and its callbacks still run, before the list is returned.
     """
 

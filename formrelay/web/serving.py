@@ -1,7 +1,7 @@
 """`formrelay serve`: the relay under granian (a Rust HTTP server with a WSGI interface), tuned for the open internet.
 
-Why granian (figures in the README, from `python benchmarks/serving.py`): its connections live in a Rust event
-loop, so a thousand idle keep-alive connections or hundreds of half-sent requests cost a few kilobytes each and
+Why granian (figures in docs/deploy/serving.md, from `python benchmarks/serving.py`): its connections live in a
+Rust event loop, so a thousand idle keep-alive connections or hundreds of half-sent requests cost a few kilobytes each and
 occupy none of the Python threads that run the relay; it bounds the time to send headers (which also closes idle
 keep-alive connections); it answers a too-large body without reading it; and it runs several worker processes.
 Each worker process builds the app from $FORMRELAY_CONFIG, starts its embedded queue worker, and hands the
