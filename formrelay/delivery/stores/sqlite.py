@@ -6,12 +6,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING, Job
+from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING, STATES, Job
 from formrelay.delivery.stores.base import Stats, Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class SQLiteStore(Store):
                 db.execute("ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
                 db.execute("UPDATE jobs SET size = length(CAST(body AS BLOB))")  # once, for jobs already kept
             db.execute("CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (state, created_at, size)")
+            # Expired leases are claimed by their own ordered, limited query (see claim()).
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (state, lease_until)")
+            _create_totals(db)
             db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
@@ -81,10 +84,14 @@ class SQLiteStore(Store):
         db.execute("COMMIT")
 
     def _write(self, db: sqlite3.Connection, job: Job) -> None:
+        # An upsert, not INSERT OR REPLACE: a replace deletes the row without running the delete trigger, and
+        # the running totals (see _create_totals) would drift.
         body = job.to_json()
         db.execute(
-            "INSERT OR REPLACE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
-            " VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO jobs (id, state, due_at, lease_until, created_at, body, size) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at,"
+            " lease_until = excluded.lease_until, created_at = excluded.created_at, body = excluded.body,"
+            " size = excluded.size",
             (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
         )
 
@@ -102,21 +109,33 @@ class SQLiteStore(Store):
             ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
+        # Two ordered, limited queries, each walking one index in order (expired leases first, as the Redis
+        # script does): O(log N) in the depth, where one query with OR merged both indexes and sorted every due
+        # row inside the write lock that enqueues wait for.
+        if not self._anything_due(now):
+            return []  # nothing due: no write lock taken, enqueues are not held up by an idle worker's poll
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT body, state FROM jobs WHERE (state = ? AND due_at <= ?) OR (state = ? AND lease_until <= ?)"
-                " ORDER BY due_at LIMIT ?",
-                (PENDING, now, INFLIGHT, now, limit),
-            ).fetchall()
+            rows = [(body, True) for (body,) in db.execute(
+                "SELECT body FROM jobs WHERE state = ? AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+                (INFLIGHT, now, limit))]
+            if len(rows) < limit:
+                rows += [(body, False) for (body,) in db.execute(
+                    "SELECT body FROM jobs WHERE state = ? AND due_at <= ? ORDER BY due_at LIMIT ?",
+                    (PENDING, now, limit - len(rows)))]
             jobs = []
-            for body, state in rows:
+            for body, expired in rows:
                 job = Job.from_json(body)
-                job.uncertain = job.uncertain or state == INFLIGHT
+                job.uncertain = job.uncertain or expired
                 job.state, job.lease_until = INFLIGHT, now + lease
                 job.attempts += 1
                 self._write(db, job)
                 jobs.append(job)
             return jobs
+
+    def _anything_due(self, now: float) -> bool:
+        db = self._db()
+        return any(db.execute(f"SELECT 1 FROM jobs WHERE state = ? AND {column} <= ? LIMIT 1", (state, now)).fetchone()
+                   for state, column in ((INFLIGHT, "lease_until"), (PENDING, "due_at")))
 
     def get(self, job_id: str) -> Job | None:
         row = self._db().execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -144,13 +163,37 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM kv WHERE expires_at < ?", (time.time(),))
 
     def stats(self, now: float) -> Stats:
+        """Running totals (kept by triggers) and the oldest waiting job (one index seek per state): O(log N)."""
         db = self._db()
-        depth, oldest, size = db.execute(
-            "SELECT COUNT(*), MIN(created_at), SUM(size) FROM jobs WHERE state IN (?, ?)", (PENDING, INFLIGHT)).fetchone()
-        dead = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (DEAD,)).fetchone()[0]
-        inflight = db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (INFLIGHT,)).fetchone()[0]
-        return Stats(depth=depth, oldest_age=(now - oldest) if oldest else None, dead=dead, inflight=inflight,
-                     bytes=int(size or 0))
+        db.execute("BEGIN")  # one snapshot for the totals and the oldest
+        try:
+            totals = {state: (jobs, size) for state, jobs, size in db.execute("SELECT state, jobs, bytes FROM totals")}
+            oldest = [row[0] for state in (PENDING, INFLIGHT)
+                      for row in db.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", (state,))
+                      if row[0] is not None]
+        finally:
+            db.execute("COMMIT")
+        count = {state: totals.get(state, (0, 0))[0] for state in (PENDING, INFLIGHT, DEAD)}
+        size = sum(totals.get(state, (0, 0))[1] for state in (PENDING, INFLIGHT))
+        first = min(oldest) if oldest else None
+        return Stats(depth=count[PENDING] + count[INFLIGHT], oldest_age=(now - first) if first else None,
+                     dead=count[DEAD], inflight=count[INFLIGHT], bytes=int(size))
+
+    def listing(self, states: Sequence[str], forms: Collection[str] | None, created_after: float | None,
+                created_before: float | None, limit: int) -> list[Job]:
+        where, args = ["state = ?"], []
+        if created_after is not None:
+            where.append("created_at >= ?")
+            args.append(created_after)
+        if created_before is not None:
+            where.append("created_at <= ?")
+            args.append(created_before)
+        if forms is not None:
+            where.append(f"json_extract(body, '$.form') IN ({','.join('?' * len(forms))})")
+            args.extend(forms)
+        sql = f"SELECT body FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ?"
+        db = self._db()
+        return [Job.from_json(body) for state in states for (body,) in db.execute(sql, (state, *args, limit))]
 
     def idem_claim(self, key: str, ttl: float, marker: str = "") -> str | None:
         now = time.time()
@@ -307,3 +350,23 @@ class SQLiteStore(Store):
         if db is not None:
             db.close()
             self._local.db = None
+
+
+def _create_totals(db: sqlite3.Connection) -> None:
+    """Jobs and bytes per state, kept by triggers in the same transaction as every change: stats() reads four
+    rows instead of counting and summing the whole queue. Counted once from the jobs when the table is new."""
+    new = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'totals'").fetchone() is None
+    db.execute("CREATE TABLE IF NOT EXISTS totals (state TEXT PRIMARY KEY, jobs INTEGER NOT NULL,"
+               " bytes INTEGER NOT NULL)")
+    if new:
+        db.executemany("INSERT OR IGNORE INTO totals (state, jobs, bytes) VALUES (?, 0, 0)",
+                       [(state,) for state in STATES])
+        db.execute("UPDATE totals SET (jobs, bytes) = (SELECT COUNT(*), COALESCE(SUM(size), 0) FROM jobs"
+                   " WHERE jobs.state = totals.state)")
+    db.execute("CREATE TRIGGER IF NOT EXISTS jobs_added AFTER INSERT ON jobs BEGIN"
+               " UPDATE totals SET jobs = jobs + 1, bytes = bytes + NEW.size WHERE state = NEW.state; END")
+    db.execute("CREATE TRIGGER IF NOT EXISTS jobs_deleted AFTER DELETE ON jobs BEGIN"
+               " UPDATE totals SET jobs = jobs - 1, bytes = bytes - OLD.size WHERE state = OLD.state; END")
+    db.execute("CREATE TRIGGER IF NOT EXISTS jobs_changed AFTER UPDATE OF state, size ON jobs BEGIN"
+               " UPDATE totals SET jobs = jobs - 1, bytes = bytes - OLD.size WHERE state = OLD.state;"
+               " UPDATE totals SET jobs = jobs + 1, bytes = bytes + NEW.size WHERE state = NEW.state; END")
