@@ -85,7 +85,8 @@ def _env_int(name: str, default: int) -> int:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-def check(config_path: str | None) -> None:
+@click.option("--strict", is_flag=True, help="warnings count as problems (e.g. a Redis that could lose the queue)")
+def check(config_path: str | None, strict: bool) -> None:
     """Validate the config, load every form's schema and print its fields."""
     from formrelay.core.errors import ProviderError
     from formrelay.delivery.relay import Relay
@@ -103,7 +104,7 @@ def check(config_path: str | None) -> None:
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     if config.relay.redis_url:
-        problems += _check_redis(config.relay.redis_url)
+        problems += _check_redis(config.relay.redis_url, strict)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
         started = time.perf_counter()
@@ -142,8 +143,8 @@ def check(config_path: str | None) -> None:
     click.echo("\nok")
 
 
-def _check_redis(url: str) -> int:
-    """Print what Redis says about keeping queued submissions; 1 when it does not answer."""
+def _check_redis(url: str, strict: bool = False) -> int:
+    """Print what Redis says about keeping queued submissions; 1 when it does not answer (or, strict, warns)."""
     from formrelay.delivery.storage_check import inspect_redis
 
     report = inspect_redis(url)
@@ -155,7 +156,7 @@ def _check_redis(url: str) -> int:
                f"maxmemory-policy {facts['maxmemory_policy']})")
     for warning in report.warnings:
         click.echo(f"  WARNING: {warning}")
-    return 0
+    return len(report.warnings) if strict else 0
 
 
 def _check_destinations(relay: Any, form: Any) -> int:

@@ -32,6 +32,7 @@ class RedisStore(Store):
         self.scripts = Scripts(self.redis)
         self._std = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_waiting, self.k_totals]
         self._sentinel: str | None = None
+        self.closed = False
 
     def sentinel(self) -> str:
         """The store's sentinel, made on first use (and the totals counted once for a queue from before them)."""
@@ -124,7 +125,8 @@ class RedisStore(Store):
                 return
 
     def stats(self, now: float) -> Stats:
-        with self.redis.pipeline(transaction=True) as pipe:
+        # Not a transaction: Redis refuses MULTI when it is out of memory, and readiness must still read the counts.
+        with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(self.k_totals, [PENDING, INFLIGHT, DEAD, "bytes"])
             pipe.zrange(self.k_waiting, 0, 0, withscores=True)
             totals, oldest = pipe.execute()
@@ -135,7 +137,7 @@ class RedisStore(Store):
 
     def totals(self) -> tuple[str | None, dict[str, int]]:
         """The sentinel as stored now (None: gone) and the running totals: what the storage watch compares."""
-        with self.redis.pipeline(transaction=True) as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.k_sentinel)
             pipe.hgetall(self.k_totals)
             sentinel, totals = pipe.execute()
@@ -258,4 +260,5 @@ class RedisStore(Store):
         self.scripts.delete_if_equal(keys=[self.k_kv + key], args=[value])
 
     def close(self) -> None:
+        self.closed = True  # the storage watch's thread ends with the store
         self.redis.close()
