@@ -281,9 +281,11 @@ def main() -> None:
     stores = args.stores.split(",")
     work = Path(tempfile.mkdtemp(prefix="formrelay-depth-"))
     sandbox_proc, sandbox_url = sandbox(work)
-    redis_proc, redis_url = redis_server(work) if "redis" in stores or args.rq_max else (None, None)
+    redis_proc, redis_url = None, None
     rows = []
     try:
+        if "redis" in stores or args.rq_max:
+            redis_proc, redis_url = redis_server(work)
         for depth in depths:
             for name in stores:
                 rows.append(measure_store(name, depth, args, work, sandbox_url, redis_url if name == "redis" else None))

@@ -94,16 +94,19 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="formrelay-http-"))
     sandbox_proc, sandbox_url = sandbox(work)
-    requests.post(f"{sandbox_url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 10**8}, timeout=60)
+    server = None
     path = work / "relay.toml"
     path.write_text('[relay]\nrate_limit = ""\nglobal_rate_limit = ""\nsecret_key = "bench-secret-key-0123456789abcd"\n'
                     f'[queue]\npath = "{work / "queue.sqlite3"}"\n[logging]\nlevel = "WARNING"\n'
                     f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\n'
                     '[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n')
     port = free_port()
-    server = spawn([str(BIN / "formrelay"), "serve", "--config", str(path), "--port", str(port)], work / "serve.log")
     load = os.getloadavg()[0]
     try:
+        requests.post(f"{sandbox_url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 10**8},
+                      timeout=60)
+        server = spawn([str(BIN / "formrelay"), "serve", "--config", str(path), "--port", str(port)],
+                       work / "serve.log")
         wait_http(f"http://127.0.0.1:{port}/healthz", server)
         requests.get(f"http://127.0.0.1:{port}/v1/forms/join", timeout=30)  # the form's definition, once
         first = phase(port, 0, args.count, args.clients)
@@ -113,7 +116,8 @@ def main() -> None:
         later = phase(port, args.count, args.later, args.clients)
         print(json.dumps({"phase": f"{args.wait:.0f} s later", "depth_before": view["depth"], **later}), flush=True)
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
         stop(sandbox_proc)
     print(f"load average at start {load:.1f} on {os.cpu_count()} cores")
     ok = (first["statuses"] == {"202": args.count} and first["wall_s"] <= 150

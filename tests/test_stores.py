@@ -237,3 +237,30 @@ def test_listing_filters_and_limits_inside_the_store(store):
     aged = store.listing([PENDING], None, 1010, 1015, 100)
     assert [j.id for j in aged] == ["l11", "l12", "l13", "l14", "l15"]
     assert store.listing([DONE], None, None, None, 5) == []
+
+
+def test_sqlite_group_commit_keeps_every_change_and_isolates_a_failing_one(tmp_path):
+    import sqlite3
+
+    store = SQLiteStore(str(tmp_path / "q.sqlite3"))
+    errors: list[BaseException] = []
+
+    def adder(n: int) -> None:
+        try:
+            for i in range(40):
+                assert store.add(job(f"g{n}-{i}", due=10**10))
+                if i % 10 == 0:
+                    with pytest.raises(sqlite3.OperationalError):
+                        store._grouped(lambda db: db.execute("INSERT INTO no_such_table VALUES (1)"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert store.stats(now=0).depth == 12 * 40 == len(list(store.scan()))
+    reopened = SQLiteStore(str(tmp_path / "q.sqlite3"))  # on disk, seen by another connection
+    assert reopened.stats(now=0).depth == 480
