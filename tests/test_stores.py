@@ -264,3 +264,11 @@ def test_sqlite_group_commit_keeps_every_change_and_isolates_a_failing_one(tmp_p
     assert store.stats(now=0).depth == 12 * 40 == len(list(store.scan()))
     reopened = SQLiteStore(str(tmp_path / "q.sqlite3"))  # on disk, seen by another connection
     assert reopened.stats(now=0).depth == 480
+
+
+def test_listing_finds_jobs_in_flight(store):
+    for i in range(5):
+        store.put(Job(id=f"f{i}", form="a", target="primary", submission={"id": f"f{i}"}, created_at=i, due_at=i))
+    (taken,) = store.claim(now=100, lease=5, limit=1)
+    assert [j.id for j in store.listing([INFLIGHT], None, None, None, 5)] == [taken.id] == ["f0"]
+    assert [j.id for j in store.listing([PENDING], {"a"}, None, None, 2)] == ["f1", "f2"]

@@ -79,13 +79,14 @@ class RedisStore(Store):
 
     def listing(self, states: Sequence[str], forms: Collection[str] | None, created_after: float | None,
                 created_before: float | None, limit: int, batch: int = 500) -> list[Job]:
-        """Waiting jobs walk the creation-time index within the age bounds; dead and done ones their own sets
-        (by when they died or were delivered). Bodies are read a batch at a time and filtered here."""
+        """Pending jobs walk the creation-time index within the age bounds; the others their own sets (in flight,
+        dead, delivered: few, or ordered by when). Bodies are read a batch at a time and filtered here."""
         out: list[Job] = []
         for state in states:
             found: list[Job] = []
-            waiting = state in (PENDING, INFLIGHT)
-            key = self.k_waiting if waiting else {DEAD: self.k_dead, DONE: self.k_done}[state]
+            # Pending jobs by creation time (the waiting index, nearly all of them); the others from their own set.
+            waiting = state == PENDING
+            key = self.k_waiting if waiting else {INFLIGHT: self.k_inflight, DEAD: self.k_dead, DONE: self.k_done}[state]
             low = created_after if created_after is not None and waiting else "-inf"
             high = created_before if created_before is not None and waiting else "+inf"
             offset = 0
