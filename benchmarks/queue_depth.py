@@ -121,7 +121,7 @@ def config(work: Path, name: str, sandbox_url: str, redis_url: str | None) -> Pa
         + (f'redis_url = "{redis_url}"\n' if redis_url else "")
         + f"[queue]\n{queue}embedded_worker = false\nmax_jobs = 1000000\nmax_bytes = 4000000000\n"
         "poll_interval = 0.05\n[logging]\nlevel = \"WARNING\"\n"
-        f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\n'
+        f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\napi_key = "bench-key"\n'
         '[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n')
     return path
 

@@ -98,7 +98,7 @@ def main() -> None:
     path = work / "relay.toml"
     path.write_text('[relay]\nrate_limit = ""\nglobal_rate_limit = ""\nsecret_key = "bench-secret-key-0123456789abcd"\n'
                     f'[queue]\npath = "{work / "queue.sqlite3"}"\n[logging]\nlevel = "WARNING"\n'
-                    f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\n'
+                    f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\napi_key = "bench-key"\n'
                     '[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n')
     port = free_port()
     load = os.getloadavg()[0]
