@@ -474,9 +474,9 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
     commands = client.info("commandstats")
     assert view["queue"]["bytes"] == sum(client.hstrlen(store.k_jobs, i) for i in client.zrange(store.k_waiting, 0, -1)) \
         > 5001 * 100
-    # no job body read, nothing summed: the running totals are one HMGET
+    # no job body read, nothing summed: the running totals are one HMGET (and one per storage-watch check)
     assert not {"cmdstat_hget", "cmdstat_hvals", "cmdstat_hgetall", "cmdstat_hstrlen"} & set(commands), commands
-    assert commands.get("cmdstat_hmget", {}).get("calls", 0) <= 1
+    assert commands.get("cmdstat_hmget", {}).get("calls", 0) <= 3
     assert commands.get("cmdstat_zrange", {}).get("calls", 0) <= 1  # the oldest id only, never the whole queue
     client.close()
 

@@ -14,6 +14,9 @@ from formrelay.delivery.stores.base import Stats, Store
 from formrelay.delivery.stores.scripts import Scripts
 
 
+TOTALS = (PENDING, INFLIGHT, DEAD, DONE, "bytes", "accepted")  # the fields of the running totals hash
+
+
 class RedisStore(Store):
     """Jobs in Redis: a hash of bodies, sorted sets for due times, leases and dead letters; shared by every host."""
 
@@ -140,9 +143,9 @@ class RedisStore(Store):
         """The sentinel as stored now (None: gone) and the running totals: what the storage watch compares."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(self.k_sentinel)
-            pipe.hgetall(self.k_totals)
+            pipe.hmget(self.k_totals, TOTALS)
             sentinel, totals = pipe.execute()
-        return (sentinel.decode() if sentinel else None), {k.decode(): int(v) for k, v in totals.items()}
+        return (sentinel.decode() if sentinel else None), {k: int(v or 0) for k, v in zip(TOTALS, totals, strict=True)}
 
     def renew_sentinel(self) -> str:
         """After a wipe: a new sentinel (one process makes it; every other one reads the same value)."""
