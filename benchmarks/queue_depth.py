@@ -170,8 +170,9 @@ def timed_gets(url: str, count: int = 30) -> float:
     return statistics.median(times) * 1000
 
 
-def queue_list(path: Path) -> tuple[float, float]:
-    """Wall seconds and peak MB of `formrelay queue list --limit 10`."""
+def queue_list(path: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak MB and CPU seconds of `formrelay queue list --limit 10` (CPU: on a busy machine the
+    wall time is mostly waiting for a core)."""
     started = time.perf_counter()
     proc = subprocess.Popen([str(BIN / "formrelay"), "queue", "list", "--limit", "10", "--config", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
@@ -181,7 +182,7 @@ def queue_list(path: Path) -> tuple[float, float]:
     if proc.returncode:
         raise SystemExit(f"queue list failed: {proc.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def drain(path: Path, store: Any, depth: int, sample: int, work: Path) -> float:
@@ -226,11 +227,11 @@ def measure_store(name: str, depth: int, args: argparse.Namespace, work: Path, s
         metrics = timed_gets(f"http://127.0.0.1:{port}/metrics")
     finally:
         stop(server)
-    list_s, list_mb = queue_list(path)
+    list_s, list_mb, list_cpu = queue_list(path)
     rate = drain(path, store, depth, sample, work)
     relay.close()
     row = {"store": name, "depth": depth, "enqueue_per_s": round(enqueue), "drain_per_s": round(rate),
-           "list_s": round(list_s, 2), "list_mb": round(list_mb), "readyz_ms": round(readyz, 1),
+           "list_s": round(list_s, 2), "list_cpu_s": round(list_cpu, 2), "list_mb": round(list_mb), "readyz_ms": round(readyz, 1),
            "metrics_ms": round(metrics, 1)}
     print(json.dumps(row), flush=True)
     return row
@@ -286,6 +287,10 @@ def main() -> None:
     try:
         if "redis" in stores or args.rq_max:
             redis_proc, redis_url = redis_server(work)
+        # What `queue list` costs with nothing queued (Python's start-up, the config, the relay): the rest is depth.
+        empty_s, empty_mb, empty_cpu = queue_list(config(work, "empty", sandbox_url, None))
+        print(json.dumps({"queue list on an empty queue": {"s": round(empty_s, 2), "cpu_s": round(empty_cpu, 2),
+                                                           "mb": round(empty_mb)}}), flush=True)
         for depth in depths:
             for name in stores:
                 rows.append(measure_store(name, depth, args, work, sandbox_url, redis_url if name == "redis" else None))
@@ -299,12 +304,12 @@ def main() -> None:
         if redis_proc is not None:
             stop(redis_proc)
     print()
-    print(f"{'store':<16} {'depth':>7} {'enqueue/s':>10} {'drain/s':>8} {'list s':>7} {'list MB':>8} "
-          f"{'readyz ms':>10} {'metrics ms':>11}")
+    print(f"{'store':<16} {'depth':>7} {'enqueue/s':>10} {'drain/s':>8} {'list s':>7} {'list cpu':>9} "
+          f"{'list MB':>8} {'readyz ms':>10} {'metrics ms':>11}")
     for r in rows:
         print(f"{r['store']:<16} {r['depth']:>7} {r['enqueue_per_s']:>10} {r['drain_per_s']:>8} "
-              f"{r.get('list_s', '-'):>7} {r.get('list_mb', '-'):>8} {r.get('readyz_ms', '-'):>10} "
-              f"{r.get('metrics_ms', '-'):>11}")
+              f"{r.get('list_s', '-'):>7} {r.get('list_cpu_s', '-'):>9} {r.get('list_mb', '-'):>8} "
+              f"{r.get('readyz_ms', '-'):>10} {r.get('metrics_ms', '-'):>11}")
     shutil.rmtree(work, ignore_errors=True)
 
 
