@@ -207,7 +207,7 @@ def drain(path: Path, store: Any, depth: int, sample: int, work: Path) -> float:
 
 def measure_store(name: str, depth: int, args: argparse.Namespace, work: Path, sandbox_url: str,
                   redis_url: str | None) -> dict[str, Any]:
-    path = config(work, f"{name}-{depth}", sandbox_url, redis_url)
+    path = config(work, f"{name}-{depth}-{os.urandom(3).hex()}", sandbox_url, redis_url)  # a depth may repeat
     relay, store = open_store(path)
     if redis_url:
         store.redis.flushdb()
