@@ -49,6 +49,7 @@ from formrelay.delivery.jobs import DEAD, INFLIGHT, Job, backoff, new_job, resto
 from formrelay.delivery.settings import QueueSettings
 from formrelay.delivery.stores import Store, open_store, storage_down
 from formrelay.delivery.worker import Worker
+from formrelay.forms import attribution
 from formrelay.forms.cards import contains_card_number
 from formrelay.forms.osdi import read_osdi
 from formrelay.forms.submission import (
@@ -250,7 +251,9 @@ class Form:
             return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
-        values, controls, context = split_controls(body, set(declared), self.config.attribution)
+        values, controls, context = split_controls(
+            body, set(declared), self.config.attribution,
+            attribution.page_refs(self.config.options, self.definition.extra))  # the page URL's query: trimmed
         aliases = self.aliases()
         for alias, name in aliases.items():
             if alias in values and alias not in declared:
@@ -265,8 +268,9 @@ class Form:
             idempotency_key, dropped_controls = None, [*dropped_controls, "Idempotency-Key"]
         if dropped or dropped_controls:
             abuse.count(self.slug, "card number in context")
-            log.warning("form %s: dropped %s: a card number is never forwarded, stored or logged",
-                        self.slug, ", ".join(dropped + dropped_controls))
+            # A count, not the names: a control's name is the client's (it may hold the card number, or a line feed).
+            log.warning("form %s: dropped %d page value(s) and %d control(s): a card number is never forwarded, "
+                        "stored or logged", self.slug, len(dropped), len(dropped_controls))
         cleaned, errors = _normalise(values, declared)
         try:
             data = schema.load(cleaned)
@@ -572,7 +576,7 @@ class Relay:
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
         if target == "primary":
-            return form.provider.deliver(form.config, form.definition, submission)
+            return form.provider.timed_deliver(form.config, form.definition, submission)
         if target == "followup" and form.config.followup is not None:
             mailer = self.providers["engageone"]
             return mailer.send_followup(form.config.followup, form.definition, submission)  # type: ignore[attr-defined]
@@ -714,7 +718,8 @@ class Relay:
             return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": "deadline"})
         if isinstance(result, TryLater):
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
-            return self._not_now(form, submission, result, "provider", None)
+            return dataclasses.replace(self._not_now(form, submission, result, "provider", None),
+                                       upstream_status=result.upstream_status, upstream_ms=result.upstream_ms)
         if isinstance(result, BaseException):
             raise result
         if result.status == "delivered":
@@ -761,7 +766,7 @@ class Relay:
             finally:
                 guard.bulkhead.leave()
 
-        # The request's context goes along, so the attempt's upstream time is in the request's log line.
+        # The request's context goes along: the supporter's language, for the words the provider's answer gives.
         context = contextvars.copy_context()
         self._executor.submit(lambda: context.run(run))
         if flight.done.wait(self.answer_within):

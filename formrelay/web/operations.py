@@ -13,6 +13,7 @@ from formrelay.core.errors import Forbidden, FormNotFound
 from formrelay.core.i18n import gettext as _
 from formrelay.delivery.relay import current_relay
 from formrelay.delivery.storage_check import watch_for
+from formrelay.web import limiting
 
 bp = Blueprint("operations", __name__)
 
@@ -111,8 +112,12 @@ def readiness() -> dict[str, Any]:
         if queue["dead_growing"]:
             problems.append("dead letters growing")
     problems += [f"queue storage: {text}" for text in health.problems.values()]
+    limits = limiting.health(current_app)  # the rate-limit storage (issue 31): full or away is "degraded"
+    if limits is not None:
+        problems += limits["problems"]
     status = "unavailable" if not queue["ok"] else "degraded" if problems else "ok"
     return {
+        **({"rate_limit": limits} if limits is not None else {}),
         "status": status,
         "problems": problems,
         "version": current_app.config.get("FORMRELAY_VERSION"),
