@@ -161,3 +161,16 @@ def test_maxmemory_reached_makes_readyz_not_ok_within_5_seconds(tmp_path, sandbo
             client.delete(*[f"filler{i}" for i in range(8)])
             assert wait_for(lambda: readyz(relay.url)["status"] == "ok", 6), "did not clear"
             client.close()
+
+
+def test_a_loss_the_watch_finds_reaches_the_alerts():
+    from formrelay import alerts
+    from formrelay.alerts import monitor
+    from formrelay.delivery.storage_check import StorageEvent, _publish
+
+    monitor._take_lost()
+    alerts.hear_storage()
+    alerts.hear_storage()  # once per process, however often alerts start
+    _publish(StorageEvent("problem", "eviction", "Redis may evict"))
+    _publish(StorageEvent("lost", "lost_jobs", "the queue storage lost 3 jobs", count=3))
+    assert monitor._take_lost() == 3

@@ -56,13 +56,13 @@ class RedisStore(Store):
     def put(self, job: Job) -> None:
         self.sentinel()
         self.scripts.put(keys=[*self._std, self.k_sub + job.submission_id],
-                         args=[job.id, job.to_json(), job.state, self._score(job), job.created_at])
+                         args=[job.id, job.to_json(), job.state, self._score(job), job.waiting_since])
 
     def add(self, job: Job) -> bool:
         # Body, its state's entry and the totals in one step, and only if the id is new.
         self.sentinel()
         return bool(self.scripts.add(keys=[*self._std, self.k_sub + job.submission_id],
-                                     args=[job.id, job.to_json(), job.state, self._score(job), job.created_at]))
+                                     args=[job.id, job.to_json(), job.state, self._score(job), job.waiting_since]))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self.scripts.claim(keys=self._std, args=[now, lease, limit])
@@ -189,7 +189,7 @@ class RedisStore(Store):
             return False
         body, state, score, created = "", "", 0.0, 0.0
         if new is not None:
-            body, state, score, created = new.to_json(), new.state, self._score(new), new.created_at
+            body, state, score, created = new.to_json(), new.state, self._score(new), new.waiting_since
         keys = [*self._std, self.k_sub + current.submission_id]
         return bool(self.scripts.swap(keys=keys, args=[job_id, ",".join(states), body, state, score, created]))
 

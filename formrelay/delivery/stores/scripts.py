@@ -58,7 +58,9 @@ local function take(ids, uncertain)
       body = cjson.encode(job)
       leave(id)
       redis.call('HSET', KEYS[1], id, body)
-      enter(id, 'inflight', now + lease, job['created_at'], body)
+      local since = job['created_at']  -- Job.waiting_since: an operator's retry starts the wait afresh
+      if type(job['retried_at']) == 'number' and job['retried_at'] > since then since = job['retried_at'] end
+      enter(id, 'inflight', now + lease, since, body)
       table.insert(out, body)
     end
   end

@@ -230,6 +230,7 @@ class SQLiteStore(_Records, Store):
             db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                        " expires_at REAL NOT NULL)")
 
+    # The created_at column holds Job.waiting_since (created_at, or an operator's retry): what "oldest waiting" means.
     def _write(self, db: sqlite3.Connection, job: Job) -> None:
         # An upsert, not INSERT OR REPLACE: a replace deletes the row without running the delete trigger, and
         # the running totals (see _create_totals) would drift.
@@ -239,7 +240,7 @@ class SQLiteStore(_Records, Store):
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at,"
             " lease_until = excluded.lease_until, created_at = excluded.created_at, body = excluded.body,"
             " size = excluded.size",
-            (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
+            (job.id, job.state, job.due_at, job.lease_until, job.waiting_since, body, len(body)),
         )
 
     def put(self, job: Job) -> None:
@@ -250,7 +251,7 @@ class SQLiteStore(_Records, Store):
         return bool(self._grouped(lambda db: db.execute(
             "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
             " VALUES (?,?,?,?,?,?,?)",
-            (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
+            (job.id, job.state, job.due_at, job.lease_until, job.waiting_since, body, len(body)),
         ).rowcount > 0))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
