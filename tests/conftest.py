@@ -46,7 +46,6 @@ SLOW_FIRST = (
     "tests/test_supporters.py::test_a_process_killed_after_the_deadline_loses_nothing",
     "tests/test_supporters.py::test_a_slow_crm_keeps_no_one_waiting_and_delivers_each_once",
     "tests/test_e2e_queue.py::test_outage_then_recovery_delivers_every_submission_exactly_once",
-    "tests/test_snippet_size.py::test_the_wheel_ships_the_snippet",
     "tests/test_supporters.py::test_an_unreachable_crm_at_cold_start_starves_no_thread",
     "tests/test_e2e_operator.py::test_an_outage_handled_by_an_operator_from_the_command_line",
 )
