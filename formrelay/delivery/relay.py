@@ -331,6 +331,7 @@ ANSWER_TTL = 30 * 24 * 3600.0  # how long the answer shown to bots outlives the 
 UNAVAILABLE_RETRY_AFTER = 30
 QUEUED_MESSAGE = Msg("Thank you. We have your submission and will pass it on shortly.")
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
+HELD_CONFIG = "held for an operator: fix the configuration, then `formrelay queue retry`"
 QUEUE_FULL = Msg("We cannot take submissions just now. Please try again in a few minutes.")
 KEY_REUSED = Msg("This Idempotency-Key was already used for a different submission, so nothing new was sent. "
                  "Please send the form again.")
@@ -571,7 +572,7 @@ class Relay:
     def attempt(self, form: Form, submission: Submission, target: str = "primary") -> Outcome:
         """One delivery try of a submission to a target ("primary" = the form's provider). TryLater propagates."""
         if target == "primary":
-            return form.provider.deliver(form.config, form.definition, submission)
+            return form.provider.timed_deliver(form.config, form.definition, submission)
         if target == "followup" and form.config.followup is not None:
             mailer = self.providers["engageone"]
             return mailer.send_followup(form.config.followup, form.definition, submission)  # type: ignore[attr-defined]
@@ -615,7 +616,12 @@ class Relay:
             return Outcome("unavailable", message=_(QUEUE_FULL), retry_after=60, detail={"queued": "queue full"})
         job = new_job(form.slug, target, submission)
         job.attempts, job.uncertain = 1, reason.may_have_arrived  # the synchronous attempt counts
-        if reason.may_have_arrived and self.rule(form) == "hold":
+        if reason.misconfigured:
+            job.attempts = 0  # the relay's configuration failed, not the delivery
+        if reason.hold:
+            job.state, job.last_error = DEAD, f"{reason.reason}; {HELD_CONFIG}"
+            log.warning("form %s: submission %s %s", form.slug, submission.id, HELD_CONFIG)
+        elif reason.may_have_arrived and self.rule(form) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
             log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
         else:
@@ -708,7 +714,8 @@ class Relay:
             return Outcome("queued", message=_(QUEUED_MESSAGE), detail={"queued": "deadline"})
         if isinstance(result, TryLater):
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
-            return self._not_now(form, submission, result, "provider", None)
+            return dataclasses.replace(self._not_now(form, submission, result, "provider", None),
+                                       upstream_status=result.upstream_status, upstream_ms=result.upstream_ms)
         if isinstance(result, BaseException):
             raise result
         if result.status == "delivered":
@@ -755,7 +762,7 @@ class Relay:
             finally:
                 guard.bulkhead.leave()
 
-        # The request's context goes along, so the attempt's upstream time is in the request's log line.
+        # The request's context goes along: the supporter's language, for the words the provider's answer gives.
         context = contextvars.copy_context()
         self._executor.submit(lambda: context.run(run))
         if flight.done.wait(self.answer_within):
@@ -906,7 +913,11 @@ class Relay:
         if isinstance(exc, TryLater) and exc.may_have_arrived:
             job.uncertain = True
         started = max(job.created_at, job.retried_at or 0.0)  # an operator's retry restarts max_age
-        if isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
+        if isinstance(exc, TryLater) and exc.misconfigured:
+            job.attempts = max(0, job.attempts - 1)  # waits for the operator's fix without using up its attempts
+        if isinstance(exc, TryLater) and exc.hold:
+            self.bury(form, job, f"{reason}; {HELD_CONFIG}")
+        elif isinstance(exc, TryLater) and exc.may_have_arrived and self.rule(form, job.target) == "hold":
             self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - started > settings.max_age:
             self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay import metrics
@@ -16,7 +16,7 @@ from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
 from formrelay.web.thanks import form_page, ladder, share_base
-from formrelay.forms.submission import parse_body
+from formrelay.web.body import parse_body
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_
            started: float) -> None:
     """One metric and one log line per submission: no field values, only what an operator needs."""
     metrics.SUBMISSIONS.labels(slug, provider, counted).inc()
-    upstream_ms = g.get("upstream_ms")
+    upstream_ms = outcome.upstream_ms
     latency_ms = (time.perf_counter() - started) * 1000
-    upstream_status = outcome.upstream_status or g.get("upstream_status")
+    upstream_status = outcome.upstream_status
     # The text line carries what the JSON fields carry: provider, upstream status and time, fields in error.
     upstream = ""
     if upstream_status is not None or upstream_ms is not None:
