@@ -41,6 +41,7 @@ GROUPS = {"tests/deploy/test_container.py": "containers", "tests/deploy/test_com
 # The tests that take longest (seconds of a serial run on 2 cores, `--durations`), started first so that the
 # workers finish together rather than one of them starting a 20 s test at the end.
 SLOW_FIRST = (
+    "tests/test_lowest_versions.py::test_the_lowest_allowed_versions_deliver_submissions_end_to_end",
     "tests/test_redis_outage.py::test_redis_stopped_for_15_seconds_under_load",
     "tests/deploy/test_release.py::test_the_wheel_alone_runs_the_demo",
     "tests/test_supporters.py::test_a_process_killed_after_the_deadline_loses_nothing",
@@ -48,6 +49,7 @@ SLOW_FIRST = (
     "tests/test_e2e_queue.py::test_outage_then_recovery_delivers_every_submission_exactly_once",
     "tests/test_supporters.py::test_an_unreachable_crm_at_cold_start_starves_no_thread",
     "tests/test_e2e_operator.py::test_an_outage_handled_by_an_operator_from_the_command_line",
+    "tests/test_e2e_upstream.py::test_a_dripping_webhook_receiver_does_not_hold_the_queue",
 )
 
 
