@@ -49,6 +49,7 @@ from formrelay.delivery.jobs import DEAD, INFLIGHT, Job, backoff, new_job, resto
 from formrelay.delivery.settings import QueueSettings
 from formrelay.delivery.stores import Store, open_store, storage_down
 from formrelay.delivery.worker import Worker
+from formrelay.forms import attribution
 from formrelay.forms.cards import contains_card_number
 from formrelay.forms.osdi import read_osdi
 from formrelay.forms.submission import (
@@ -250,7 +251,9 @@ class Form:
             return self._validate_osdi(body, idempotency_key)
         schema = self.schema
         declared = schema.fields
-        values, controls, context = split_controls(body, set(declared), self.config.attribution)
+        values, controls, context = split_controls(
+            body, set(declared), self.config.attribution,
+            attribution.page_refs(self.config.options, self.definition.extra))  # the page URL's query: trimmed
         aliases = self.aliases()
         for alias, name in aliases.items():
             if alias in values and alias not in declared:
@@ -265,8 +268,9 @@ class Form:
             idempotency_key, dropped_controls = None, [*dropped_controls, "Idempotency-Key"]
         if dropped or dropped_controls:
             abuse.count(self.slug, "card number in context")
-            log.warning("form %s: dropped %s: a card number is never forwarded, stored or logged",
-                        self.slug, ", ".join(dropped + dropped_controls))
+            # A count, not the names: a control's name is the client's (it may hold the card number, or a line feed).
+            log.warning("form %s: dropped %d page value(s) and %d control(s): a card number is never forwarded, "
+                        "stored or logged", self.slug, len(dropped), len(dropped_controls))
         cleaned, errors = _normalise(values, declared)
         try:
             data = schema.load(cleaned)
