@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from formrelay.cli_queue import queue
+from formrelay import alerts  # also registers [alerts] with the config, before any command reads one
+from formrelay.cli_alerts import alerts_group, breaker
+from formrelay.cli_export import queue  # the queue group, with `export` registered on it
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
 from formrelay.core.version import __version__
@@ -85,7 +87,8 @@ def _env_int(name: str, default: int) -> int:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-def check(config_path: str | None) -> None:
+@click.option("--strict", is_flag=True, help="the queue storage's warnings count as problems (a Redis that could lose the queue)")
+def check(config_path: str | None, strict: bool) -> None:
     """Validate the config, load every form's schema and print its fields."""
     from formrelay.core.errors import ProviderError
     from formrelay.delivery.relay import Relay
@@ -103,7 +106,7 @@ def check(config_path: str | None) -> None:
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     if config.relay.redis_url:
-        problems += _check_redis(config.relay.redis_url)
+        problems += _check_redis(config.relay.redis_url, strict)
     problems += _check_rate_limit_storage(config)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
@@ -143,8 +146,8 @@ def check(config_path: str | None) -> None:
     click.echo("\nok")
 
 
-def _check_redis(url: str) -> int:
-    """Print what Redis says about keeping queued submissions; 1 when it does not answer."""
+def _check_redis(url: str, strict: bool = False) -> int:
+    """Print what Redis says about keeping queued submissions; 1 when it does not answer (or, strict, warns)."""
     from formrelay.delivery.storage_check import inspect_redis
 
     report = inspect_redis(url)
@@ -156,7 +159,7 @@ def _check_redis(url: str) -> int:
                f"maxmemory-policy {facts['maxmemory_policy']})")
     for warning in report.warnings:
         click.echo(f"  WARNING: {warning}")
-    return 0
+    return len(report.warnings) if strict else 0
 
 
 def _check_rate_limit_storage(config: Any) -> int:
@@ -269,6 +272,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     logs.show_personal_data(relay.config.logging.personal_data)
     logs.add_secrets(relay.config.secrets)
     running = relay.worker(threads).start()
+    alerts.start(relay)  # [alerts] and `formrelay breaker reset` here too (docs/alerts.md)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"formrelay worker: {running.threads} thread(s)", err=True)
@@ -321,6 +325,8 @@ def healthcheck(host: str, port: int, live: bool, timeout: float) -> None:
 
 
 main.add_command(queue)
+main.add_command(breaker)
+main.add_command(alerts_group)
 
 
 if __name__ == "__main__":

@@ -124,23 +124,32 @@ def queue() -> None:
 @json_option
 def queue_list(config_path: str | None, state: str | None, forms: tuple[str, ...], provider: str | None,
                older_than: str | None, newer_than: str | None, limit: int, as_json: bool) -> None:
-    """One line per job, oldest first: id, state, form, attempts, due time, last error. No personal data."""
-    from formrelay.delivery.admin import Filters, select
+    """One line per job: waiting jobs first, then dead letters, then delivered ones; oldest first in each.
 
+    Filtering, ordering and the limit happen inside the store: the memory used is bounded by --limit, not by the
+    depth of the queue. No personal data.
+    """
+    from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING
+
+    rank = {PENDING: 0, INFLIGHT: 0, DEAD: 1, DONE: 2}
     with opened(config_path) as relay:
-        filters = Filters(state=state, forms=_forms(relay, forms, provider),
-                          older_than=_duration(older_than), newer_than=_duration(newer_than))
-        jobs = []
-        for job in select(relay.store, filters):
-            jobs.append(job)
-        jobs.sort(key=lambda j: (j.created_at, j.id))
-        shown = [_summary(relay, j) for j in jobs[:limit]]
+        now = time.time()
+        older, newer = _duration(older_than), _duration(newer_than)
+        states = [state] if state else [PENDING, INFLIGHT, DEAD, DONE]
+        found = relay.store.listing(states, _forms(relay, forms, provider),
+                                    created_after=None if newer is None else now - newer,
+                                    created_before=None if older is None else now - older, limit=limit + 1)
+        found.sort(key=lambda j: (rank[j.state], j.created_at, j.id))
+        more = len(found) > limit
+        jobs = found[:limit]
+        shown = [_summary(relay, j) for j in jobs]
         stats = relay.queue_stats()
     if as_json:
-        click.echo(json.dumps({**stats, "matched": len(jobs), "jobs": shown}, indent=2))
+        click.echo(json.dumps({**stats, "matched": len(jobs), "more": more, "jobs": shown}, indent=2))
         return
     click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting {_age(stats['oldest_age'])}; "
-               f"{len(jobs)} job(s) match" + (f", first {limit} shown" if len(jobs) > limit else ""))
+               + (f"the first {limit} matching job(s) shown (more match: narrow it, or raise --limit)" if more
+                  else f"{len(jobs)} job(s) match"))
     for s in shown:
         when = f"due={s['due']}" if s["due"] else f"finished={s['finished'] or '-'}"
         flags = "".join([" uncertain" if s["uncertain"] else "", " erased" if s["erased"] else ""])
@@ -235,19 +244,27 @@ def queue_retry(job_ids: tuple[str, ...], config_path: str | None, retry_all: bo
 
 
 @queue.command("drop")
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1)
 @config_option
+@click.option("--exported-before", default=None,
+              help="instead of ids: every waiting or dead job `queue export` wrote out at or before this time "
+                   "(ISO 8601 or 2h), i.e. what was imported into the CRM by hand (docs/export.md)")
 @click.option("--yes", "-y", is_flag=True, help="do not ask (needed without a terminal)")
 @json_option
-def queue_drop(job_ids: tuple[str, ...], config_path: str | None, yes: bool, as_json: bool) -> None:
+def queue_drop(job_ids: tuple[str, ...], config_path: str | None, exported_before: str | None, yes: bool,
+               as_json: bool) -> None:
     """Delete waiting or dead jobs for good (after an operator decided they must not be delivered)."""
     from formrelay.delivery import admin
 
+    if bool(job_ids) == bool(exported_before):
+        raise click.UsageError("give job ids, or --exported-before TIME")
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException("drop deletes submissions for good; without a terminal, confirm with --yes")
-        click.confirm(f"Drop {len(job_ids)} submission(s) for good?", abort=True)
+        click.confirm(f"Drop {len(job_ids) or 'the exported'} submission(s) for good?", abort=True)
     with opened(config_path) as relay:
+        if exported_before:
+            job_ids = _exported_before(relay, exported_before)
         dropped = [j for j in job_ids if admin.drop(relay.store, j)]
         relay.store.scrub(wait=5.0)  # this process exits next: make the deletion final on disk now
         admin.audit(relay.store, "drop", dropped)
@@ -255,6 +272,16 @@ def queue_drop(job_ids: tuple[str, ...], config_path: str | None, yes: bool, as_
     _report(as_json, "drop", dropped, {"not_dropped": missing}, f"{len(dropped)} job(s) dropped")
     if missing:
         raise click.ClickException("not dropped (no such job, or being delivered, or delivered): " + " ".join(missing))
+
+
+def _exported_before(relay: Any, when: str) -> tuple[str, ...]:
+    from formrelay.delivery import admin, exports
+
+    try:
+        before = admin.parse_time(when)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--exported-before") from None
+    return tuple(job.id for job in exports.exported_before(relay.store, before))
 
 
 @queue.command("purge")
