@@ -133,7 +133,7 @@ class Dispatch:
         except Exception as exc:
             if not storage_down(exc):
                 raise
-            # One line, no traceback: during an outage this happens for every submission that must wait.
+            # One line, no traceback: during an outage every submission that must wait comes here.
             log.error("form %s: could not store submission %s: queue storage unavailable (%s)",
                       form.slug, submission.id, exc.__class__.__name__)
             return None

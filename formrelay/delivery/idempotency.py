@@ -33,7 +33,7 @@ KEPT = ("delivered", "queued", "rejected")
 
 def fingerprint(submission: Submission) -> str:
     """What "the same body" means for an idempotency key: the validated values, canonically (controls and
-    one-use tokens such as `_started` or a CAPTCHA answer are not the supporter's data)."""
+    one-use values such as the `_started` token or a CAPTCHA answer are not the supporter's data)."""
     canonical = json.dumps(dict(submission.values), sort_keys=True, separators=(",", ":"), default=str)
     # Keyed with the idempotency key itself, which the store never holds (only its hash): the stored fingerprint
     # cannot be matched against guessed details (an email address) by whoever reads the store.

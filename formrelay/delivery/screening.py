@@ -46,7 +46,7 @@ class Screening:
 
     def _shared_time_trap_key(self) -> str:
         """Without [relay] secret_key, one random key kept in the queue store: every worker (SQLite, one host) or
-        every host (Redis) that shares the queue signs and verifies time-trap tokens with the same key."""
+        every host (Redis) that shares the queue signs and verifies every time-trap token with the same key."""
         key = self.outbox.store.kv_add("relay:time-trap-key", secrets.token_urlsafe(32), SHARED_KEY_TTL)
         logs.add_secrets([key])
         return key
