@@ -112,16 +112,12 @@ def registered() -> list[type[Kind]]:
 class Targets:
     """The registered kinds, made for one relay: which kind a target is, and the events each kind hears."""
 
-    def __init__(self, site: Site, kinds: list[type[Kind]] | None = None) -> None:
-        self.kinds = [kind(site) for kind in (registered() if kinds is None else kinds)]
+    def __init__(self, site: Site) -> None:
+        self.kinds = [kind(site) for kind in registered()]
         self._unknown = Unknown(site)
 
     def kind(self, target: str) -> Kind:
         return next((kind for kind in self.kinds if kind.owns(target)), self._unknown)
-
-    def own(self) -> Kind:
-        """The kind of the submission's own delivery."""
-        return next(kind for kind in self.kinds if kind.own)
 
     def delivered(self, form: Form, submission: Submission) -> None:
         self._tell(lambda kind: kind.delivered(form, submission))
