@@ -55,15 +55,14 @@ class Relay:
         self.forms: dict[str, Form] = {
             slug: Form(form, self.providers[form.provider], config) for slug, form in config.forms.items()
         }
-        self.answer_within = relay.answer_within
-        self.attempt_bound = attempt_bound(relay, self.providers)
-        self.guards = guards_for(self.providers, relay, self.attempt_bound)
+        bound = attempt_bound(relay, self.providers)
+        self.guards = guards_for(self.providers, relay, bound)
         self.targets = Targets(Site(config, self.forms, self.providers, self.guards, self.outbox))
         self.screening = Screening(config, self.outbox, self.guards)
         self.time_trap = self.screening.time_trap
-        self.idempotency = Idempotency(self.outbox, self.queue_settings.idempotency_ttl, self.answer_within)
+        self.idempotency = Idempotency(self.outbox, self.queue_settings.idempotency_ttl, relay.answer_within)
         self.handler = Handler(self.forms, self.outbox, self.targets, self.screening)
-        self.dispatch = Dispatch(config, self.outbox, self.guards, self.targets, self.handler, self.attempt_bound)
+        self.dispatch = Dispatch(config, self.outbox, self.guards, self.targets, self.handler, bound)
 
     @property
     def store(self) -> Store:
@@ -106,9 +105,6 @@ class Relay:
         """The submission's own provider has it: each kind of target makes its jobs (follow-up, also, webhooks)."""
         self.targets.delivered(form, submission)
 
-    def bury(self, form: Form, job: Job, reason: str) -> None:
-        self.handler.bury(form, job, reason)
-
     def work(self, job: Job) -> None:
         """One worker attempt at a claimed job (the Worker's handler)."""
         self.handler.work(job)
@@ -128,9 +124,6 @@ class Relay:
 
     def queue_stats(self, max_age: float = 0.0) -> dict[str, Any]:
         return self.outbox.stats(max_age)
-
-    def queue_full(self) -> bool:
-        return self.outbox.full()
 
     def close(self) -> None:
         self.dispatch.close()
