@@ -39,7 +39,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="formrelay-bench-"))
     app = create_app({
         "relay": {"rate_limit": "", "global_rate_limit": ""},  # one client sends them all: no ceiling
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(workdir / "queue.sqlite3"), "backoff_base": 0.05, "backoff_cap": 0.5,
                   "poll_interval": 0.02},

@@ -81,6 +81,7 @@ class Relay:
 {relay}
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 [providers.actionnetwork]
 base_url = "{sandbox_url}/actionnetwork/api/v2"
 [forms.join]

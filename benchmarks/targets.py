@@ -188,7 +188,7 @@ def relay_config(fake: str, workdir: Path) -> dict[str, Any]:
         "relay": {"rate_limit": "", "global_rate_limit": "", "time_trap_min": 0},
         "queue": {"path": str(workdir / "queue.sqlite3")},
         "providers": {
-            "ngp": {"base_url": f"{fake}/ngp/v2"},
+            "ngp": {"base_url": f"{fake}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
             "ens": {"base_url": f"{fake}/ens/service", "api_token": "sandbox-ens-api-token",
                     "page_budget": ENS_PAGE_BUDGET},
             "engageone": {"users_url": f"{fake}/engageone/users", "api_url": f"{fake}/engageone/api",

@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 
 import requests
 from itsdangerous import BadSignature, Signer
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import validate
 
 from formrelay import metrics
 from formrelay.core import config
+from formrelay.core.settings import schema_for, setting, url_field
 from formrelay.core.i18n import Msg
 
 log = logging.getLogger(__name__)
@@ -56,30 +57,26 @@ def counts() -> dict[tuple[str, str], int]:
 
 @dataclass(frozen=True)
 class Captcha:
-    provider: str
-    secret: str
-    verify_url: str
-    field: str
-    on_error: str = "reject"  # when the CAPTCHA service itself is down: "reject" (503) or "accept"
+    """[forms.x.captcha]: the service a form's CAPTCHA token is verified with."""
+
+    provider: str = setting(meaning="the CAPTCHA service: turnstile, hcaptcha or recaptcha",
+                            validate=validate.OneOf(list(CAPTCHA_SERVICES)))
+    secret: str = setting(meaning="the service's secret key for verifying tokens", validate=validate.Length(min=1))
+    # None in the file: the service's own (filled in by _captcha below).
+    verify_url: str = setting(None, "the verification endpoint (default: the service's own)", field=url_field)
+    field: str = setting(None, "the form field holding the token (default: the service's own, e.g. "
+                               "cf-turnstile-response)")
+    on_error: str = setting("reject", "when the CAPTCHA service itself is down: reject (503) or accept",
+                            validate=validate.OneOf(["reject", "accept"]))
 
 
-class CaptchaSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    provider = fields.String(required=True, validate=validate.OneOf(list(CAPTCHA_SERVICES)))
-    secret = fields.String(required=True, validate=validate.Length(min=1))
-    verify_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=None)
-    field = fields.String(load_default=None)
-    on_error = fields.String(load_default="reject", validate=validate.OneOf(["reject", "accept"]))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> Captcha:
-        url, field_name = CAPTCHA_SERVICES[data["provider"]]
-        return Captcha(provider=data["provider"], secret=data["secret"], verify_url=data["verify_url"] or url,
-                       field=data["field"] or field_name, on_error=data["on_error"])
+def _captcha(data: dict[str, Any]) -> Captcha:
+    url, field_name = CAPTCHA_SERVICES[data["provider"]]
+    return Captcha(provider=data["provider"], secret=data["secret"], verify_url=data["verify_url"] or url,
+                   field=data["field"] or field_name, on_error=data["on_error"])
 
 
+CaptchaSchema = schema_for(Captcha, make=_captcha)
 config.register_section("captcha", CaptchaSchema)  # the config reads [forms.x.captcha] with it
 
 

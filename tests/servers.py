@@ -30,7 +30,7 @@ def toml(relay: dict[str, Any] | None = None, sandbox_url: str = "", extra: str 
     lines += ["[logging]", f'format = "{logging_format}"']
     if queue_path is not None:
         lines += ["[queue]", f'path = "{queue_path}"', "backoff_base = 0.2", "backoff_cap = 1", "poll_interval = 0.1"]
-    lines += ["[providers.ngp]", f'base_url = "{sandbox_url}/ngp/v2"',
+    lines += ["[providers.ngp]", f'base_url = "{sandbox_url}/ngp/v2"', 'api_key = "sandbox-ngp-api-key"',
               "[forms.join]", 'provider = "ngp"', 'form_id = "demo-petition"', extra]
     return "\n".join(lines) + "\n"
 

@@ -120,3 +120,12 @@ def test_check_explains_an_unknown_ens_field(tmp_path, sandbox):
                         lambda c: c["forms"]["write-your-mp"]["fields"].update({"Shoe Size": {}}))
     assert result.exit_code != 0
     assert "'Shoe Size'" in result.output and "spelled exactly" in result.output
+
+
+def test_docs_check_fails_naming_api_key_for_an_ngp_provider_without_one(tmp_path, sandbox):
+    """NGP: "You must attach your API key using BasicAuth when making all API calls"; `check` says so at once."""
+    path = tmp_path / "formrelay.toml"
+    path.write_text(f'[providers.ngp]\nbase_url = "{sandbox.url}/ngp/v2"\n[forms.join]\nprovider = "ngp"\n'
+                    'form_id = "demo-petition"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code != 0 and "providers.ngp.api_key" in result.output

@@ -89,6 +89,7 @@ level = "DEBUG"   # the most a log can say: still no secret, no webhook path
 
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [providers.actionnetwork]
 base_url = "{sandbox.url}/actionnetwork/api/v2"
@@ -225,7 +226,7 @@ def test_a_queued_ngp_submission_fans_out_when_the_queue_delivers_it(sandbox, se
     receiver.start()
     app = create_app({
         "relay": {"rate_limit": ""},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
                       "actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2"}},
         "forms": {
             "join": {"provider": "ngp", "form_id": "demo-petition", "also": ["join-an"],

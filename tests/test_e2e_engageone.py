@@ -18,7 +18,7 @@ def test_transactional_send_and_a_followup_after_an_ngp_form(sandbox, serve, tmp
     app = create_app({
         "relay": {"rate_limit": ""},
         "providers": {
-            "ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+            "ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
             "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
                           "client_id": fake.CLIENT_ID, "secret": fake.SECRET, "customer_id": fake.CUSTOMER_ID,
                           "pb_customer_id": fake.PB_CUSTOMER_ID},
@@ -88,3 +88,43 @@ def test_check_warns_about_a_pb_customer_id_without_eocm_but_still_passes(sandbo
     assert result.exit_code == 0, result.output
     assert "warning: PB-Customer-Id 'sa11bb'" in result.output and "eocm-" in result.output
     assert fake.SECRET not in result.output
+
+
+def test_an_unknown_campaign_is_queued_and_held_with_its_reason_in_queue_list(sandbox, serve, tmp_path):
+    """A 404 on /campaigns/v2/{campaign}/transactional names a campaign the account lacks: 202 queued (never 502),
+    held for the operator, and `formrelay queue list` says which campaign and communication were not found."""
+    import json as jsonlib
+
+    from click.testing import CliRunner
+
+    from formrelay.cli import main
+
+    config = tmp_path / "formrelay.toml"
+    config.write_text(f'''
+[relay]
+rate_limit = ""
+[queue]
+path = "{tmp_path / 'q.sqlite3'}"
+embedded_worker = false
+[providers.engageone]
+users_url = "{sandbox.url}/engageone/users"
+api_url = "{sandbox.url}/engageone/api"
+client_id = "{fake.CLIENT_ID}"
+secret = "{fake.SECRET}"
+customer_id = "{fake.CUSTOMER_ID}"
+pb_customer_id = "{fake.PB_CUSTOMER_ID}"
+[forms.toolkit]
+provider = "engageone"
+campaign = "MissingCampaign"
+communication = "ToolkitMail"
+''')
+    from formrelay.core.config import load_config
+
+    relay = serve(create_app(load_config(str(config))))
+    answer = requests.post(f"{relay.url}/v1/forms/toolkit", json={"email": "ann@example.org"}, timeout=5)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    listed = CliRunner().invoke(main, ["queue", "list", "--config", str(config), "--json"])
+    assert listed.exit_code == 0, listed.output
+    (job,) = jsonlib.loads(listed.output)["jobs"]
+    assert job["state"] == "dead" and "'MissingCampaign'" in job["last_error"] and "held for an operator" in job["last_error"]
+    assert received(sandbox, "engageone") == []

@@ -16,7 +16,7 @@ VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org
 def relay(sandbox, serve):
     app = create_app({
         "relay": {"allowed_origins": ["https://www.example.org"], "rate_limit": ""},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition",
                            "success_url": "https://www.example.org/thanks"}},
     })
@@ -67,7 +67,7 @@ def test_cors_over_http(relay):
 def north_america(sandbox, serve, tmp_path):
     app = create_app({
         "relay": {"rate_limit": "", "timeout": 0.5},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {slug: {"provider": "ngp", "form_id": f"demo-{slug}"}
                   for slug in ("signup", "closed", "donate", "advocacy", "terse")},
         "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
@@ -115,3 +115,31 @@ def test_an_advocacy_form_cut_off_mid_flight_is_held(north_america, sandbox):
     from formrelay.delivery.jobs import DEAD
     jobs = north_america.app.extensions["formrelay"].store.jobs()
     assert [j.state for j in jobs] == [DEAD] and "held" in jobs[0].last_error
+
+
+def test_docs_the_sandbox_refuses_a_post_without_basic_auth_or_type(sandbox):
+    """As NGP documents: the key on every call (Basic auth) and `type` in every submission."""
+    url = f"{sandbox.url}/ngp/v2/forms/demo-petition"
+    keyless = requests.post(url, data={**VALID, "type": "PetitionForm"}, timeout=5)
+    typeless = requests.post(url, data=VALID, auth=("apiuser", "sandbox-ngp-api-key"), timeout=5)
+    good = requests.post(url, data={**VALID, "type": "PetitionForm"}, auth=("apiuser", "sandbox-ngp-api-key"), timeout=5)
+    assert (keyless.status_code, typeless.status_code, good.status_code) == (401, 400, 200)
+    assert typeless.json()["errors"][0]["properties"] == ["type"]
+    assert len(received(sandbox, "ngp")) == 1
+
+
+def test_a_refused_key_is_answered_queued_and_kept_waiting(sandbox, serve, tmp_path):
+    from formrelay.sandbox.ngp import REFUSED_KEY
+
+    app = create_app({
+        "relay": {"rate_limit": ""},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": REFUSED_KEY}},
+        "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
+        "queue": {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False},
+    })
+    relay = serve(app)
+    answer = requests.post(f"{relay.url}/v1/forms/join", json=VALID, timeout=5)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    (job,) = app.extensions["formrelay"].store.jobs()
+    assert job.state == "pending" and job.attempts == 0 and "api_key" in job.last_error
+    assert REFUSED_KEY not in job.last_error and received(sandbox, "ngp") == []

@@ -58,6 +58,7 @@ breaker_failures = 1000  # this test is about the queue's own limits, not the ci
 
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [forms.join]
 provider = "ngp"

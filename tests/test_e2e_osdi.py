@@ -45,7 +45,7 @@ def relay(sandbox, serve, tmp_path):
         "relay": {"rate_limit": "", "allowed_origins": [SITE]},
         "providers": {
             "actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2"},
-            "ngp": {"base_url": f"{sandbox.url}/ngp/v2"},
+            "ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
             "ens": {"base_url": f"{sandbox.url}/ens/service", "api_token": API_TOKEN},
             "engageone": {"users_url": f"{sandbox.url}/engageone/users", "api_url": f"{sandbox.url}/engageone/api",
                           "client_id": fake_engageone.CLIENT_ID, "secret": fake_engageone.SECRET,

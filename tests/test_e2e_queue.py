@@ -31,6 +31,7 @@ breaker_reset = 0.1
 {extra}
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [forms.join]
 provider = "ngp"

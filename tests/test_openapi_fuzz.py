@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_every_operation_conforms_to_the_document(sandbox):
     app = create_app({
         "relay": {"rate_limit": "", "global_rate_limit": "", "time_trap_min": 0},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"embedded_worker": False},
     })

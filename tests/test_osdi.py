@@ -287,7 +287,7 @@ def test_check_shows_where_an_osdi_body_lands_and_refuses_a_bad_override(tmp_pat
     from formrelay.cli import main
 
     path = tmp_path / "formrelay.toml"
-    form = f'[providers.ngp]\nbase_url = "{sandbox.url}/ngp/v2"\n[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n'
+    form = f'[providers.ngp]\nbase_url = "{sandbox.url}/ngp/v2"\napi_key = "sandbox-ngp-api-key"\n[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n'
     path.write_text(form + '[forms.join.person]\nphone_status = "SmsOptIn"\n')
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 0, result.output

@@ -151,7 +151,7 @@ def test_keys_are_scoped_per_form(mocked, tmp_path):
 
 def test_concurrent_repeats_cause_one_delivery(tmp_path, sandbox, serve):
     app = create_app({
-        "relay": {"rate_limit": ""}, "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "relay": {"rate_limit": ""}, "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3")},
     })

@@ -294,6 +294,7 @@ def write_config(tmp_path, extra: str = "") -> Path:
     path.write_text(f"""
 [providers.ngp]
 base_url = "https://ngp.test/v2"
+api_key = "ngp-test-key"
 
 [forms.join]
 provider = "ngp"
@@ -399,6 +400,7 @@ def test_check_suggests_the_element_an_alias_meant(tmp_path, sandbox):
     path.write_text(f"""
 [providers.ngp]
 base_url = "{sandbox.url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [forms.join]
 provider = "ngp"

@@ -44,6 +44,7 @@ class Relay:
 {settings}
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 [providers.ens]
 base_url = "{sandbox_url}/ens/service"
 api_token = "{API_TOKEN}"

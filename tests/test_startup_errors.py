@@ -14,7 +14,7 @@ from tests.servers import BIN, ROOT, toml
 
 
 def config_with(**relay):
-    return {"relay": relay, "providers": {"ngp": {"base_url": "http://127.0.0.1:9/v2"}},
+    return {"relay": relay, "providers": {"ngp": {"base_url": "http://127.0.0.1:9/v2", "api_key": "k"}},
             "forms": {"join": {"provider": "ngp", "form_id": "1"}}}
 
 

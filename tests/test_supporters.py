@@ -132,6 +132,7 @@ def config_file(tmp_path: Path, sandbox_url: str, relay: str = "", queue: str = 
 
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 
 [providers.actionnetwork]
 base_url = "{sandbox_url}/actionnetwork/api/v2"
@@ -255,7 +256,7 @@ allowed_origins = ["https://www.example.org"]"""))
 def test_the_queue_cap_answers_503_and_readiness_warns_before_it(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": "", "breaker_failures": 1000},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3"), "max_jobs": 4, "warn_at": 0.5},
     })
@@ -281,7 +282,7 @@ def test_the_queue_cap_answers_503_and_readiness_warns_before_it(tmp_path, sandb
 def test_idempotency_repeats_conflicts_and_in_flight(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": "", "answer_within": 3},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3")},
     })
@@ -314,7 +315,7 @@ def test_idempotency_repeats_conflicts_and_in_flight(tmp_path, sandbox, serve):
 def test_a_repeat_whose_first_never_answers_gets_409(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": "", "answer_within": 0.2},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3")},
     })
@@ -425,7 +426,7 @@ def _fill(store, count: int, created_at: float) -> None:
 def test_readiness_with_many_queued_jobs_reads_counts_only(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": ""},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3"), "alert_after": 600},
         "metrics": {"allow": ["10.0.0.0/8"], "token": TOKEN},
@@ -455,7 +456,7 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
 
     app = create_app({
         "relay": {"rate_limit": "", "redis_url": redis_url},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
     })
     store = app.extensions["formrelay"].store
@@ -482,7 +483,7 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
 def test_dead_letters_growing_make_readiness_degraded(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": ""},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3")},
     })
@@ -541,7 +542,7 @@ def test_a_process_killed_after_the_deadline_loses_nothing(tmp_path, sandbox, se
 def test_a_crm_answering_503_to_everything_shows_in_readiness(tmp_path, sandbox, serve):
     app = create_app({
         "relay": {"rate_limit": "", "breaker_failures": 3},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
         "queue": {"path": str(tmp_path / "q.sqlite3")},
     })

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 def config_file(tmp_path, sandbox_url):
     path = tmp_path / "relay.toml"
-    path.write_text(f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\n'
+    path.write_text(f'[providers.ngp]\nbase_url = "{sandbox_url}/ngp/v2"\napi_key = "sandbox-ngp-api-key"\n'
                     '[forms.join]\nprovider = "ngp"\nform_id = "demo-petition"\n')
     return path
 

@@ -1,30 +1,48 @@
-"""Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects."""
+"""Read the TOML configuration once, interpolate ${ENV}, validate it, and hand out typed objects.
+
+One small parser per table; what each table holds is declared once, in the settings dataclass of the module
+that owns it (core/sections.py for the relay's own, core/settings.py derives the schemas). `reference()`
+lists every key the loader accepts, for the generated configuration reference.
+"""
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from marshmallow import (
-    EXCLUDE,
-    RAISE,
-    Schema,
-    ValidationError,
-    fields,
-    post_load,
-    validate,
-)
+from marshmallow import Schema, ValidationError, fields
 
-from formrelay.core import i18n
-from formrelay.core.funnel import ATTRIBUTION, DEFAULT_ATTRIBUTION, ThanksSchema, ThanksSettings
+from formrelay.core.sections import (  # noqa: F401  (the config's types, imported from here by the floors above)
+    COMMON_FORM_KEYS,
+    LANGUAGE_TAG,
+    SLUG,
+    CommonFormSchema,
+    FormConfig,
+    LoggingSchema,
+    LoggingSettings,
+    MetricsSchema,
+    MetricsSettings,
+    OSDISchema,
+    OSDISettings,
+    RelaySchema,
+    RelaySettings,
+    shipped_language,
+)
+from formrelay.core.settings import Setting, keys_of, rate_ok, rows  # noqa: F401  (rate_ok: the providers')
 from formrelay.core.suggest import did_you_mean
+from formrelay.core.webhook_settings import (  # noqa: F401  (WebhookConfig: webhooks.py and destinations.py)
+    WEBHOOK_EVENTS,
+    WEBHOOK_SECRET_PREFIX,
+    WebhookConfig,
+    WebhookSchema,
+    named,
+    request_target,
+    webhook_key,
+)
 
 # Every config key the relay itself reads, named once (providers name their own keys).
 CONFIG_ENV = "FORMRELAY_CONFIG"
@@ -36,7 +54,7 @@ DEFAULT_CONFIG_PATH = "formrelay.toml"
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys whose values are credentials: masked in logs and never echoed anywhere.
 SECRET_KEY_NAME = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)
-SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+TABLES = ("relay", "providers", "forms", "queue", "metrics", "logging")
 
 
 class ConfigError(Exception):
@@ -93,135 +111,6 @@ def _check_registered() -> None:
 
 
 @dataclass(frozen=True)
-class RelaySettings:
-    """Relay-wide settings from [relay]."""
-
-    allowed_origins: tuple[str, ...] = ()
-    rate_limit: str = "10/minute;100/hour"
-    rate_limit_storage: str | None = None
-    # One switch for scale-out: rate limits, provider budgets, queue and idempotency records all live here.
-    redis_url: str | None = None
-    trusted_proxies: int = 0
-    max_body_bytes: int = 64 * 1024
-    max_fields: int = 100
-    max_value_length: int = 10_000
-    schema_ttl: float = 900.0
-    timeout: float = 10.0
-    connect_timeout: float = 3.05
-    global_rate_limit: str = "600/minute"
-    secret_key: str | None = None
-    time_trap_min: float = 2.0
-    time_trap_max: float = 3 * 24 * 3600.0
-    require_origin: bool = False
-    # The longest a supporter waits for a CRM: past it the submission is kept durably and answered 202 queued.
-    answer_within: float = 3.0
-    # Concurrent upstream calls per provider per process; when all are busy, submissions go straight to the queue.
-    provider_concurrency: int = 4
-    # A provider's circuit breaker opens after this many failures in a row, and lets a probe through after reset.
-    breaker_failures: int = 5
-    breaker_reset: float = 30.0
-    # The language of answers when Accept-Language matches none of the shipped ones (and there is none).
-    locale: str = "en"
-    # IPv6 clients are limited per network of this size: one home or server gets a whole /64.
-    ipv6_prefix: int = 64
-
-
-@dataclass(frozen=True)
-class LoggingSettings:
-    """[logging]: personal data in logs is masked unless switched on for debugging."""
-
-    personal_data: bool = False
-    format: str = "text"  # "text" or "json" (one object a line, for log shippers)
-    level: str = "INFO"
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    """[metrics]: Prometheus at /metrics, for addresses in `allow` or a client with the bearer `token`."""
-
-    enabled: bool = True
-    token: str | None = None
-    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
-
-
-@dataclass(frozen=True)
-class OSDISettings:
-    """[forms.x.osdi]: what a page posting an OSDI helper body may decide; by default nothing but the person."""
-
-    allow_add_tags: tuple[str, ...] = ()       # tags a page may add (exactly these, matched ignoring case)
-    allow_remove_tags: tuple[str, ...] = ()    # tags a page may remove
-    allow_autoresponse_off: bool = False       # whether a body not asking for the autoresponse gets none
-    allow_status: bool = False                 # whether email/phone status "subscribed" ticks the consent field
-
-
-WEBHOOK_EVENTS = ("delivered", "queued", "dead")
-WEBHOOK_SECRET_PREFIX = "whsec_"
-WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    """One [[forms.x.webhooks]] entry: where to send which events, signed with which secret."""
-
-    name: str  # in the queue, logs and metrics (the URL may hold a token, so it is never shown)
-    url: str = field(repr=False)
-    secret: str = field(repr=False)  # "whsec_" + base64 of the key (Standard Webhooks)
-    events: tuple[str, ...] = WEBHOOK_EVENTS
-    include_personal_data: bool = True
-    rate: str = "10/second"
-
-    @property
-    def host(self) -> str:
-        """host[:port] of the URL: what `formrelay check` and the default name show."""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
-        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
-
-
-@dataclass(frozen=True)
-class FormConfig:
-    """One [forms.<slug>] table: what every form has, plus the provider's own typed options."""
-
-    slug: str
-    provider: str
-    title: str | None = None
-    success_url: str | None = None
-    error_url: str | None = None
-    allowed_origins: tuple[str, ...] | None = None
-    rate_limit: str | None = None
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    options: Any = None
-    # [forms.x.followup]: an EngageOne email after the form's own delivery succeeded
-    followup: Any = None
-    require_started: bool = False
-    captcha: Any = None
-    # A language tag (e.g. fr-CA) that forces the form's answers into one language; ENS also gets it as `locale`.
-    locale: str | None = None
-    # Labels for every language ({field: label}), and per language tag ({"fr": {field: label}}), lower-case tags.
-    labels: Mapping[str, str] = field(default_factory=dict)
-    labels_by_locale: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    titles: Mapping[str, str] = field(default_factory=dict)
-
-    def localized(self, table: Mapping[str, Any], language: str, tag: str | None) -> Any:
-        """The entry of a per-language table for an answer: the exact tag (fr-ca), else the language (fr)."""
-        if tag and tag.lower() in table:
-            return table[tag.lower()]
-        return table.get(language)
-    # [forms.x.person]: person key -> the form's field, over the provider's own mapping (forms/person.py)
-    person: Mapping[str, str] = field(default_factory=dict)
-    osdi: OSDISettings = OSDISettings()
-    # after the form's own delivery, the same submission goes to these forms too (each a queue job of its own)
-    also: tuple[str, ...] = ()
-    # [[forms.x.webhooks]]: signed Standard Webhooks notifications
-    webhooks: tuple[WebhookConfig, ...] = ()
-    # The funnel (core/funnel.py): the touch the CRM is credited with, a queued answer's page, the thank-you ladder.
-    attribution: str = DEFAULT_ATTRIBUTION
-    queued_url: str | None = None
-    thanks: ThanksSettings | None = None
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -242,272 +131,6 @@ class Config:
     def origins_for(self, form: FormConfig) -> tuple[str, ...]:
         """The CORS allow-list of a form: its own, else the relay's."""
         return form.allowed_origins if form.allowed_origins is not None else self.relay.allowed_origins
-
-
-def _url(**kwargs: Any) -> fields.Url:
-    return fields.Url(schemes={"http", "https"}, require_tld=False, **kwargs)
-
-
-def _rate_limit_ok(value: str) -> None:
-    from limits import parse_many
-
-    if value == "":
-        return
-    try:
-        items = parse_many(value)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a rate limit such as '10/minute;100/hour' "
-                              "(a number, '/', and second, minute, hour or day; ';' between several)") from None
-    if any(item.amount == 0 for item in items):
-        raise ValidationError(f"{value!r} would refuse every submission; to turn this limit off, set it to \"\"")
-
-
-def rate_ok(value: str, example: str) -> None:
-    """A budget such as '4/second' (Action Network's `rate`, ENS's `page_budget`), checked at start-up."""
-    from limits import parse
-
-    try:
-        item = parse(value)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a rate such as {example!r}") from None
-    if item.amount == 0:
-        raise ValidationError(f"{value!r} allows no calls at all; use at least 1")
-
-
-ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
-
-
-def _origins_ok(values: list[str]) -> None:
-    """Each entry is '*' or an origin: scheme://host[:port], exactly what browsers send, with no path or slash."""
-    bad = [v for v in values if v != "*" and not ORIGIN.match(v)]
-    if bad:
-        hints = []
-        for value in bad:
-            match = re.match(r"^(https?://[^/?#\s]+)[/?#]", value)
-            hints.append(f"{value!r} (write {match.group(1)!r})" if match else repr(value))
-        raise ValidationError("an origin is scheme://host[:port] with no path or trailing slash, as browsers send "
-                              "it: " + ", ".join(hints))
-
-
-class RelaySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    allowed_origins = fields.List(fields.String(), load_default=list, validate=_origins_ok)
-    rate_limit = fields.String(load_default="10/minute;100/hour", validate=_rate_limit_ok)
-    rate_limit_storage = fields.String(load_default=None)
-    redis_url = fields.String(load_default=None, validate=validate.Regexp(r"^rediss?://", error="must start with redis:// or rediss://"))
-    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10))
-    max_body_bytes = fields.Integer(load_default=64 * 1024, validate=validate.Range(min=1024, max=10 * 1024 * 1024))
-    max_fields = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    max_value_length = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=1_000_000))
-    schema_ttl = fields.Float(load_default=900.0, validate=validate.Range(min=0))
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
-    connect_timeout = fields.Float(load_default=3.05, validate=validate.Range(min=0.1, max=60))
-    global_rate_limit = fields.String(load_default="600/minute", validate=_rate_limit_ok)
-    secret_key = fields.String(load_default=None, validate=validate.Length(min=16))
-    time_trap_min = fields.Float(load_default=2.0, validate=validate.Range(min=0))
-    time_trap_max = fields.Float(load_default=3 * 24 * 3600.0, validate=validate.Range(min=1))
-    require_origin = fields.Boolean(load_default=False)
-    answer_within = fields.Float(load_default=3.0, validate=validate.Range(min=0.05, max=120))
-    provider_concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=256))
-    breaker_failures = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
-    breaker_reset = fields.Float(load_default=30.0, validate=validate.Range(min=0.001, max=3600))
-    locale = fields.String(load_default="en", validate=lambda tag: _shipped_language(tag) is not None)
-    ipv6_prefix = fields.Integer(load_default=64, validate=validate.Range(min=16, max=128))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> RelaySettings:
-        data["allowed_origins"] = tuple(data["allowed_origins"])
-        data["locale"] = _shipped_language(data["locale"]) or "en"
-        return RelaySettings(**data)
-
-
-COMMON_FORM_KEYS = frozenset(
-    {"provider", "title", "success_url", "error_url", "allowed_origins", "rate_limit", "aliases", "followup",
-     "require_started", "captcha", "locale", "labels", "titles", "person", "osdi", "also", "webhooks",
-     "attribution", "queued_url", "thanks"}
-)
-LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-
-
-def _shipped_language(tag: str) -> str | None:
-    """The shipped language a tag answers in, or a ValidationError that lists the shipped ones."""
-    language = i18n.language_of(tag) if LANGUAGE_TAG.match(tag) else None
-    if language is None:
-        raise ValidationError(f"no catalogue for {tag!r}; shipped: {', '.join(i18n.available())} "
-                              "(README: adding a language)")
-    return language
-
-
-def _tag_key(tag: str) -> str:
-    """A per-language table's key as it is looked up: lower case, '-' between subtags."""
-    if not LANGUAGE_TAG.match(tag):
-        raise ValidationError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
-    _shipped_language(tag)
-    return tag.lower().replace("_", "-")
-
-
-def _labels(value: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """`labels`: a string is a field's label in every language; a table is one language's labels."""
-    if not isinstance(value, dict):
-        raise ValidationError("a table of field = label, or of language = {field = label}")
-    flat: dict[str, str] = {}
-    by_locale: dict[str, dict[str, str]] = {}
-    for key, item in value.items():
-        if isinstance(item, str):
-            flat[key] = item
-        elif isinstance(item, dict) and all(isinstance(v, str) for v in item.values()):
-            by_locale[_tag_key(key)] = dict(item)
-        else:
-            raise ValidationError(f"labels.{key}: a label (string) or a table of field = label")
-    return flat, by_locale
-
-
-class OSDISchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    allow_add_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
-    allow_remove_tags = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
-    allow_autoresponse_off = fields.Boolean(load_default=False)
-    allow_status = fields.Boolean(load_default=False)
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> OSDISettings:
-        return OSDISettings(allow_add_tags=tuple(data["allow_add_tags"]),
-                            allow_remove_tags=tuple(data["allow_remove_tags"]),
-                            allow_autoresponse_off=data["allow_autoresponse_off"], allow_status=data["allow_status"])
-
-
-class CommonFormSchema(Schema):
-    """The keys every form has; the provider's own schema checks the rest."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    provider = fields.String(required=True)
-    title = fields.String()
-    success_url = _url()
-    error_url = _url()
-    allowed_origins = fields.List(fields.String(), validate=_origins_ok)
-    rate_limit = fields.String(validate=_rate_limit_ok)
-    aliases = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    followup = fields.Dict(load_default=None)
-    require_started = fields.Boolean(load_default=False)
-    captcha = fields.Dict(load_default=None)
-    locale = fields.String(load_default=None, validate=validate.Regexp(LANGUAGE_TAG, error="not a language tag such as 'fr' or 'fr-CA'"))
-    labels = fields.Raw(load_default=dict)
-    titles = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    # Keys are checked against the person model when the form's definition loads (forms/person.py).
-    person = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), values=fields.String(),
-                         load_default=dict)
-    osdi = fields.Nested(OSDISchema, load_default=OSDISettings)
-    also = fields.List(fields.String(validate=validate.Regexp(SLUG, error="not a form slug")), load_default=list)
-    webhooks = fields.List(fields.Dict(), load_default=list)
-    attribution = fields.String(load_default=DEFAULT_ATTRIBUTION, validate=validate.OneOf(ATTRIBUTION))
-    queued_url = _url()
-    thanks = fields.Nested(ThanksSchema, load_default=None)
-
-
-def webhook_key(secret: str) -> bytes:
-    """The HMAC key inside a `whsec_` secret; ValueError (never naming the secret) when it is not one."""
-    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
-        raise ValueError("must start with whsec_ (a Standard Webhooks secret)")
-    encoded = secret[len(WEBHOOK_SECRET_PREFIX):]
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("whsec_ must be followed by base64") from None
-    # The specification asks for 24 to 64 random bytes; fewer would be a weak key.
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"the key after whsec_ must be 24 to 64 bytes (it is {len(key)})")
-    return key
-
-
-def _webhook_secret_ok(value: str) -> None:
-    try:
-        webhook_key(value)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-
-
-class WebhookSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    url = _url(required=True)
-    secret = fields.String(required=True, validate=_webhook_secret_ok)
-    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
-                         load_default=lambda: list(WEBHOOK_EVENTS), validate=validate.Length(min=1))
-    include_personal_data = fields.Boolean(load_default=True)
-    name = fields.String(load_default=None, validate=validate.Regexp(
-        WEBHOOK_NAME, error="letters, digits, '.', ':', '_' and '-' (at most 64)"))
-    rate = fields.String(load_default="10/second", validate=_rate_limit_ok)
-
-
-def _request_target(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def _webhooks(raw: list[Any], where: str, source: str) -> tuple[WebhookConfig, ...]:
-    out: list[WebhookConfig] = []
-    for i, table in enumerate(raw):
-        try:
-            data = WebhookSchema().load(table)
-        except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, f'{where}.webhooks[{i}]')}") from None
-        hook = WebhookConfig(name="", url=data["url"], secret=data["secret"], events=tuple(dict.fromkeys(data["events"])),
-                             include_personal_data=data["include_personal_data"], rate=data["rate"])
-        name = data["name"] or hook.host
-        if data["name"] is None:
-            # Two receivers on one host: the second is host-2, and so on (name them to keep them apart for good).
-            taken = {h.name for h in out}
-            base, n = name, 1
-            while name in taken:
-                n += 1
-                name = f"{base}-{n}"
-        elif any(h.name == name for h in out):
-            raise ConfigError(f"{source}: {where}.webhooks[{i}].name: {name!r} is used twice")
-        out.append(WebhookConfig(name=name, url=hook.url, secret=hook.secret, events=hook.events,
-                                 include_personal_data=hook.include_personal_data, rate=hook.rate))
-    return tuple(out)
-
-
-class LoggingSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    personal_data = fields.Boolean(load_default=False)
-    format = fields.String(load_default="text", validate=validate.OneOf(["text", "json"]))
-    level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> LoggingSettings:
-        return LoggingSettings(**data)
-
-
-def _network_ok(value: str) -> None:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not an address or network (e.g. 10.0.0.0/8)") from None
-
-
-class MetricsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    enabled = fields.Boolean(load_default=True)
-    token = fields.String(load_default=None, validate=validate.Length(min=16))
-    allow = fields.List(fields.String(validate=_network_ok), load_default=lambda: ["127.0.0.1/32", "::1/128"])
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> MetricsSettings:
-        return MetricsSettings(enabled=data["enabled"], token=data["token"], allow=tuple(data["allow"]))
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
@@ -557,9 +180,7 @@ UNKNOWN = "Unknown field."
 
 
 def _known(schema: Schema | None, extra: frozenset[str] = frozenset()) -> list[str]:
-    if schema is None:
-        return sorted(extra)
-    return sorted({f.data_key or name for name, f in schema.fields.items()} | extra)
+    return sorted(set(keys_of(schema) if schema is not None else ()) | extra)
 
 
 def _messages(err: ValidationError, where: str, known: list[str] | None = None) -> str:
@@ -568,7 +189,6 @@ def _messages(err: ValidationError, where: str, known: list[str] | None = None) 
     if known and isinstance(messages, dict):
         messages = {k: [f"unknown key{did_you_mean(str(k), known)}" if m == UNKNOWN else m for m in v]
                     if isinstance(v, list) else v for k, v in messages.items()}
-    err = ValidationError(messages)
 
     def flatten(prefix: str, messages: Any) -> list[str]:
         if isinstance(messages, dict):
@@ -580,131 +200,163 @@ def _messages(err: ValidationError, where: str, known: list[str] | None = None) 
             return [f"{prefix}: {m}" for m in messages if isinstance(m, str)] or flatten(prefix, messages[0] if messages else "")
         return [f"{prefix}: {messages}"]
 
-    return "; ".join(flatten(where, err.messages))
+    return "; ".join(flatten(where, messages))
 
 
-def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<mapping>") -> Config:
-    """Validate a decoded TOML document into a Config."""
-    _check_registered()
-    env = os.environ if env is None else env
-    unknown_top = set(raw) - {"relay", "providers", "forms", "queue", "metrics", "logging"}
-    if unknown_top:
-        tables = ["relay", "providers", "forms", "queue", "metrics", "logging"]
-        raise ConfigError(f"{source}: unknown top-level table(s): "
-                          + ", ".join(f"{t}{did_you_mean(t, tables)}" for t in sorted(unknown_top)))
+def _load(schema: Schema, table: Any, where: str, source: str, known: list[str] | None = None) -> Any:
+    """One table through its schema; a ConfigError that says where when it does not fit."""
     try:
-        data = interpolate(dict(raw), env)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    secrets = frozenset(collect_secrets(data))
+        return schema.load(table)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_messages(err, where, known)}") from None
 
-    def section(schema: Schema, name: str) -> Any:
-        try:
-            return schema.load(data.get(name, {}))
-        except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, name, _known(schema))}") from None
 
-    relay = section(RelaySchema(), "relay")
-    queue = section(_section_schema("queue"), "queue")
-    logging_settings = section(LoggingSchema(), "logging")
-    metrics_settings = section(MetricsSchema(), "metrics")
+def _top_level(raw: Mapping[str, Any], source: str) -> None:
+    unknown = set(raw) - set(TABLES)
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level table(s): "
+                          + ", ".join(f"{t}{did_you_mean(t, list(TABLES))}" for t in sorted(unknown)))
 
+
+def _section(schema: Schema, data: Mapping[str, Any], name: str, source: str) -> Any:
+    """[relay], [queue], [logging], [metrics]: one table, one schema."""
+    return _load(schema, data.get(name, {}), name, source, _known(schema))
+
+
+def _providers(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """[providers.<name>]: each through its provider's settings schema."""
     providers: dict[str, Any] = {}
     for name, table in (data.get("providers") or {}).items():
         cls = provider_schemas(name)
         if cls is None:
             raise ConfigError(f"{source}: providers.{name}: unknown provider{did_you_mean(name, _PROVIDERS)}")
-        try:
-            providers[name] = cls.settings_schema().load(table or {})
-        except ValidationError as err:
-            known = _known(cls.settings_schema())
-            raise ConfigError(f"{source}: {_messages(err, f'providers.{name}', known)}") from None
+        schema = cls.settings_schema()
+        providers[name] = _load(schema, table or {}, f"providers.{name}", source, _known(schema))
+    return providers
 
-    forms: dict[str, FormConfig] = {}
-    for slug, table in (data.get("forms") or {}).items():
-        where = f"forms.{slug}"
-        if not SLUG.match(slug):
-            raise ConfigError(f"{source}: {where}: a slug is lowercase letters, digits, '-' and '_'")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: {where}: must be a table")
-        try:
-            common = CommonFormSchema().load(table)
-        except ValidationError as err:
-            raise ConfigError(f"{source}: {_messages(err, where)}") from None
-        cls = provider_schemas(common["provider"])
-        if cls is None:
-            raise ConfigError(f"{source}: {where}.provider: unknown provider {common['provider']!r}"
-                              f"{did_you_mean(common['provider'], _PROVIDERS)}")
-        if common["provider"] not in providers:
-            if cls.needs_settings:
-                raise ConfigError(f"{source}: {where}: needs a [providers.{common['provider']}] table")
-            providers[common["provider"]] = cls.settings_schema().load({})
-        own = {k: v for k, v in table.items() if k not in COMMON_FORM_KEYS}
-        try:
-            options = cls.form_schema().load(own)
-        except ValidationError as err:
-            known = _known(cls.form_schema(), COMMON_FORM_KEYS)
-            raise ConfigError(f"{source}: {_messages(err, where, known)}") from None
-        followup = None
-        if common.get("followup") is not None:
-            if "engageone" not in providers:
-                raise ConfigError(f"{source}: {where}.followup: needs a [providers.engageone] table")
-            mailer: Any = provider_schemas("engageone")  # loaded above: [providers.engageone] is there
-            try:
-                followup = mailer.followup_schema().load(common["followup"])
-            except ValidationError as err:
-                raise ConfigError(f"{source}: {_messages(err, where + '.followup')}") from None
-        captcha = None
-        if common.get("captcha") is not None:
-            try:
-                captcha = _section_schema("captcha").load(common["captcha"])
-            except ValidationError as err:
-                raise ConfigError(f"{source}: {_messages(err, where + '.captcha')}") from None
-        try:
-            flat_labels, labels_by_locale = _labels(common["labels"])
-            titles = {_tag_key(tag): title for tag, title in common["titles"].items()}
-        except ValidationError as err:
-            raise ConfigError(f"{source}: {where}: {err.messages[0] if isinstance(err.messages, list) else err.messages}") from None
-        origins = common.get("allowed_origins")
-        forms[slug] = FormConfig(
-            slug=slug,
-            provider=common["provider"],
-            title=common.get("title"),
-            success_url=common.get("success_url"),
-            error_url=common.get("error_url"),
-            allowed_origins=tuple(origins) if origins is not None else None,
-            rate_limit=common.get("rate_limit"),
-            aliases=common["aliases"],
-            options=options,
-            followup=followup,
-            require_started=common["require_started"],
-            captcha=captcha,
-            locale=common["locale"],
-            labels=flat_labels,
-            labels_by_locale=labels_by_locale,
-            titles=titles,
-            person=common["person"],
-            osdi=common["osdi"],
-            also=tuple(dict.fromkeys(common["also"])),
-            webhooks=_webhooks(common["webhooks"], where, source),
-            attribution=common["attribution"],
-            queued_url=common.get("queued_url"),
-            thanks=common["thanks"],
-        )
+
+def _labels(value: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`labels`: a string is a field's label in every language; a table is one language's labels."""
+    if not isinstance(value, dict):
+        raise ValidationError("a table of field = label, or of language = {field = label}")
+    flat: dict[str, str] = {}
+    by_locale: dict[str, dict[str, str]] = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            flat[key] = item
+        elif isinstance(item, dict) and all(isinstance(v, str) for v in item.values()):
+            by_locale[_tag_key(key)] = dict(item)
+        else:
+            raise ValidationError(f"labels.{key}: a label (string) or a table of field = label")
+    return flat, by_locale
+
+
+def _tag_key(tag: str) -> str:
+    """A per-language table's key as it is looked up: lower case, '-' between subtags."""
+    if not LANGUAGE_TAG.match(tag):
+        raise ValidationError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
+    shipped_language(tag)
+    return tag.lower().replace("_", "-")
+
+
+def _webhooks(raw: tuple[Any, ...], where: str, source: str) -> tuple[WebhookConfig, ...]:
+    """[[forms.x.webhooks]]: each entry through its schema, then named (core/webhook_settings.py)."""
+    hooks = [_load(WebhookSchema(), table, f"{where}.webhooks[{i}]", source) for i, table in enumerate(raw)]
+    try:
+        return named(hooks)
+    except ValueError as exc:
+        i, name = exc.args
+        raise ConfigError(f"{source}: {where}.webhooks[{i}].name: {name!r} is used twice") from None
+
+
+def _form_provider(common: Mapping[str, Any], where: str, providers: dict[str, Any], source: str) -> ProviderSchemas:
+    """The form's provider class; a provider without its own table gets its defaults, if it has them all."""
+    name = common["provider"]
+    cls = provider_schemas(name)
+    if cls is None:
+        raise ConfigError(f"{source}: {where}.provider: unknown provider {name!r}{did_you_mean(name, _PROVIDERS)}")
+    if name not in providers:
+        if cls.needs_settings:
+            raise ConfigError(f"{source}: {where}: needs a [providers.{name}] table")
+        providers[name] = cls.settings_schema().load({})
+    return cls
+
+
+def _followup(common: Mapping[str, Any], where: str, providers: Mapping[str, Any], source: str) -> Any:
+    """[forms.x.followup]: EngageOne's schema (its class carries it)."""
+    if common.get("followup") is None:
+        return None
+    if "engageone" not in providers:
+        raise ConfigError(f"{source}: {where}.followup: needs a [providers.engageone] table")
+    mailer: Any = provider_schemas("engageone")  # loaded above: [providers.engageone] is there
+    return _load(mailer.followup_schema(), common["followup"], where + ".followup", source)
+
+
+def _form(slug: str, table: Any, providers: dict[str, Any], source: str) -> FormConfig:
+    """One [forms.<slug>]: the common keys, the provider's own, and the sub-tables."""
+    where = f"forms.{slug}"
+    if not SLUG.match(slug):
+        raise ConfigError(f"{source}: {where}: a slug is lowercase letters, digits, '-' and '_'")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {where}: must be a table")
+    common = _load(CommonFormSchema(), table, where, source)
+    cls = _form_provider(common, where, providers, source)
+    own = {k: v for k, v in table.items() if k not in COMMON_FORM_KEYS}
+    options = _load(cls.form_schema(), own, where, source, _known(cls.form_schema(), COMMON_FORM_KEYS))
+    followup = _followup(common, where, providers, source)
+    captcha = None
+    if common.get("captcha") is not None:
+        captcha = _load(_section_schema("captcha"), common["captcha"], where + ".captcha", source)
+    try:
+        labels, labels_by_locale = _labels(common["labels"])
+        titles = {_tag_key(tag): title for tag, title in common["titles"].items()}
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {where}: {err.messages[0] if isinstance(err.messages, list) else err.messages}") from None
+    return FormConfig(**{**common, "slug": slug, "options": options, "captcha": captcha, "labels": labels,
+                         "labels_by_locale": labels_by_locale, "titles": titles,
+                         "followup": followup,
+                         "webhooks": _webhooks(common["webhooks"], where, source)})
+
+
+def _also_ok(forms: Mapping[str, FormConfig], source: str) -> None:
     for slug, form in forms.items():
         for other in form.also:
             if other == slug:
                 raise ConfigError(f"{source}: forms.{slug}.also: a form cannot name itself")
             if other not in forms:
                 raise ConfigError(f"{source}: forms.{slug}.also: there is no form {other!r}")
+
+
+def _masked(data: Mapping[str, Any], forms: Mapping[str, FormConfig]) -> frozenset[str]:
+    """Every value to mask in logs: credentials anywhere, and each webhook URL and key."""
     # A webhook URL may carry a token in its path (chat and automation tools): mask it like any secret.
     # The key part of a whsec_ secret is masked on its own too (collect_secrets has the whole string), and so is
     # the URL's path and query, which an HTTP library's debug line shows without the host.
     hooks = [hook for form in forms.values() for hook in form.webhooks]
-    secrets = secrets | {hook.url for hook in hooks} | {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
-    secrets = secrets | {target for target in (_request_target(hook.url) for hook in hooks) if len(target) >= 8}
-    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source, queue=queue,
-                  logging=logging_settings, metrics=metrics_settings)
+    secrets = collect_secrets(data) | {hook.url for hook in hooks}
+    secrets |= {hook.secret[len(WEBHOOK_SECRET_PREFIX):] for hook in hooks}
+    secrets |= {target for target in (request_target(hook.url) for hook in hooks) if len(target) >= 8}
+    return frozenset(secrets)
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<mapping>") -> Config:
+    """Validate a decoded TOML document into a Config."""
+    _check_registered()
+    env = os.environ if env is None else env
+    _top_level(raw, source)
+    try:
+        data = interpolate(dict(raw), env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    relay = _section(RelaySchema(), data, "relay", source)
+    queue = _section(_section_schema("queue"), data, "queue", source)
+    logging_settings = _section(LoggingSchema(), data, "logging", source)
+    metrics_settings = _section(MetricsSchema(), data, "metrics", source)
+    providers = _providers(data, source)
+    forms = {slug: _form(slug, table, providers, source) for slug, table in (data.get("forms") or {}).items()}
+    _also_ok(forms, source)
+    return Config(relay=relay, providers=providers, forms=forms, secrets=_masked(data, forms), source=source,
+                  queue=queue, logging=logging_settings, metrics=metrics_settings)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -725,3 +377,50 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if env.get(QUEUE_PATH_ENV) and isinstance(queue, dict) and "path" not in queue:
         raw = {**raw, "queue": {**queue, "path": env[QUEUE_PATH_ENV]}}
     return parse_config(raw, env, source=str(file))
+
+
+SLUG_PLACEHOLDER = "<slug>"
+
+
+def _tables(out: dict[str, list[Setting]], path: str, schema: Schema, provider: str = "") -> None:
+    """A table's rows under its path, then each table nested in it (a Nested field, a table of Nested)."""
+    out[f"{path} ({provider})" if provider else path] = rows(schema)
+    for name, f in schema.fields.items():
+        key = f.data_key or name
+        if isinstance(f, fields.Nested):
+            _tables(out, f"{path}.{key}", f.schema, provider)
+        elif isinstance(f, fields.Dict) and isinstance(f.value_field, fields.Nested):
+            _tables(out, f"{path}.{key}.<name>", f.value_field.schema, provider)
+        elif f.metadata.get("table") is not None:  # a key that is a value or a table (e.g. ENS origin_source)
+            _tables(out, f"{path}.{key}", f.metadata["table"](), provider)
+
+
+def reference() -> dict[str, list[Setting]]:
+    """Every table the loader reads, with its keys as (key, type, default, allowed values, meaning).
+
+    Tables are named by their TOML path: "relay", "providers.ens", "forms.<slug>" (the keys every form has),
+    "forms.<slug> (ens)" (the keys of a form whose provider is ens), "forms.<slug>.osdi",
+    "forms.<slug>.fields.<name> (ens)" (a table of tables), "forms.<slug>.webhooks[]" (an array of tables).
+    The generated configuration reference (docs) is built from it; tests/test_config_reference.py checks that
+    it and the loader agree key for key.
+    """
+    _check_registered()
+    out: dict[str, list[Setting]] = {}
+    for name, schema in (("relay", RelaySchema()), ("queue", _section_schema("queue")), ("logging", LoggingSchema()),
+                         ("metrics", MetricsSchema())):
+        _tables(out, name, schema)
+    classes = {name: provider_schemas(name) for name in sorted(_PROVIDERS)}
+    for name, cls in classes.items():
+        if cls is not None:
+            _tables(out, f"providers.{name}", cls.settings_schema())
+    form = f"forms.{SLUG_PLACEHOLDER}"
+    _tables(out, form, CommonFormSchema())
+    _tables(out, f"{form}.captcha", _section_schema("captcha"))
+    mailer: Any = classes.get("engageone")
+    if mailer is not None:
+        _tables(out, f"{form}.followup", mailer.followup_schema())
+    _tables(out, f"{form}.webhooks[]", WebhookSchema())
+    for name, cls in classes.items():
+        if cls is not None:
+            _tables(out, form, cls.form_schema(), provider=name)
+    return out

@@ -65,12 +65,19 @@ class ProviderError(Exception):
 class TryLater(ProviderError):
     """The provider could not take it now (timeout, 5xx, 429, auth outage, own budget): keep it and retry."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, *, may_have_arrived: bool = False) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, may_have_arrived: bool = False,
+                 misconfigured: bool = False, hold: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         # True when the request may have reached the provider (read timeout, connection cut mid-flight).
         self.may_have_arrived = may_have_arrived
+        # The relay's own configuration is at fault (a refused key): the job keeps waiting, its tries are not
+        # counted towards max_attempts, and only an operator's fix (or the provider's) ends it.
+        self.misconfigured = misconfigured
+        # Park the job for the operator (a dead letter saying "held", answered `queued`): the configuration names
+        # something the provider does not have, and sending again unchanged cannot succeed.
+        self.hold = hold
 
 
 class DefinitionError(ProviderError):

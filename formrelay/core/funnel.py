@@ -2,18 +2,19 @@
 
 `[forms.<slug>] attribution` and `[forms.<slug>.thanks]`, kept apart from core/config.py so that the form's
 table only names them. The relay-side logic lives above: forms/attribution.py (touches) and web/thanks.py
-(the ladder's links). May import: core.i18n only.
+(the ladder's links). May import: core.i18n and core.settings.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import ValidationError, fields, validate
 
 from formrelay.core import i18n
+from formrelay.core.settings import schema_for, setting, url_field
 
 # Which touch reaches the CRM's own source fields: the first one the browser remembers, or the latest.
 ATTRIBUTION = ("first", "last")
@@ -23,25 +24,6 @@ CHANNELS = ("facebook", "x", "whatsapp", "email", "copy")
 EVERY_LANGUAGE = "*"
 _TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 _PARAM = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-
-
-@dataclass(frozen=True)
-class ThanksSettings:
-    """[forms.x.thanks]: the ladder shown after a success. Texts are {language tag or "*": text}."""
-
-    message: Mapping[str, str] = field(default_factory=dict)
-    share_url: str | None = None  # None: the page the form was on, without its query
-    channels: tuple[str, ...] = ()
-    source_param: str = "source"
-    donate_url: str | None = None
-    donate_label: Mapping[str, str] = field(default_factory=dict)
-
-    def text(self, table: Mapping[str, str], language: str, tag: str | None = None) -> str | None:
-        """A text in the answer's language: the exact tag (fr-ca), the language (fr), else the one for all."""
-        for key in ((tag or "").lower(), language, EVERY_LANGUAGE):
-            if key and key in table:
-                return table[key]
-        return None
 
 
 def _texts(value: Any) -> dict[str, str]:
@@ -63,27 +45,38 @@ class _Texts(fields.Field):
         return _texts(value)
 
 
-_DEFAULT = ThanksSettings()  # each default is written once, in the dataclass
+def _channels(given: tuple[str, ...]) -> tuple[str, ...]:
+    # Shown in the CHANNELS order whatever order the config lists them in, each once.
+    return tuple(c for c in CHANNELS if c in given)
 
 
-def _url() -> fields.Url:
-    return fields.Url(schemes={"http", "https"}, require_tld=False, load_default=None)
+_LANGUAGES = 'a text, or a table of shipped language tag (or "*") = text'
 
 
-class ThanksSchema(Schema):
-    class Meta:
-        unknown = RAISE
+@dataclass(frozen=True)
+class ThanksSettings:
+    """[forms.x.thanks]: the ladder shown after a success. Texts are {language tag or "*": text}."""
 
-    message = _Texts(load_default=dict)
-    share_url = _url()
-    channels = fields.List(fields.String(validate=validate.OneOf(CHANNELS)), load_default=list)
-    source_param = fields.String(load_default=_DEFAULT.source_param, validate=validate.Regexp(
-        _PARAM, error="a query parameter name: letters, digits, '_', '.', '-' (at most 40)"))
-    donate_url = _url()
-    donate_label = _Texts(load_default=dict)
+    message: Mapping[str, str] = setting(meaning="the thank-you text (per language: a table of tag = text)",
+                                         default_factory=dict, field=_Texts, allowed=_LANGUAGES)
+    share_url: str | None = setting(None, "the page the share links point to (default: the page the form was on, "
+                                          "without its query)", field=url_field)
+    channels: tuple[str, ...] = setting(
+        (), "the share links offered, shown in the order facebook, x, whatsapp, email, copy",
+        field=lambda **kw: fields.List(fields.String(validate=validate.OneOf(CHANNELS)), **kw), convert=_channels)
+    source_param: str = setting("source", "the query parameter each share link carries: <share_url>?<source_param>=share-<channel>",
+                                validate=validate.Regexp(_PARAM, error="a query parameter name: letters, digits, "
+                                                                       "'_', '.', '-' (at most 40)"))
+    donate_url: str | None = setting(None, "a donation page the ladder links to", field=url_field)
+    donate_label: Mapping[str, str] = setting(meaning="the donation link's text (per language: a table)",
+                                              default_factory=dict, field=_Texts, allowed=_LANGUAGES)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ThanksSettings:
-        # Shown in the CHANNELS order whatever order the config lists them in, each once.
-        data["channels"] = tuple(c for c in CHANNELS if c in data["channels"])
-        return ThanksSettings(**data)
+    def text(self, table: Mapping[str, str], language: str, tag: str | None = None) -> str | None:
+        """A text in the answer's language: the exact tag (fr-ca), the language (fr), else the one for all."""
+        for key in ((tag or "").lower(), language, EVERY_LANGUAGE):
+            if key and key in table:
+                return table[key]
+        return None
+
+
+ThanksSchema = schema_for(ThanksSettings)

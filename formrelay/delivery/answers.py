@@ -10,6 +10,8 @@ QUEUE_FULL = Msg("We cannot take submissions just now. Please try again in a few
 NOT_NOW = Msg("We could not send this just now. Please try again in a few minutes.")
 # The reason a job is set aside rather than tried again: a retry could double what may have arrived.
 HELD = "held for an operator: the delivery may have arrived and a retry could double it"
+# ... and when the configuration names something the provider does not have: sending again unchanged cannot work.
+HELD_CONFIG = "held for an operator: fix the configuration, then `formrelay queue retry`"
 
 
 def queued(why: str) -> Outcome:

@@ -21,7 +21,7 @@ from formrelay.core.errors import TryLater
 from formrelay.core.i18n import gettext as _
 from formrelay.core.outcome import Outcome
 from formrelay.delivery import primary
-from formrelay.delivery.answers import HELD, NOT_NOW, QUEUE_FULL, queued
+from formrelay.delivery.answers import HELD, HELD_CONFIG, NOT_NOW, QUEUE_FULL, queued
 from formrelay.delivery.attempts import AttemptThreads, Done, Guard
 from formrelay.delivery.capacity import Outbox
 from formrelay.delivery.form import Form
@@ -121,7 +121,12 @@ class Dispatch:
             return Outcome("unavailable", message=_(QUEUE_FULL), retry_after=60, detail={"queued": "queue full"})
         job = new_job(form.slug, primary.TARGET, submission)
         job.attempts, job.uncertain = 1, reason.may_have_arrived  # the synchronous attempt counts
-        if reason.may_have_arrived and self.targets.kind(job.target).rule(form, job.target) == "hold":
+        if reason.misconfigured:
+            job.attempts = 0  # the relay's configuration failed, not the delivery
+        if reason.hold:
+            job.state, job.last_error = DEAD, f"{reason.reason}; {HELD_CONFIG}"
+            log.warning("form %s: submission %s %s", form.slug, submission.id, HELD_CONFIG)
+        elif reason.may_have_arrived and self.targets.kind(job.target).rule(form, job.target) == "hold":
             job.state, job.last_error = DEAD, f"{reason.reason}; {HELD}"
             log.warning("form %s: submission %s %s", form.slug, submission.id, HELD)
         else:

@@ -18,7 +18,7 @@ from formrelay.budget import BudgetSpent
 from formrelay.core.errors import ProviderError, TryLater
 from formrelay.core.outcome import Outcome
 from formrelay.delivery import retention
-from formrelay.delivery.answers import HELD, QUEUED_MESSAGE
+from formrelay.delivery.answers import HELD, HELD_CONFIG, QUEUED_MESSAGE
 from formrelay.delivery.attempts import Breaker
 from formrelay.delivery.capacity import Outbox
 from formrelay.delivery.form import Form
@@ -134,7 +134,11 @@ class Handler:
         if may_have_arrived:
             job.uncertain = True
         started = max(job.created_at, job.retried_at or 0.0)  # an operator's retry restarts max_age
-        if may_have_arrived and self.targets.kind(job.target).rule(form, job.target) == "hold":
+        if isinstance(exc, TryLater) and exc.misconfigured:
+            job.attempts = max(0, job.attempts - 1)  # waits for the operator's fix without using up its attempts
+        if isinstance(exc, TryLater) and exc.hold:
+            self.bury(form, job, f"{reason}; {HELD_CONFIG}")
+        elif may_have_arrived and self.targets.kind(job.target).rule(form, job.target) == "hold":
             self.bury(form, job, f"{reason}; {HELD}")
         elif job.attempts >= settings.max_attempts or time.time() - started > settings.max_age:
             self.bury(form, job, f"gave up after {job.attempts} attempt(s): {reason}")

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings, rate_ok
+from formrelay.core.settings import derived, schema_for, setting, url_field
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
@@ -23,8 +24,8 @@ from formrelay.forms.submission import Submission
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://actionnetwork.org/api/v2"
-# action -> helper path. Documented: petition, form, event, advocacy_campaign, and the person signup helper
-# (/people, needs a key). Inferred, not in the documentation: the survey path /surveys/{id}/responses.
+# action -> helper path. Documented: petition, form, event, advocacy_campaign, survey (the changelog: "Added a new
+# action type, surveys, ... and the record_response_helper") and the person signup helper (/people, needs a key).
 HELPERS: Mapping[str, str] = {
     "petition": "/petitions/{id}/signatures",
     "form": "/forms/{id}/submissions",
@@ -50,113 +51,108 @@ ALIASES = {"email_address": ("email",), "phone_number": ("phone",)}
 # The resource each action's helper belongs to, for `formrelay check` to look the action up (GET, documented).
 COLLECTIONS: Mapping[str, str] = {"petition": "petitions", "form": "forms", "event": "events",
                                   "advocacy_campaign": "advocacy_campaigns", "survey": "surveys"}
-UNDOCUMENTED_ACTIONS = frozenset({"survey"})
+# The changelog lists the helpers that accept remove_tags ("Added the ability to remove tags on person signup helper,
+# record attendance helper, outreach helper, signature helper and submission helper"): not the survey response one.
+REMOVE_TAGS_UNDOCUMENTED = frozenset({"survey"})
+# Only the person signup helper takes an email status other than "subscribed" (its documentation: "If the person is
+# new and unsubscribed is passed, they will be added to the list unsubscribed").
+UNTICKED_STATUSES = ("unsubscribed",)
 TAG_PAGES = 40  # at most this many pages of /tags are read by `check` (25 a page: 1,000 tags)
 PUBLIC_REFUSAL = Msg("Action Network did not accept this submission.")
 
 
 @dataclass(frozen=True)
 class ANSettings:
-    base_url: str = DEFAULT_BASE_URL
-    api_key: str | None = None
-    rate: str = "4/second"
-    budget_wait: float = 2.0
+    """[providers.actionnetwork]."""
+
+    base_url: str = setting(DEFAULT_BASE_URL, "Action Network's API root", field=url_field,
+                            convert=lambda url: url.rstrip("/"))
+    api_key: str | None = setting(None, "the OSDI-API-Token; without it helpers are posted blind (and signup "
+                                        "forms cannot be used)", validate=validate.Length(min=1))
+    rate: str = setting("4/second", "calls per second (and per minute, ...) across all threads and hosts",
+                        validate=lambda v: rate_ok(v, "4/second"))
+    budget_wait: float = setting(2.0, "seconds a submission may wait for a call slot before it is queued",
+                                 validate=validate.Range(min=0, max=30))
 
 
-class ANSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
-    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
-    rate = fields.String(load_default="4/second", validate=lambda v: rate_ok(v, "4/second"))
-    budget_wait = fields.Float(load_default=2.0, validate=validate.Range(min=0, max=30))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ANSettings:
-        data["base_url"] = data["base_url"].rstrip("/")
-        return ANSettings(**data)
+ANSettingsSchema = schema_for(ANSettings)
 
 
 @dataclass(frozen=True)
 class CustomField:
-    key: str
-    label: str
-    type: str = "text"
-    required: bool = False
-    options: tuple[Option, ...] | None = None
-    max_length: int | None = 1000
+    """[forms.x.custom_fields.<key>]: a field posted as custom[<key>]."""
+
+    key: str = derived()
+    label: str = setting(None, "the field's label (default: its key)")
+    type: str = setting("text", "the kind of input", validate=validate.OneOf(FIELD_TYPES))
+    required: bool = setting(False, "whether the field must be filled in")
+    options: tuple[Option, ...] | None = setting(None, "the choices of a select or radio field",
+                                                 field=lambda **kw: fields.List(fields.String(), **kw))
+    max_length: int | None = setting(1000, "the longest text accepted (not for checkbox, number, date)",
+                                     validate=validate.Range(min=1, max=10_000))
+
+
+CustomFieldSchema = schema_for(CustomField, make=lambda data: data)  # the key comes from the table around it
 
 
 @dataclass(frozen=True)
 class ANForm:
-    action: str
-    action_id: str | None
-    autoresponse: bool = True
-    add_tags: tuple[str, ...] = ()
-    remove_tags: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    custom_fields: tuple[CustomField, ...] = ()
-    email_consent_field: str | None = None
-    email_consent_label: str = Msg("Email me updates")
-    sms_opt_in_field: str | None = None
-    sms_opt_in_label: str = Msg("Text me updates")
-    phone_region: str = "US"
-    background: bool = False
+    """A [forms.x] table with provider = "actionnetwork"."""
+
+    action: str = setting(meaning="the kind of action the form posts to",
+                          validate=validate.OneOf(list(HELPERS)))
+    action_id: str | None = setting(None, "the action's id in Action Network (every action but signup)",
+                                    validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    autoresponse: bool = setting(True, "ask Action Network to send its autoresponse (never for outreaches)")
+    add_tags: tuple[str, ...] = setting((), "tags added to the person (they must exist in Action Network)")
+    remove_tags: tuple[str, ...] = setting((), "tags removed from the person (not documented for action "
+                                               "helpers: check warns)")
+    required: tuple[str, ...] = setting((), "more fields that must be filled in (standard names or custom[key])")
+    custom_fields: tuple[CustomField, ...] = setting(
+        (), "custom fields, posted as custom[<key>]: key = {label, type, required, options, max_length}",
+        field=lambda **kw: fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
+                                       values=fields.Nested(CustomFieldSchema), **kw))
+    email_consent_field: str | None = setting(None, "a checkbox: email status subscribed only when it is ticked")
+    email_consent_label: str = setting(Msg("Email me updates"), "the email consent checkbox's label")
+    sms_opt_in_field: str | None = setting(None, "a checkbox: mobile status subscribed only when it is ticked")
+    sms_opt_in_label: str = setting(Msg("Text me updates"), "the SMS opt-in checkbox's label")
+    phone_region: str = setting("US", "the region of phone numbers typed without a country code",
+                                validate=validate.Length(equal=2), convert=str.upper)
+    background: bool = setting(False, "post with ?background_request=true: Action Network answers at once and "
+                                      "processes later")
+    # The email status sent when the consent box is left unticked (signup forms only); None: no status at all.
+    unticked_email_status: str | None = setting(
+        None, "the email status sent when the consent box is left unticked (signup forms only; default: none)",
+        validate=validate.OneOf(UNTICKED_STATUSES))
+    # The person's languages_spoken: None sends the supporter's negotiated language; () sends none.
+    languages_spoken: tuple[str, ...] | None = setting(
+        None, "the person's languages_spoken, ISO 639-1 codes (default: the supporter's language; [] sends none)",
+        field=lambda **kw: fields.List(fields.String(validate=validate.Regexp(r"^[a-z]{2,3}$")), **kw),
+        validate=validate.Length(max=10))
 
 
-class CustomFieldSchema(Schema):
-    class Meta:
-        unknown = RAISE
+def _form(data: dict[str, Any]) -> ANForm:
+    if data["action"] != "signup" and not data["action_id"]:
+        raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
+    if data["unticked_email_status"] and data["action"] != "signup":
+        raise ValidationError({"unticked_email_status": [
+            "only the person signup helper (action = 'signup') takes an email status other than 'subscribed'"]})
+    if data["unticked_email_status"] and not data["email_consent_field"]:
+        raise ValidationError({"unticked_email_status": ["needs email_consent_field: the box it is about"]})
+    known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
+    unknown = [name for name in data["required"] if name not in known]
+    if unknown:
+        raise ValidationError({"required": [f"unknown field(s): {', '.join(unknown)}"]})
+    customs = tuple(
+        CustomField(key=key, label=c["label"] or key, type=c["type"], required=c["required"],
+                    options=tuple(Option(o, o) for o in c["options"]) if c["options"] else None,
+                    max_length=c["max_length"])
+        for key, c in data["custom_fields"].items()
+    )
+    return ANForm(**{**data, "custom_fields": customs})
 
-    label = fields.String(load_default=None)
-    type = fields.String(load_default="text", validate=validate.OneOf(FIELD_TYPES))
-    required = fields.Boolean(load_default=False)
-    options = fields.List(fields.String(), load_default=None)
-    max_length = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
 
-
-class ANFormSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    action = fields.String(required=True, validate=validate.OneOf(list(HELPERS)))
-    action_id = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
-    autoresponse = fields.Boolean(load_default=True)
-    add_tags = fields.List(fields.String(), load_default=list)
-    remove_tags = fields.List(fields.String(), load_default=list)
-    required = fields.List(fields.String(), load_default=list)
-    custom_fields = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_ -]{1,64}$")),
-                                values=fields.Nested(CustomFieldSchema), load_default=dict)
-    email_consent_field = fields.String(load_default=None)
-    email_consent_label = fields.String(load_default=ANForm.email_consent_label)
-    sms_opt_in_field = fields.String(load_default=None)
-    sms_opt_in_label = fields.String(load_default=ANForm.sms_opt_in_label)
-    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
-    background = fields.Boolean(load_default=False)
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ANForm:
-        if data["action"] != "signup" and not data["action_id"]:
-            raise ValidationError({"action_id": [f"required for action {data['action']!r}"]})
-        known = {name for name, *_ in STANDARD_FIELDS} | {"comments"} | {f"custom[{k}]" for k in data["custom_fields"]}
-        unknown = [name for name in data["required"] if name not in known]
-        if unknown:
-            raise ValidationError({"required": [f"unknown field(s): {', '.join(unknown)}"]})
-        customs = tuple(
-            CustomField(key=key, label=c["label"] or key, type=c["type"], required=c["required"],
-                        options=tuple(Option(o, o) for o in c["options"]) if c["options"] else None,
-                        max_length=c["max_length"])
-            for key, c in data["custom_fields"].items()
-        )
-        return ANForm(
-            action=data["action"], action_id=data["action_id"], autoresponse=data["autoresponse"],
-            add_tags=tuple(data["add_tags"]), remove_tags=tuple(data["remove_tags"]),
-            required=tuple(data["required"]), custom_fields=customs,
-            email_consent_field=data["email_consent_field"], email_consent_label=data["email_consent_label"],
-            sms_opt_in_field=data["sms_opt_in_field"], sms_opt_in_label=data["sms_opt_in_label"],
-            phone_region=data["phone_region"].upper(), background=data["background"],
-        )
+ANFormSchema = schema_for(ANForm, make=_form)
 
 
 def definition_for(form: ANForm, title: str) -> Definition:
@@ -206,9 +202,10 @@ def person_mapping_for(form: ANForm) -> PersonMapping:
 
 
 def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str, str],
-                  page_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  page_options: Mapping[str, Any] | None = None, locale: str | None = None) -> dict[str, Any]:
     """Validated values -> the OSDI helper body (pure). Tags and triggers come from config, and from the page only
-    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py)."""
+    where [forms.x.osdi] allowed it (page_options, already filtered by forms/osdi.py). `locale` is the supporter's
+    negotiated language tag (e.g. es, fr-CA), None when the browser did not say."""
     page = page_options or {}
     person: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
@@ -218,6 +215,10 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
         email: dict[str, Any] = {"address": values["email_address"]}
         if form.email_consent_field and values.get(form.email_consent_field) is True:
             email["status"] = "subscribed"
+        elif form.email_consent_field and form.unticked_email_status:
+            # Documented for the person signup helper: a new person sent "unsubscribed" is added unsubscribed
+            # (without a status a new person is subscribed); an existing subscriber sent it is unsubscribed.
+            email["status"] = form.unticked_email_status
         person["email_addresses"] = [email]
     if values.get("phone_number"):
         phone: dict[str, Any] = {"number": values["phone_number"], "number_type": "Mobile"}
@@ -233,6 +234,11 @@ def build_payload(form: ANForm, values: Mapping[str, Any], context: Mapping[str,
             address[name] = values[name]
     if address:
         person["postal_addresses"] = [address]
+    # OSDI's person has languages_spoken (ISO 639-1 codes, documented on Action Network's person resource).
+    languages = form.languages_spoken if form.languages_spoken is not None else (
+        (locale.split("-")[0].lower(),) if locale else ())
+    if languages:
+        person["languages_spoken"] = list(languages)
     custom = {
         c.key: (",".join(to_text(v) for v in values[f"custom[{c.key}]"]) if isinstance(values[f"custom[{c.key}]"], list)
                 else to_text(values[f"custom[{c.key}]"]))
@@ -333,7 +339,8 @@ class ActionNetwork(Provider):
         started = time.perf_counter()
         response = self.request("POST", self.url(options), json=build_payload(options, submission.values,
                                                                               submission.context,
-                                                                              submission.page_options),
+                                                                              submission.page_options,
+                                                                              submission.locale),
                                      headers=headers)
         log.debug("actionnetwork: %s answered %s in %.1f ms", options.action, response.status_code,
                   (time.perf_counter() - started) * 1000)
@@ -344,7 +351,7 @@ class ActionNetwork(Provider):
         """GET the API entry point. That it exists at {base_url}/ follows OSDI (inferred for Action Network): any
         HTTP answer proves the host right; 401/403 with a key means the key was refused. Nothing is submitted.
         """
-        headers = {"Accept": "application/hal+json"}
+        headers = {"Accept": "application/hal+json", "Content-Type": "application/json"}
         if self.settings.api_key:
             headers["OSDI-API-Token"] = self.settings.api_key
         response = self.request("GET", f"{self.settings.base_url}/", headers=headers)
@@ -409,19 +416,22 @@ class ActionNetwork(Provider):
     def warnings(self, form: FormConfig) -> list[str]:
         options: ANForm = form.options
         found = list(self._advice.get(form.slug, []))
-        if options.action in UNDOCUMENTED_ACTIONS:
-            found.append("the survey response helper (/surveys/{id}/responses) is not in Action Network's "
-                         "documentation (inferred): try one response and look for it in Action Network")
-        if options.remove_tags:
-            found.append("remove_tags on an action helper is not documented by Action Network (inferred): "
-                         "confirm once that the tags are removed")
+        if options.remove_tags and options.action in REMOVE_TAGS_UNDOCUMENTED:
+            found.append("remove_tags on survey responses is not in Action Network's documentation (its changelog "
+                         "names the signup, attendance, outreach, signature and submission helpers): confirm once "
+                         "that the tags are removed")
+        if options.unticked_email_status:
+            found.append(f"unticked_email_status = {options.unticked_email_status!r}: a new person who leaves "
+                         f"{options.email_consent_field!r} unticked is added {options.unticked_email_status}, and an "
+                         f"existing subscriber who leaves it unticked is {options.unticked_email_status} too")
         return found
 
     def _get(self, path: str) -> tuple[int, Any]:
         """One keyed GET for `check`, within the 4-a-second budget."""
         self.budget.take(wait=max(self.settings.budget_wait, 1.0))
         response = self.request("GET", path if path.startswith("http") else f"{self.settings.base_url}{path}",
-                                headers={"Accept": "application/hal+json", "OSDI-API-Token": self.settings.api_key or ""})
+                                headers={"Accept": "application/hal+json", "Content-Type": "application/json",
+                                         "OSDI-API-Token": self.settings.api_key or ""})
         return response.status_code, json_or_none(response)
 
     def _tag_names(self, wanted: set[str]) -> tuple[set[str], bool]:
@@ -436,9 +446,14 @@ class ActionNetwork(Provider):
                 return found, False
             embedded = body.get("_embedded")
             tags = embedded.get("osdi:tags") if isinstance(embedded, Mapping) else None
-            for tag in tags if isinstance(tags, list) else []:
+            if not isinstance(tags, list) or not tags:
+                return found, True  # past the last page: Action Network still gives a `next` there
+            for tag in tags:
                 if isinstance(tag, Mapping) and tag.get("name") in wanted:
                     found.add(str(tag["name"]))
+            page, pages = body.get("page"), body.get("total_pages")
+            if isinstance(page, int) and isinstance(pages, int) and page >= pages:
+                return found, True
             links = body.get("_links")
             following = links.get("next") if isinstance(links, Mapping) else None
             href = following.get("href") if isinstance(following, Mapping) else None

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import Schema, fields, validate
 
 from formrelay import metrics
 from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
+from formrelay.core.settings import schema_for, setting, url_field
 from formrelay.core.errors import TryLater
 from formrelay.forms.fields import FIELD_TYPES, Definition, FieldSpec, Option, to_text
 from formrelay.core.i18n import Msg
@@ -34,41 +35,31 @@ PUBLIC_REFUSAL = Msg("The email could not be sent.")
 SEND_KEYS = ("sender", "sender_name", "reply_to", "subject", "project")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngageOneSettings:
-    users_url: str
-    api_url: str
-    client_id: str
-    secret: str
-    customer_id: str
-    token_margin: float = 300.0
+    """[providers.engageone]."""
+
+    users_url: str = setting("https://usersapi.communicate.engageone.co", "the users API, where the relay "
+                             "authenticates", field=url_field, convert=lambda url: url.rstrip("/"))
+    api_url: str = setting(meaning="the Communicate API root of your account", field=url_field,
+                           convert=lambda url: url.rstrip("/"))
+    client_id: str = setting(meaning="the API client's id", validate=validate.Length(min=1))
+    secret: str = setting(meaning="the API client's secret", validate=validate.Length(min=1))
+    customer_id: str = setting(meaning="the customer id sent when authenticating", validate=validate.Length(min=1))
+    token_margin: float = setting(300.0, "seconds before its expiry a JWT is renewed", validate=validate.Range(min=0))
     # The PB-Customer-Id header: "the Communicate company's name prefixed with eocm-, spaces as hyphens, case
     # sensitive" (documented). Not necessarily the authenticate body's customer_id; that is the default when unset.
-    pb_customer_id: str | None = None
+    pb_customer_id: str | None = setting(
+        None, "the PB-Customer-Id header: eocm-<company name>, spaces as hyphens (default: customer_id)",
+        validate=validate.Regexp(r"^\S+$", error="no spaces: the documented form is eocm-<company name> with "
+                                                  "spaces as hyphens"))
 
     @property
     def company_header(self) -> str:
         return self.pb_customer_id or self.customer_id
 
 
-class EngageOneSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    users_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default="https://usersapi.communicate.engageone.co")
-    api_url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
-    client_id = fields.String(required=True, validate=validate.Length(min=1))
-    secret = fields.String(required=True, validate=validate.Length(min=1))
-    customer_id = fields.String(required=True, validate=validate.Length(min=1))
-    token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
-    pb_customer_id = fields.String(load_default=None, validate=validate.Regexp(r"^\S+$", error="no spaces: "
-                                   "the documented form is eocm-<company name> with spaces as hyphens"))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> EngageOneSettings:
-        data["users_url"] = data["users_url"].rstrip("/")
-        data["api_url"] = data["api_url"].rstrip("/")
-        return EngageOneSettings(**data)
+EngageOneSettingsSchema = schema_for(EngageOneSettings)
 
 
 @dataclass(frozen=True)
@@ -77,7 +68,7 @@ class Send:
 
     campaign: str
     communication: str
-    email_json_path: str = "email"
+    email_json_path: str
     options: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -92,19 +83,59 @@ class Followup:
     """[forms.x.followup]: an email sent after the form's own delivery succeeded."""
 
     send: Send
-    email_field: str | None = None
-    dataset: Mapping[str, str] = field(default_factory=dict)  # data-set key -> the form's field name
+    email_field: str | None
+    dataset: Mapping[str, str]  # data-set key -> the form's field name
 
 
-def _send_fields() -> dict[str, fields.Field]:
-    declared: dict[str, fields.Field] = {
-        "campaign": fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,100}$")),
-        "communication": fields.String(required=True, validate=validate.Length(min=1)),
-        "email_json_path": fields.String(load_default="email"),
-    }
-    for key in SEND_KEYS:
-        declared[key] = fields.String(load_default=None)
-    return declared
+@dataclass(frozen=True, kw_only=True)
+class SendKeys:
+    """The keys of a transactional send, in a form's table (provider = "engageone") and in [forms.x.followup]."""
+
+    campaign: str = setting(meaning="the Communicate campaign whose transactional send is used",
+                            validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,100}$"))
+    communication: str = setting(meaning="the communication (email template) sent",
+                                 validate=validate.Length(min=1))
+    email_json_path: str = setting("email", "the data-set record's key that holds the address")
+    sender: str | None = setting(None, "the sender address, if not the communication's")
+    sender_name: str | None = setting(None, "the sender name, if not the communication's")
+    reply_to: str | None = setting(None, "the reply-to address, if not the communication's")
+    subject: str | None = setting(None, "the subject, if not the communication's")
+    project: str | None = setting(None, "the Communicate project, if not the default one")
+
+
+@dataclass(frozen=True)
+class DataField:
+    """[forms.x.fields.<name>] of an EngageOne form: one field of the data set."""
+
+    type: str = setting("text", "the kind of input", validate=validate.OneOf(FIELD_TYPES))
+    label: str | None = setting(None, "the field's label (default: its name, capitalised)")
+    required: bool = setting(False, "whether the field must be filled in")
+    max_length: int = setting(500, "the longest text accepted (not for checkbox, number, date)",
+                              validate=validate.Range(min=1, max=100_000))
+    options: tuple[str, ...] | None = setting(None, "the choices of a select or radio field")
+
+
+DataFieldSchema = schema_for(DataField, make=lambda data: data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormKeys(SendKeys):
+    """A [forms.x] table with provider = "engageone": a send, and the data set's fields besides email."""
+
+    fields: Mapping[str, Any] = setting(
+        meaning="the data set's fields besides email: name = {type, label, required, max_length, options}",
+        default_factory=dict, field=lambda **kw: fields.Dict(
+            keys=fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
+            values=fields.Nested(DataFieldSchema), **kw))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowupKeys(SendKeys):
+    """[forms.x.followup]: a send, and where its record's values come from."""
+
+    email_field: str | None = setting(None, "the form field holding the address (default: the form's email field)")
+    dataset: Mapping[str, str] = setting(meaning="data-set key = the form's field name",
+                                         default_factory=dict)
 
 
 def _send(data: Mapping[str, Any]) -> Send:
@@ -113,59 +144,25 @@ def _send(data: Mapping[str, Any]) -> Send:
                 options={k: data[k] for k in SEND_KEYS if data.get(k)})
 
 
-class DataFieldSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    type = fields.String(load_default="text", validate=validate.OneOf(FIELD_TYPES))
-    label = fields.String(load_default=None)
-    required = fields.Boolean(load_default=False)
-    max_length = fields.Integer(load_default=500, validate=validate.Range(min=1, max=100_000))
-    options = fields.List(fields.String(), load_default=None)
-
-
-EngageOneFormBase = Schema.from_dict(
-    {**_send_fields(), "fields": fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
-                                             values=fields.Nested(DataFieldSchema), load_default=dict)},
-    name="EngageOneFormBase",
-)
+def _form(data: dict[str, Any]) -> EngageOneForm:
+    declared = dict(data["fields"])
+    specs = [FieldSpec("email", "Email", type="email", required=True, max_length=254)]
+    for name, conf in declared.items():
+        if name == "email":
+            continue
+        specs.append(FieldSpec(
+            name=name, label=conf["label"] or name.replace("_", " ").capitalize(), type=conf["type"],
+            required=conf["required"],
+            max_length=conf["max_length"] if conf["type"] not in ("checkbox", "number", "date") else None,
+            options=tuple(Option(o, o) for o in conf["options"]) if conf["options"] else None,
+            format="email" if conf["type"] == "email" else ("phone" if conf["type"] == "tel" else None),
+        ))
+    return EngageOneForm(send=_send(data), fields=tuple(specs))
 
 
-class EngageOneFormSchema(EngageOneFormBase):  # type: ignore[valid-type,misc]
-    class Meta:
-        unknown = RAISE
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> EngageOneForm:
-        declared = dict(data["fields"])
-        specs = [FieldSpec("email", "Email", type="email", required=True, max_length=254)]
-        for name, conf in declared.items():
-            if name == "email":
-                continue
-            specs.append(FieldSpec(
-                name=name, label=conf["label"] or name.replace("_", " ").capitalize(), type=conf["type"],
-                required=conf["required"],
-                max_length=conf["max_length"] if conf["type"] not in ("checkbox", "number", "date") else None,
-                options=tuple(Option(o, o) for o in conf["options"]) if conf["options"] else None,
-                format="email" if conf["type"] == "email" else ("phone" if conf["type"] == "tel" else None),
-            ))
-        return EngageOneForm(send=_send(data), fields=tuple(specs))
-
-
-FollowupBase = Schema.from_dict(
-    {**_send_fields(), "email_field": fields.String(load_default=None),
-     "dataset": fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)},
-    name="FollowupBase",
-)
-
-
-class FollowupSchema(FollowupBase):  # type: ignore[valid-type,misc]
-    class Meta:
-        unknown = RAISE
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> Followup:
-        return Followup(send=_send(data), email_field=data["email_field"], dataset=data["dataset"])
+EngageOneFormSchema = schema_for(FormKeys, make=_form, name="EngageOneFormSchema")
+FollowupSchema = schema_for(FollowupKeys, make=lambda data: Followup(
+    send=_send(data), email_field=data["email_field"], dataset=data["dataset"]), name="FollowupSchema")
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -223,7 +220,7 @@ def person_mapping_for(definition: Definition) -> PersonMapping:
     return match_fields(definition, {**COMMON_NAMES, "email": ("email",)}, custom="{key}", by_type=BY_TYPE)
 
 
-def read_answer(status: int, body: Any) -> Outcome:
+def read_answer(status: int, body: Any, send: Send | None = None) -> Outcome:
     """EngageOne's answer -> Outcome or TryLater (pure). Status codes are not published: 5xx/429 mean later."""
     if status == 429 or status >= 500 or status == 408:
         raise TryLater(f"engageone: HTTP {status}", may_have_arrived=may_have_arrived(status))
@@ -232,6 +229,12 @@ def read_answer(status: int, body: Any) -> Outcome:
         # not the supporter's submission: keep it and retry once an operator has fixed it, as NGP and AN do.
         raise TryLater(f"engageone: HTTP {status}: the token or PB-Customer-Id was refused "
                        "(check pb_customer_id and the API user's permissions)", retry_after=300)
+    if status == 404:
+        # Inferred (status codes are not published): a 404 on /campaigns/v2/{campaign}/transactional names a
+        # campaign or communication this account lacks, the configuration's fault, not the supporter's. Held for
+        # the operator (answered `queued`), so the send is not lost and not retried unchanged.
+        what = f"campaign {send.campaign!r} or communication {send.communication!r}" if send else "the campaign"
+        raise TryLater(f"engageone: HTTP 404: {what} was not found (check campaign and communication)", hold=True)
     if 200 <= status < 300 and isinstance(body, Mapping) and body.get("send_id"):
         return Outcome("delivered", upstream_status=status, reference=str(body["send_id"]))
     if 200 <= status < 300:
@@ -303,7 +306,7 @@ class EngageOne(Provider):
             if response.status_code == 401:
                 raise TryLater("engageone: the token was refused twice (check the PB-Customer-Id header, "
                                "pb_customer_id, and the API user's permissions)", retry_after=300)
-            return read_answer(response.status_code, json_or_none(response))
+            return read_answer(response.status_code, json_or_none(response), send)
         raise TryLater("engageone: unreachable")  # pragma: no cover
 
     def definition(self, form: FormConfig) -> Definition:
@@ -337,6 +340,8 @@ class EngageOne(Provider):
         return [self.auth_state["problem"]] if self.auth_state.get("state") == "failing" else []
 
     def warnings(self, form: FormConfig) -> list[str]:
+        # `check` cannot look a campaign or communication up: EngageOne publishes no such call (only the send),
+        # so a wrong name shows as held jobs (HTTP 404) in `formrelay queue list`.
         header = self.settings.company_header
         if header.startswith("eocm-"):
             return []

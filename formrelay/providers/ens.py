@@ -6,16 +6,17 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from formrelay import metrics
 from formrelay.core import logs
 from formrelay.budget import Budget
 from formrelay.core.config import FormConfig, RelaySettings, rate_ok
+from formrelay.core.settings import derived, schema_for, setting, url_field
 from formrelay.core.errors import DefinitionError, TryLater
 from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
@@ -65,106 +66,71 @@ QUESTION_WIDGETS = {"checkbox": "checkbox", "radio": "radio", "select": "select"
                     "telephone": "tel", "calendar": "date", "text": "text"}
 
 
+def _api_budget_ok(value: str) -> None:
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValidationError("not a rate such as '5000/hour'") from None
+
+
 @dataclass(frozen=True)
 class ENSSettings:
-    base_url: str
-    api_token: str
-    page_budget: str = "200/5minute"
-    budget_wait: float = 0.0
-    token_margin: float = 300.0
+    """[providers.ens]."""
+
+    base_url: str = setting(meaning="your account's data centre: https://ca.engagingnetworks.app/ens/service "
+                                    "(or us., us2.)", field=url_field, convert=lambda url: url.rstrip("/"))
+    api_token: str = setting(meaning="the API user's token, posted to /authenticate", validate=validate.Length(min=1))
+    page_budget: str = setting("200/5minute", "page processing calls allowed (ENS: 200 per 5 minutes per source "
+                                              "IP); beyond, submissions are queued",
+                               validate=lambda v: rate_ok(v, "200/5minute"))
+    budget_wait: float = setting(0.0, "seconds a submission may wait for budget before it is queued",
+                                 validate=validate.Range(min=0, max=30))
+    token_margin: float = setting(300.0, "seconds before its expiry an ens-auth-token is renewed",
+                                  validate=validate.Range(min=0))
     # Documented: 5,000 requests an hour per API user, blocked beyond; every call counts (authenticate,
     # definition lookups, page processing, origin source).
-    api_budget: str = "5000/hour"
+    api_budget: str = setting("5000/hour", "every call to ENS (ENS allows 5,000 an hour per API user)",
+                              validate=_api_budget_ok)
 
 
-class ENSSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
-    api_token = fields.String(required=True, validate=validate.Length(min=1))
-    page_budget = fields.String(load_default="200/5minute", validate=lambda v: rate_ok(v, "200/5minute"))
-    budget_wait = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=30))
-    token_margin = fields.Float(load_default=300.0, validate=validate.Range(min=0))
-    api_budget = fields.String(load_default="5000/hour")
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ENSSettings:
-        from limits import parse
-
-        for key, example in (("page_budget", "200/5minute"), ("api_budget", "5000/hour")):
-            try:
-                parse(data[key])
-            except ValueError:
-                raise ValidationError({key: [f"not a rate such as '{example}'"]}) from None
-        data["base_url"] = data["base_url"].rstrip("/")
-        return ENSSettings(**data)
+ENSSettingsSchema = schema_for(ENSSettings)
 
 
 @dataclass(frozen=True)
 class ENSField:
-    name: str
-    required: bool = False
-    label: str | None = None
+    """[forms.x.fields.<name>] of an ENS form: a supporter field or question, by its name in the account."""
+
+    name: str = derived()
+    required: bool = setting(False, "whether the field must be filled in")
+    label: str | None = setting(None, "the field's label (default: the account's)")
+
+
+FieldSchema = schema_for(ENSField, make=lambda data: data)  # the name comes from the table around it
 
 
 @dataclass(frozen=True)
 class ContactMessage:
-    subject: str
-    message: str
-    editable: bool = False
+    """[forms.x.contact_message] of an ENS form: the message sent to the target."""
+
+    subject: str = setting(meaning="the message's subject")
+    message: str = setting(meaning="the message's text")
+    editable: bool = setting(False, "whether the supporter may change them (contact_subject, contact_message)")
+
+
+ContactSchema = schema_for(ContactMessage)
 
 
 @dataclass(frozen=True)
-class ENSForm:
-    page_id: int
-    fields: tuple[ENSField, ...]
-    contact_message: ContactMessage | None = None
-    demo: bool = False
-    suppress_auto_responder: bool = False
-    appeal_code: str | None = None
-    tracking_id: str | None = None
-    campaign_references: tuple[str, ...] = ()
-    # A string: sent as `originSource` in the process body (documented, CONTRACT section 8). A {code, category}
-    # table: the separate /supporter/{id}/originsource call, only for operators who ask for it.
-    origin_source: str | Mapping[str, str] | None = None
-    locale: str | None = None
-    # txnN -> the page context key it carries (e.g. txn1 = "utm_source", txn2 = "first.source"); empty: no page
-    # value goes into txn. A bare key is the credited touch's (forms/attribution.py), `first.`/`last.` either one.
-    txn_from_page: Mapping[str, str] = field(default_factory=dict)
-    # The attribution parameter whose value (from the credited touch or the page) is sent as `trackingId`,
-    # ahead of `tracking_id`; "" never takes it from the page.
-    tracking_from_page: str = TRACKING_PARAM
-    # Documented opt-ins only ever send "Y"; "N" for an existing supporter can opt them out. "omit" (default)
-    # leaves an unticked opt-in box out; "N" sends it as N, for forms whose purpose is to record a refusal.
-    unticked_opt_ins: str = "omit"
-    phone_region: str = "GB"
-    extra: Mapping[str, Any] = field(default_factory=dict)
+class OriginTable:
+    """origin_source = {code, category}: the separate /supporter/{id}/originsource call."""
+
+    code: str = setting(meaning="the origin source's code")
+    category: str = setting(meaning="the origin source's category")
 
 
-class FieldSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    required = fields.Boolean(load_default=False)
-    label = fields.String(load_default=None)
-
-
-class ContactSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    subject = fields.String(required=True)
-    message = fields.String(required=True)
-    editable = fields.Boolean(load_default=False)
-
-
-class OriginSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    code = fields.String(required=True)
-    category = fields.String(required=True)
+OriginSchema = schema_for(OriginTable, make=lambda data: data)
 
 
 class OriginSource(fields.Field):
@@ -180,49 +146,61 @@ class OriginSource(fields.Field):
         raise ValidationError('a text (sent as originSource) or a table {code = "...", category = "..."}')
 
 
-class ENSFormSchema(Schema):
-    class Meta:
-        unknown = RAISE
+@dataclass(frozen=True)
+class ENSForm:
+    """A [forms.x] table with provider = "ens"."""
 
-    page_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
-    fields_ = fields.Dict(data_key="fields", keys=fields.String(), values=fields.Nested(FieldSchema), required=True,
-                          validate=validate.Length(min=1))
-    contact_message = fields.Nested(ContactSchema, load_default=None)
-    demo = fields.Boolean(load_default=False)
-    suppress_auto_responder = fields.Boolean(load_default=False)
-    appeal_code = fields.String(load_default=None)
-    tracking_id = fields.String(load_default=None)
-    campaign_references = fields.List(fields.String(), load_default=list, validate=validate.Length(max=5))
-    origin_source = OriginSource(load_default=None, allow_none=True)
-    phone_region = fields.String(load_default="GB", validate=validate.Length(equal=2))
-    txn_from_page = fields.Dict(keys=fields.String(validate=validate.OneOf(TXN_NAMES)),
-                                values=fields.String(validate=validate.OneOf(attribution.REFS)), load_default=dict)
-    tracking_from_page = fields.String(load_default=TRACKING_PARAM,
-                                       validate=validate.OneOf(("", *attribution.REFS)))
-    unticked_opt_ins = fields.String(load_default="omit", validate=validate.OneOf(["omit", "N"]))
+    page_id: int = setting(meaning="the ENS page the submissions are processed on",
+                           validate=validate.Range(min=1))
+    fields: tuple[ENSField, ...] = setting(
+        meaning="the page's fields by their names in the account: name = {required, label}",
+        field=lambda **kw: fields.Dict(keys=fields.String(), values=fields.Nested(FieldSchema), **kw),
+        validate=validate.Length(min=1))
+    contact_message: ContactMessage | None = setting(None, "the message to the target: {subject, message, "
+                                                           "editable}")
+    demo: bool = setting(False, "ENS test mode (email-to-target mail goes to the supporter only)")
+    suppress_auto_responder: bool = setting(False, "send suppressAutoResponder: no autoresponder email")
+    appeal_code: str | None = setting(None, "sent as appealCode")
+    tracking_id: str | None = setting(None, "sent as trackingId when the page gives none (tracking_from_page)")
+    campaign_references: tuple[str, ...] = setting((), "sent as txn6..txn10, in order",
+                                                   validate=validate.Length(max=5))
+    # A string: sent as `originSource` in the process body (documented, CONTRACT section 8). A {code, category}
+    # table: the separate /supporter/{id}/originsource call, only for operators who ask for it.
+    origin_source: str | Mapping[str, str] | None = setting(
+        None, "a text sent as originSource, or {code, category} for the separate origin-source call",
+        field=lambda **kw: OriginSource(allow_none=True, **kw), kind="string or table", table=OriginSchema)
+    locale: str | None = derived(None)  # the form's own locale, when it forces one
+    # txnN -> the page context key it carries (e.g. txn1 = "utm_source", txn2 = "first.source"); empty: no page
+    # value goes into txn. A bare key is the credited touch's (forms/attribution.py), `first.`/`last.` either one.
+    txn_from_page: Mapping[str, str] = setting(
+        meaning="external references filled from the page: txnN = a page context key (utm_source, first.source, "
+                "...)", default_factory=dict,
+        field=lambda **kw: fields.Dict(keys=fields.String(validate=validate.OneOf(TXN_NAMES)),
+                                       values=fields.String(validate=validate.OneOf(attribution.REFS)), **kw))
+    # The attribution parameter whose value (from the credited touch or the page) is sent as `trackingId`,
+    # ahead of `tracking_id`; "" never takes it from the page.
+    tracking_from_page: str = setting(TRACKING_PARAM, "the page parameter sent as trackingId, ahead of "
+                                                      "tracking_id (\"\": never from the page)",
+                                      validate=validate.OneOf(("", *attribution.REFS)))
+    # Documented opt-ins only ever send "Y"; "N" for an existing supporter can opt them out. "omit" (default)
+    # leaves an unticked opt-in box out; "N" sends it as N, for forms whose purpose is to record a refusal.
+    unticked_opt_ins: str = setting("omit", "an unticked opt-in box: left out (omit) or sent as N",
+                                    validate=validate.OneOf(["omit", "N"]))
+    phone_region: str = setting("GB", "the region of phone numbers typed without a country code",
+                                validate=validate.Length(equal=2), convert=str.upper)
+    extra: Mapping[str, Any] = derived(default_factory=dict)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ENSForm:
-        taken = {f"txn{i + 6}" for i in range(len(data["campaign_references"]))}
-        clash = sorted(taken & set(data["txn_from_page"]), key=lambda t: int(t[3:]))
-        if clash:
-            raise ValidationError({"txn_from_page": [f"{', '.join(clash)} already carry campaign_references"]})
-        contact = data["contact_message"]
-        return ENSForm(
-            page_id=data["page_id"],
-            fields=tuple(ENSField(name, f["required"], f["label"]) for name, f in data["fields_"].items()),
-            contact_message=ContactMessage(**contact) if contact else None,
-            demo=data["demo"],
-            suppress_auto_responder=data["suppress_auto_responder"],
-            appeal_code=data["appeal_code"],
-            tracking_id=data["tracking_id"],
-            campaign_references=tuple(data["campaign_references"]),
-            origin_source=data["origin_source"],
-            phone_region=data["phone_region"].upper(),
-            txn_from_page=dict(data["txn_from_page"]),
-            tracking_from_page=data["tracking_from_page"],
-            unticked_opt_ins=data["unticked_opt_ins"],
-        )
+
+def _form(data: dict[str, Any]) -> ENSForm:
+    taken = {f"txn{i + 6}" for i in range(len(data["campaign_references"]))}
+    clash = sorted(taken & set(data["txn_from_page"]), key=lambda t: int(t[3:]))
+    if clash:
+        raise ValidationError({"txn_from_page": [f"{', '.join(clash)} already carry campaign_references"]})
+    return ENSForm(**{**data, "fields": tuple(ENSField(name, f["required"], f["label"])
+                                              for name, f in data["fields"].items())})
+
+
+ENSFormSchema = schema_for(ENSForm, make=_form)
 
 
 def token_lifetime(expires: Any, now: float) -> float:
@@ -436,7 +414,8 @@ class ENS(Provider):
         self._spend()
         response = self.request(
             "POST", f"{self.settings.base_url}/authenticate", data=self.settings.api_token.encode("utf-8"),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            # Documented with the charset: `Content-Type: application/json; charset=UTF-8`.
+            headers={"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"},
         )
         body = json_or_none(response)
         if response.status_code == 200 and isinstance(body, Mapping) and body.get("ens-auth-token"):
@@ -469,9 +448,12 @@ class ENS(Provider):
         is 'Invalid ens-auth-token', but recovery should not hang on one exact wording.
         """
         extra_headers = kwargs.pop("headers", {})
+        each_send = kwargs.pop("each_send", None)
         for attempt in (1, 2):
             token = self.tokens.get()
             headers = {"ens-auth-token": token, "Accept": "application/json", **extra_headers}
+            if each_send is not None:
+                each_send()  # e.g. the page budget: a page process sent again after re-authenticating counts again
             self._spend()
             response = self.request(method, f"{self.settings.base_url}{path}", headers=headers, **kwargs)
             if response.status_code != 401:
@@ -567,10 +549,10 @@ class ENS(Provider):
 
     def deliver(self, form: FormConfig, definition: Definition, submission: Submission) -> Outcome:
         options: ENSForm = form.options
-        self.budget.take(wait=self.settings.budget_wait)
         body = build_payload(options, definition, submission.values, submission.context, submission.page_options,
                              locale=form.locale or submission.locale)
-        response = self.call("POST", f"/page/{options.page_id}/process", json=body)
+        response = self.call("POST", f"/page/{options.page_id}/process", json=body,
+                             each_send=lambda: self.budget.take(wait=self.settings.budget_wait))
         outcome = read_answer(response.status_code, json_or_none(response), definition)
         if outcome.status == "delivered" and isinstance(options.origin_source, Mapping) and outcome.reference:
             self._origin_source(outcome.reference, options.origin_source)

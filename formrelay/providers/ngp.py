@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from formrelay.core.config import FormConfig
+from formrelay.core.settings import schema_for, setting, url_field
 from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FieldSpec, Option, to_text
@@ -47,9 +48,9 @@ NOT_FIELDS = {"markup", "submit", "button", "html", "fieldset"}
 # US ZIP for US states, Canada Post's format for provinces, a plausible length otherwise (forms/regions.py).
 VALIDATIONS = {"email": "email", "phone": "phone", "postalcode": "postal_code"}
 PUBLISHED = "Published"  # documented status of a live form; anything else is refused with its deactivation text
-# Inferred key names: the deactivation text's place in a definition is not published.
-DEACTIVATION_KEYS = ("deactivationMessage", "deactivatedMessage", "formDeactivatedMessage", "inactiveMessage",
-                     "closedMessage")
+# Documented: a closed form's message is the definition's metadata.deactivationHtmlContent.
+DEACTIVATION_KEY = "deactivationHtmlContent"
+CREDENTIALS_RETRY = 300.0  # seconds between tries while NGP refuses the key
 DEACTIVATED = Msg("This form is not accepting submissions at the moment.")
 # Card data is tokenised in the browser by NGP's own embed (documented): a ContributionForm cannot be relayed.
 REFUSED_TYPES = {"ContributionForm": "card data is tokenised by NGP's own embed and never passes through the relay; "
@@ -60,45 +61,42 @@ PAGE_VALUE_MAX = 255  # inferred: NGP publishes no length for MarketSource-style
 COUNTRY_NAME = re.compile(r"^country(code|name)?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NGPSettings:
-    base_url: str
-    api_key: str | None = None
+    """[providers.ngp]."""
+
+    base_url: str = setting(DEFAULT_BASE_URL, "NGP VAN's API root: forms live at {base_url}/forms/{form_id}",
+                            field=url_field, convert=lambda url: url.rstrip("/"))
+    # Documented: "You must attach your API key using BasicAuth when making all API calls" (the one stated
+    # exception is the form definition GET), so a keyless configuration could only fill the dead letters.
+    api_key: str = setting(meaning="the API key, sent as HTTP Basic apiuser:<key> (server-side only)",
+                           field=lambda **kw: fields.String(error_messages={
+                               "required": "required: NGP takes submissions only with the API key "
+                                           "(Basic auth apiuser:<key>)"}, **kw),
+                           validate=validate.Length(min=1))
 
 
-class NGPSettingsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    base_url = fields.Url(schemes={"http", "https"}, require_tld=False, load_default=DEFAULT_BASE_URL)
-    api_key = fields.String(load_default=None, validate=validate.Length(min=1))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> NGPSettings:
-        return NGPSettings(base_url=data["base_url"].rstrip("/"), api_key=data["api_key"])
+NGPSettingsSchema = schema_for(NGPSettings)
 
 
 @dataclass(frozen=True)
 class NGPForm:
-    form_id: str
-    phone_region: str = "US"
+    """A [forms.x] table with provider = "ngp"."""
+
+    form_id: str = setting(meaning="the form's id in NGP VAN", field=fields.Raw, kind="string or integer",
+                           allowed="letters, digits, '-' or '_'")
+    phone_region: str = setting("US", "the region of phone numbers typed without a country code",
+                                validate=validate.Length(equal=2), convert=str.upper)
 
 
-class NGPFormSchema(Schema):
-    class Meta:
-        unknown = RAISE
+def _form(data: dict[str, Any]) -> NGPForm:
+    form_id = str(data["form_id"]).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", form_id):
+        raise ValidationError({"form_id": ["letters, digits, '-' or '_'"]})
+    return NGPForm(form_id=form_id, phone_region=data["phone_region"])
 
-    form_id = fields.Raw(required=True)
-    phone_region = fields.String(load_default="US", validate=validate.Length(equal=2))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> NGPForm:
-        form_id = str(data["form_id"]).strip()
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", form_id):
-            from marshmallow import ValidationError
-
-            raise ValidationError({"form_id": ["letters, digits, '-' or '_'"]})
-        return NGPForm(form_id=form_id, phone_region=data["phone_region"].upper())
+NGPFormSchema = schema_for(NGPForm, make=_form)
 
 
 def _options(raw: Any, name: str) -> tuple[Option, ...] | None:
@@ -270,14 +268,10 @@ def closed(status: str | None) -> bool:
 
 
 def deactivation_text(doc: Mapping[str, Any]) -> str:
-    """The form's own words for "closed", as plain text, or "" (pure; key names inferred)."""
+    """The form's own words for "closed" (metadata.deactivationHtmlContent, documented), as plain text, or ""."""
     metadata = doc.get("metadata")
-    for place in (doc, metadata if isinstance(metadata, Mapping) else {}):
-        for key in DEACTIVATION_KEYS:
-            text = place.get(key)
-            if isinstance(text, str) and text.strip():
-                return plain_text(text)[:500]
-    return ""
+    text = metadata.get(DEACTIVATION_KEY) if isinstance(metadata, Mapping) else None
+    return plain_text(text)[:500] if isinstance(text, str) and text.strip() else ""
 
 
 def build_payload(definition: Definition, values: Mapping[str, Any],
@@ -334,7 +328,10 @@ def read_answer(status: int, body: Any, definition: Definition) -> Outcome:
     if status in (408, 425, 429) or status >= 500:
         raise TryLater(f"ngp: HTTP {status}", may_have_arrived=may_have_arrived(status))
     if status in (401, 403):
-        raise TryLater(f"ngp: HTTP {status}: the relay's NGP credentials were refused")
+        # The key is wrong or lacks the permission: a configuration problem, not the supporter's, and asking
+        # again soon does not fix it. Kept waiting (not counted as attempts), tried again slowly.
+        raise TryLater(f"ngp: HTTP {status}: the API key was refused (check [providers.ngp] api_key)",
+                       retry_after=CREDENTIALS_RETRY, misconfigured=True)
     if status == 404:
         raise TryLater("ngp: HTTP 404: the form was not found (check form_id)")
     if not isinstance(body, Mapping):
@@ -394,17 +391,16 @@ class NGP(Provider):
     name: ClassVar[str] = "ngp"
     settings_schema: ClassVar[type[Schema]] = NGPSettingsSchema
     form_schema: ClassVar[type[Schema]] = NGPFormSchema
-    needs_settings: ClassVar[bool] = False
     # NGP deduplicates contacts by their details; a repeated petition post is matched to the same person.
     uncertain_delivery: ClassVar[str] = "retry"
 
     def __init__(self, settings: NGPSettings, relay: Any) -> None:
         super().__init__(settings, relay)
-        if settings.api_key:
-            # HTTP Basic apiuser:<key> (confirmed); sent from the server only.
-            self.http.auth = ("apiuser", settings.api_key)
+        # HTTP Basic apiuser:<key> (documented, on every call); sent from the server only.
+        self.http.auth = ("apiuser", settings.api_key)
         self._types: dict[str, str] = {}  # form id -> its type, from the last definition fetched
         self._status: dict[str, str | None] = {}  # form id -> its status, likewise
+        self._key_refused = False
 
     def uncertain_delivery_for(self, form: FormConfig) -> str:
         form_type = self._types.get(form.options.form_id)
@@ -461,4 +457,12 @@ class NGP(Provider):
                 "Accept": "application/json",
             },
         )
-        return read_answer(response.status_code, json_or_none(response), definition)
+        try:
+            outcome = read_answer(response.status_code, json_or_none(response), definition)
+        except TryLater as exc:
+            if exc.misconfigured and not self._key_refused:
+                self._key_refused = True  # logged once per change, not once per queued submission
+                log.error("%s: submissions wait in the queue until it is fixed", exc.reason)
+            raise
+        self._key_refused = False
+        return outcome

@@ -40,7 +40,8 @@ def _helper(aid: str | None = None) -> Any:
             return jsonify({"error": "You have exceeded your rate limit"}), failure
         return Response("<html>Bad gateway</html>", status=failure)
     key = request.headers.get("OSDI-API-Token")
-    if key is not None and key != API_KEY:
+    if (key is not None and key != API_KEY) or (key is None and request.path.endswith("/people")):
+        # The person signup helper needs a key (documented); the action helpers take blind POSTs.
         return jsonify({"error": "API Key invalid or not present"}), 403
     posted = request.get_json(force=True, silent=True)
     body: dict[str, Any] = posted if isinstance(posted, dict) else {}
@@ -103,8 +104,8 @@ def tags() -> Any:
     page = max(1, int(request.args.get("page", "1") or 1))
     pages = (len(TAGS) + TAGS_PER_PAGE - 1) // TAGS_PER_PAGE
     chunk = TAGS[(page - 1) * TAGS_PER_PAGE: page * TAGS_PER_PAGE]
-    links: dict[str, Any] = {"self": {"href": request.url}}
-    if page < pages:
-        links["next"] = {"href": f"{request.base_url}?page={page + 1}"}
+    # As Action Network's own collections do, `next` is there on the last page too (pointing past the end, where
+    # the page is empty): clients stop on total_pages or an empty page, not on a missing `next`.
+    links: dict[str, Any] = {"self": {"href": request.url}, "next": {"href": f"{request.base_url}?page={page + 1}"}}
     return jsonify({"total_pages": pages, "per_page": TAGS_PER_PAGE, "page": page, "total_records": len(TAGS),
                     "_embedded": {"osdi:tags": [{"name": t} for t in chunk]}, "_links": links})

@@ -61,6 +61,10 @@ def transactional(campaign: str) -> Any:
     if failure:
         return jsonify({"message": "Service unavailable"}), failure
     body = request.get_json(force=True, silent=True) or {}
+    if campaign.lower().startswith("missing") or str(body.get("communication", "")).lower().startswith("missing"):
+        # Inferred status (codes are not published): a campaign or communication the account lacks is not found.
+        # The sandbox account lacks every name that starts with "Missing".
+        return jsonify({"message": f"Campaign {campaign} not found"}), 404
     if not body.get("dataset") or not body.get("communication"):
         return jsonify({"message": "dataset and communication are required"}), 400
     path = body.get("email_json_path") or "email"

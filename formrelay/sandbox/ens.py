@@ -130,7 +130,11 @@ def process(page_id: int) -> Any:
     if "originSource" in body and not isinstance(body["originSource"], str):
         # Documented: originSource is a top-level string of the process body.
         return jsonify({"status": "ERROR", "error": "originSource must be a string"})
-    sandbox.record("ens", {"page_id": page_id, "body": body})
+    # Question answers count only where formrelay means to send them, nested in the supporter (the documented
+    # example: {"supporter": {..., "questions": {"Opt-in": "Y"}}}); anywhere else they are not recorded as answers.
+    answers = supporter.get("questions")
+    sandbox.record("ens", {"page_id": page_id, "body": body,
+                           "questions": dict(answers) if isinstance(answers, dict) else {}})
     number = len(sandbox.received["ens"])
     return jsonify({"status": "SUCCESS", "id": 1000 + number, "supporterId": 5000 + number,
                     "supporterEmailAddress": email})

@@ -9,6 +9,8 @@ from flask import Blueprint, Response, jsonify, request
 from formrelay.sandbox.state import state
 
 bp = Blueprint("sandbox_ngp", __name__, url_prefix="/ngp/v2")
+API_KEY = "sandbox-ngp-api-key"  # what the demo and the tests configure; any key is taken but this one:
+REFUSED_KEY = "refused-ngp-api-key"  # answered 401, as NGP answers a wrong key
 
 PETITION: dict[str, Any] = {
     "formId": "demo-petition",
@@ -64,8 +66,8 @@ SIGNUP: dict[str, Any] = {
 }
 CLOSED: dict[str, Any] = {
     **SIGNUP, "formId": "demo-closed", "title": "Spring rally sign-up", "status": "Unpublished",
-    # Inferred key: where NGP keeps a form's deactivation text is not published.
-    "deactivationMessage": "<p>Sign-ups for the spring rally have <b>closed</b>. Thank you!</p>",
+    # Documented: a closed form's message is metadata.deactivationHtmlContent.
+    "metadata": {"deactivationHtmlContent": "<p>Sign-ups for the spring rally have <b>closed</b>. Thank you!</p>"},
 }
 DONATE: dict[str, Any] = {**SIGNUP, "formId": "demo-donate", "title": "Give", "type": "ContributionForm"}
 ADVOCACY: dict[str, Any] = {**SIGNUP, "formId": "demo-advocacy", "title": "Write to your senator",
@@ -101,10 +103,19 @@ def submit(form_id: str) -> Any:
     form = FORMS.get(form_id)
     if form is None:
         return jsonify({"errors": [{"code": "NOT_FOUND", "text": "Form not found"}]}), 404
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.password in (None, "", REFUSED_KEY):
+        # Documented: "You must attach your API key using BasicAuth when making all API calls" (the definition GET
+        # is the stated exception).
+        return jsonify({"errors": [{"code": "UNAUTHORIZED", "text": "Authorization has been denied for this request."}]}), 401
     if request.mimetype != "application/x-www-form-urlencoded":
         return jsonify({"errors": [{"code": "INVALID_PARAMETER", "text": "Expected a form post"}],
                         "resultCode": "Failure"}), 400
     fields = request.form.to_dict(flat=False)
+    if not fields.get("type", [""])[0]:
+        # Documented: the submission carries `type`, the form's type.
+        return jsonify({"errors": [{"properties": ["type"], "code": "INVALID_PARAMETER",
+                                    "text": "The form type is required"}], "resultCode": "Failure"}), 400
     errors = []
     first = fields.get("FirstName", [""])[0]
     if any(ch.isdigit() for ch in first):

@@ -19,7 +19,7 @@ def demo_config(sandbox_url: str, queue_path: str | None = None) -> dict[str, An
         "relay": {"allowed_origins": ["*"], "rate_limit": "30/minute", "schema_ttl": 300},
         "queue": {"path": queue_path or str(Path(tempfile.mkdtemp(prefix="formrelay-demo-")) / "queue.sqlite3")},
         "providers": {
-            "ngp": {"base_url": f"{sandbox_url}/ngp/v2"},
+            "ngp": {"base_url": f"{sandbox_url}/ngp/v2", "api_key": "sandbox-ngp-api-key"},
             "ens": {"base_url": f"{sandbox_url}/ens/service", "api_token": "sandbox-ens-api-token"},
             "actionnetwork": {"base_url": f"{sandbox_url}/actionnetwork/api/v2"},
             "engageone": {

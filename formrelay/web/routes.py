@@ -16,7 +16,7 @@ from formrelay.core.outcome import Outcome
 from formrelay.delivery.relay import current_relay
 from formrelay.web.responses import respond
 from formrelay.web.thanks import form_page, ladder, share_base
-from formrelay.forms.submission import parse_body
+from formrelay.web.body import parse_body
 
 log = logging.getLogger(__name__)
 

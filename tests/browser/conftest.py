@@ -140,7 +140,7 @@ def stack(tmp_path_factory) -> Iterator[dict[str, Any]]:
     state["site"], state["proxy"] = site.url, proxy.url
     app = create_app({
         "relay": {"allowed_origins": [site.url], "rate_limit": "", "time_trap_min": 0},
-        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"},
                   "join-redirect": {"provider": "ngp", "form_id": "demo-petition", "success_url": f"{site.url}/thanks",
                                     "error_url": f"{site.url}/nojs"}},

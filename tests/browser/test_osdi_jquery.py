@@ -112,7 +112,7 @@ def osdi_stack(npm_scripts, tmp_path_factory) -> Iterator[dict[str, Any]]:
     relay_app = create_app({
         "relay": {"allowed_origins": [site.url], "rate_limit": ""},
         "providers": {"actionnetwork": {"base_url": f"{sandbox.url}/actionnetwork/api/v2"},
-                      "ngp": {"base_url": f"{sandbox.url}/ngp/v2"}},
+                      "ngp": {"base_url": f"{sandbox.url}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"clean-air": an,
                   "clean-air-quiet": {**an, "osdi": {"allow_autoresponse_off": True}},
                   "join": {"provider": "ngp", "form_id": "demo-petition"}},

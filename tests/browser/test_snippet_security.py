@@ -56,7 +56,7 @@ def relay_site(stack) -> Iterator[dict[str, Any]]:
     site = ServerThread(site_app).start()
     relay = ServerThread(create_app({
         "relay": {"allowed_origins": [site.url], "rate_limit": "", "time_trap_min": 2.0},
-        "providers": {"ngp": {"base_url": f"{stack['sandbox']}/ngp/v2"}},
+        "providers": {"ngp": {"base_url": f"{stack['sandbox']}/ngp/v2", "api_key": "sandbox-ngp-api-key"}},
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
     })).start()
     urls.update(site=site.url, relay=relay.url)

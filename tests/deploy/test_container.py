@@ -43,6 +43,7 @@ backoff_cap = 1
 poll_interval = 0.1
 [providers.ngp]
 base_url = "{sandbox_url}/ngp/v2"
+api_key = "sandbox-ngp-api-key"
 [forms.join]
 provider = "ngp"
 form_id = "demo-petition"

@@ -237,13 +237,91 @@ def test_check_without_a_key_looks_nothing_up(an):
     assert len(an.calls) == 0
 
 
-def test_docs_survey_path_and_remove_tags_are_flagged_as_undocumented(an):
-    """Not in the documentation: the survey response helper path and remove_tags on action helpers (inferred)."""
+def test_docs_survey_responses_and_remove_tags_are_documented_except_together(an):
+    """The changelog: "Added a new action type, surveys, ... and the record_response_helper", and "Added the ability
+    to remove tags on person signup helper, record attendance helper, outreach helper, signature helper and
+    submission helper". So only remove_tags on survey responses is left out, and only that is warned about."""
     an.get(f"{BASE}/surveys/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/petitions/p-1", json={"identifiers": ["action_network:p-1"]})
     an.get(f"{BASE}/tags", json={"_embedded": {"osdi:tags": [{"name": "lapsed"}]}, "_links": {}})
+    assert checked(an, action="survey") == ([], [])
+    assert checked(an, action="petition", remove_tags=["lapsed"]) == ([], [])
     problems, warnings = checked(an, action="survey", remove_tags=["lapsed"])
-    assert problems == []
-    assert any("/surveys/{id}/responses" in w for w in warnings) and any("remove_tags" in w for w in warnings)
+    assert problems == [] and len(warnings) == 1 and "remove_tags on survey responses" in warnings[0]
+
+
+@pytest.mark.parametrize(("ticked", "status"), [(False, "unsubscribed"), (True, "subscribed")])
+def test_docs_unticked_email_status_on_signup(an, ticked, status):
+    """Person signup helper: "If a person is new and no status or the subscribed status is passed, the person will
+    be subscribed. If the person is new and unsubscribed is passed, they will be added to the list unsubscribed."
+    With unticked_email_status = "unsubscribed", an unticked box sends that status."""
+    an.post(f"{BASE}/people", json=CREATED)
+    app = create_app(an_config(KEY, action="signup", action_id=None, email_consent_field="updates",
+                               unticked_email_status="unsubscribed"))
+    answer = app.test_client().post("/v1/forms/act", json={**VALID, "updates": ticked})
+    assert answer.status_code == 200, answer.get_json()
+    ((_, _, body),) = sent(an)
+    assert body["person"]["email_addresses"] == [{"address": "Ann@example.org", "status": status}]
+
+
+def test_docs_without_unticked_email_status_an_unticked_box_sends_no_status(an):
+    """Today's behaviour stays the default: no status (a new person is subscribed, an existing one unchanged)."""
+    an.post(f"{BASE}/people", json=CREATED)
+    app = create_app(an_config(KEY, action="signup", action_id=None, email_consent_field="updates"))
+    assert app.test_client().post("/v1/forms/act", json={**VALID, "updates": False}).status_code == 200
+    ((_, _, body),) = sent(an)
+    assert body["person"]["email_addresses"] == [{"address": "Ann@example.org"}]
+
+
+def test_unticked_email_status_is_refused_on_action_helpers_and_without_a_box():
+    """Email status on action helpers: only `subscribed` is valid (documented), so the key is for signup only."""
+    with pytest.raises(ConfigError, match="unticked_email_status.*signup"):
+        create_app(an_config(KEY, email_consent_field="updates", unticked_email_status="unsubscribed"))
+    with pytest.raises(ConfigError, match="unticked_email_status.*email_consent_field"):
+        create_app(an_config(KEY, action="signup", action_id=None, unticked_email_status="unsubscribed"))
+    with pytest.raises(ConfigError, match="unticked_email_status"):
+        create_app(an_config(KEY, action="signup", action_id=None, email_consent_field="u",
+                             unticked_email_status="subscribed"))
+
+
+def test_check_says_what_unticked_email_status_does_to_existing_subscribers(an):
+    problems, warnings = checked(an, action="signup", action_id=None, email_consent_field="updates",
+                                 unticked_email_status="unsubscribed")
+    assert problems == [] and any("existing subscriber" in w and "unsubscribed" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("accept", "form", "spoken"), [
+    ("es", {}, ["es"]), ("fr-CA,fr;q=0.8", {}, ["fr"]), (None, {}, None),
+    ("es", {"languages_spoken": ["en"]}, ["en"]), ("es", {"languages_spoken": []}, None),
+])
+def test_docs_languages_spoken_carries_the_negotiated_language(an, accept, form, spoken):
+    """OSDI person: languages_spoken, "the languages the person speaks, using ISO 639-1 standard" (documented on
+    Action Network's person resource): the language the relay negotiated, unless the form's config says otherwise."""
+    an.post(f"{BASE}/petitions/p-1/signatures", json={})
+    app = create_app(an_config(**form))
+    headers = {"Accept-Language": accept} if accept else {}
+    assert app.test_client().post("/v1/forms/act", json=VALID, headers=headers).status_code == 200
+    ((_, _, body),) = sent(an)
+    assert body["person"].get("languages_spoken") == spoken
+
+
+def test_docs_gets_send_the_documented_content_type(an):
+    """Every call is documented with `Content-Type: application/json`, GETs included."""
+    an.get(f"{BASE}/petitions/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/tags", json={"_embedded": {"osdi:tags": [{"name": "volunteer"}]}, "_links": {}})
+    checked(an, add_tags=["volunteer"])
+    assert an.calls and all(c.request.headers["Content-Type"] == "application/json" for c in an.calls)
+
+
+def test_docs_tag_pages_end_on_total_pages_though_next_is_always_there(an):
+    """Action Network's collections carry `_links.next` on the last page too: reading stops on total_pages."""
+    page = {"total_pages": 1, "page": 1, "_embedded": {"osdi:tags": [{"name": "volunteer"}]},
+            "_links": {"next": {"href": f"{BASE}/tags?page=2"}}}
+    an.get(f"{BASE}/petitions/p-1", json={"identifiers": ["action_network:p-1"]})
+    an.get(f"{BASE}/tags", json=page)
+    problems, warnings = checked(an, add_tags=["volunteer", "missing"])
+    assert any("'missing'" in p for p in problems), (problems, warnings)
+    assert [c.request.url for c in an.calls if "/tags" in c.request.url] == [f"{BASE}/tags"]
 
 
 def test_check_reports_an_unreachable_lookup_as_a_problem_not_a_crash(an):

@@ -132,7 +132,7 @@ def test_a_401_refreshes_once(e1, tmp_path):
     assert e1.sends()[1].request.headers["Authorization"] == f"Bearer {e1.issued[1]}"
 
 
-@pytest.mark.parametrize(("status", "code"), [(500, 202), (503, 202), (429, 202), (400, 502), (404, 502)])
+@pytest.mark.parametrize(("status", "code"), [(500, 202), (503, 202), (429, 202), (400, 502), (404, 202)])
 def test_errors(e1, tmp_path, status, code):
     e1.rsps.post(SEND_URL, status=status, json={"message": "nope"})
     answer = create_app(e1_config(tmp_path)).test_client().post("/v1/forms/toolkit", json=VALID)
@@ -267,3 +267,17 @@ def test_docs_unpublished_status_codes_401_403_after_a_fresh_token_wait_instead_
     assert answer.status_code == 202 and answer.get_json()["status"] == "queued"
     (job,) = app.extensions["formrelay"].store.jobs()
     assert job.state != DEAD and "pb-customer-id" in job.last_error.lower()
+
+
+def test_docs_a_404_on_the_send_is_held_for_the_operator_not_rejected(e1, tmp_path):
+    """POST {api}/campaigns/v2/{campaignName}/transactional (documented); its status codes are not, so a 404 is read
+    as a campaign or communication this account lacks: the configuration's fault. The send is kept (202 queued),
+    held for the operator with the reason, and never remembered as the supporter's rejection."""
+    e1.rsps.post(SEND_URL, status=404, json={"message": "Not Found"})
+    app = create_app(e1_config(tmp_path))
+    answer = app.test_client().post("/v1/forms/toolkit", json=VALID, headers={"Idempotency-Key": "k-404"})
+    assert answer.status_code == 202 and answer.get_json()["status"] == "queued"
+    (job,) = app.extensions["formrelay"].store.jobs()
+    assert job.state == DEAD and "'ToolkitDownload'" in job.last_error and "'Toolkit'" in job.last_error
+    assert "held for an operator" in job.last_error
+    assert len(e1.sends()) == 1  # not retried unchanged

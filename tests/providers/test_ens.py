@@ -470,3 +470,29 @@ def test_docs_check_says_supporter_lookups_need_the_manage_individual_supporters
     ens.rsps.replace(responses.GET, f"{BASE}/supporter/fields", status=403, json={"message": "Forbidden"})
     with pytest.raises(TryLater, match="Manage individual supporters"):
         relay.forms["mp"].definition
+
+
+# -- the documentation, third reading (issue 30) ---------------------------------------------------------
+
+def test_docs_authenticate_sends_json_with_the_charset(app, ens):
+    """ENS REST documentation: POST /authenticate with `Content-Type: application/json; charset=UTF-8`."""
+    ens.process(SUCCESS)
+    assert app.test_client().post("/v1/forms/mp", json=VALID).status_code == 200
+    auth = [c.request for c in ens.rsps.calls if c.request.url.endswith("/authenticate")]
+    assert auth and auth[0].headers["Content-Type"] == "application/json; charset=UTF-8"
+
+
+def test_docs_a_page_process_sent_again_after_reauthenticating_counts_against_the_page_budget(ens, tmp_path):
+    """"Page processing: 200 requests per 5 minutes": a process resent after a 401 re-authentication is a second
+    request, so it spends the budget again; with 3 allowed, two submissions that each needed a resend use four."""
+    raw = ens_config()
+    raw["providers"]["ens"]["page_budget"] = "3/5minute"
+    raw["queue"]["path"] = str(tmp_path / "q.sqlite3")
+    app = create_app(raw)
+    ens.process((401, {"message": "Invalid ens-auth-token"}), SUCCESS)
+    first = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert first.status_code == 200 and len(process_bodies(ens)) == 2
+    second = app.test_client().post("/v1/forms/mp", json=VALID)  # one page process left in the budget
+    third = app.test_client().post("/v1/forms/mp", json=VALID)
+    assert second.status_code == 200 and third.status_code == 202
+    assert len(process_bodies(ens)) == 3

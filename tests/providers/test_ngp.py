@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import requests
@@ -203,7 +204,7 @@ def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "ngp-direct.test")
     from formrelay.delivery.relay import Relay
 
-    relay = Relay(parse_config({"providers": {"ngp": {"base_url": "https://ngp.test/v2"}},
+    relay = Relay(parse_config({"providers": {"ngp": {"base_url": "https://ngp.test/v2", "api_key": "k"}},
                                 "forms": {"join": {"provider": "ngp", "form_id": "x"}}}))
     provider = relay.providers["ngp"]
     assert provider._proxies("https://ngp.test/v2/forms/x")["https"] == "http://proxy.internal:3128"
@@ -234,7 +235,7 @@ from formrelay import create_app  # noqa: E402
 from formrelay.delivery.jobs import DEAD  # noqa: E402
 from formrelay.forms.regions import postal_code_problem  # noqa: E402
 from formrelay.sandbox.ngp import ADVOCACY, CLOSED, DONATE, SIGNUP  # noqa: E402
-from tests.conftest import NGP_BASE, base_config  # noqa: E402
+from tests.conftest import NGP_BASE, NGP_KEY, base_config  # noqa: E402
 
 
 @pytest.mark.parametrize(("code", "state", "country", "ok"), [
@@ -313,7 +314,8 @@ def test_docs_hidden_query_string_elements_come_from_the_page_url(signup, mocked
 
 
 def test_docs_status_other_than_published_is_503_with_the_deactivation_text(signup, mocked):
-    """A definition whose `status` is not `Published` is refused (503) with the form's own deactivation text,
+    """The definition's documented `metadata.deactivationHtmlContent` is the message a closed form shows.
+    A definition whose `status` is not `Published` is refused (503) with the form's own deactivation text,
     instead of queueing submissions that would fail for a week; nothing is posted or stored."""
     client = signup.test_client()
     answer = client.post("/v1/forms/closed", json={**SIGNUP_VALUES, "PostalCode": "20009"})
@@ -367,3 +369,49 @@ def test_a_worker_that_has_not_loaded_the_form_looks_its_type_up_before_judging(
     mocked.replace(responses.GET, f"{NGP_BASE}/forms/demo-advocacy", status=503)
     fresh = create_app(raw).extensions["formrelay"].forms["advocacy"]
     assert fresh.provider.uncertain_delivery_for(fresh.config) == "hold"
+
+
+NGP_VALID = {"FirstName": "Ann", "LastName": "Lee", "EmailAddress": "ann@example.org", "PostalCode": "20009"}
+
+
+# -- the API key (documented: "You must attach your API key using BasicAuth when making all API calls") ----------
+
+def test_docs_an_ngp_provider_without_an_api_key_is_refused_at_start_up():
+    """The one stated exception is the form definition GET: a keyless relay could only fill the dead letters."""
+    from formrelay.core.config import ConfigError, parse_config
+
+    for providers in ({"ngp": {"base_url": NGP_BASE}}, {}):
+        with pytest.raises(ConfigError, match=r"providers\.ngp.*api_key|api_key.*providers\.ngp|\[providers\.ngp\]"):
+            parse_config({"providers": providers, "forms": {"join": {"provider": "ngp", "form_id": "x"}}})
+
+
+def test_docs_every_post_carries_basic_auth(app, mocked):
+    import base64
+
+    mocked.post(NGP_FORM_URL, json=NGP_SUCCESS)
+    assert app.test_client().post("/v1/forms/join", json=NGP_VALID).status_code == 200
+    posts = [c.request for c in mocked.calls if c.request.method == "POST"]
+    expected = "Basic " + base64.b64encode(f"apiuser:{NGP_KEY}".encode()).decode()
+    assert posts and all(r.headers["Authorization"] == expected for r in posts)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_keeps_the_submission_waiting_logged_once(mocked, tmp_path, caplog, status):
+    """A 401/403 on the POST is the relay's configuration, not the supporter's: queued (202), its tries not
+    counted towards max_attempts, retried slowly (not in a tight loop), and logged once, not per submission."""
+    raw = base_config()
+    raw["queue"] = {"path": str(tmp_path / "q.sqlite3"), "embedded_worker": False, "max_attempts": 2}
+    mocked.post(NGP_FORM_URL, status=status, json={"errors": [{"text": "Authorization has been denied"}]})
+    app = create_app(raw)
+    relay = app.extensions["formrelay"]
+    with caplog.at_level(logging.ERROR, logger="formrelay"):
+        codes = [app.test_client().post("/v1/forms/join", json=NGP_VALID).status_code for _ in range(3)]
+        for _ in range(3):  # three worker attempts at each, more than max_attempts, due or not
+            for claimed in relay.store.claim(time.time() + 86_400, 60, 10):
+                relay.work(claimed)
+    assert codes == [202, 202, 202]
+    jobs = relay.store.jobs()
+    assert len(jobs) == 3 and all(j.state == "pending" and j.attempts == 0 for j in jobs)
+    assert all(j.due_at - time.time() > 25 for j in jobs)  # not a tight loop: 5 min, or the open breaker's probe
+    refusals = [r for r in caplog.records if r.name == "formrelay.providers.ngp" and "refused" in r.getMessage()]
+    assert len(refusals) == 1 and NGP_KEY not in caplog.text
