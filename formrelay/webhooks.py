@@ -12,15 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
 from formrelay import metrics
@@ -29,6 +26,7 @@ from formrelay.core.config import RelaySettings, WebhookConfig
 from formrelay.core.errors import TryLater
 from formrelay.core.outcome import Outcome
 from formrelay.forms import attribution
+from formrelay.transport import Upstream
 
 USER_AGENT = "formrelay-webhooks/0.1"
 EVENT_TYPE = "submission.{event}"
@@ -67,22 +65,18 @@ def sign(secret: str, msg_id: str, body: bytes, now: float | None = None) -> dic
 
 
 class WebhookSender:
-    """Sends signed events: one pooled HTTP session, the relay's timeouts, one call budget per receiver."""
+    """Sends signed events: one pooled HTTP session, the relay's timeouts, one call budget per receiver.
+
+    Calls go through requests' Session.send (formrelay/transport.py): no redirects (a receiver may not send the
+    body on to a URL the config does not name), only the answer's status is read, and each attempt has a
+    wall-clock deadline of connect_timeout + timeout, so a receiver dripping its answer cannot hold a worker.
+    """
 
     def __init__(self, relay: RelaySettings, storage_uri: str = "memory://") -> None:
         self.timeout = (relay.connect_timeout, relay.timeout)
         self.storage_uri = storage_uri
-        self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)  # retries are the queue's
-        self.http.mount("https://", adapter)
-        self.http.mount("http://", adapter)
-        self.http.headers["User-Agent"] = USER_AGENT
-        # As the providers do: the environment's proxies are read once per URL, the CA bundle once here.
-        self.http.trust_env = False
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            self.http.verify = bundle
-        self._proxies: dict[str, dict[str, str]] = {}
+        self.upstream = Upstream("webhooks", relay.connect_timeout, relay.timeout, USER_AGENT, pool_maxsize=16,
+                                 setting=lambda url: "the webhook's url in [[forms.<form>.webhooks]]")
         self._budgets: dict[tuple[str, str], Budget] = {}
 
     def _budget(self, form: str, hook: WebhookConfig) -> Budget:
@@ -92,12 +86,6 @@ class WebhookSender:
             budget = self._budgets[key] = Budget(f"webhook:{form}:{hook.name}", hook.rate, self.storage_uri)
         return budget
 
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        found = self._proxies.get(url)
-        if found is None:
-            found = self._proxies[url] = requests.utils.get_environ_proxies(url)
-        return found
-
     def send(self, form: str, hook: WebhookConfig, msg_id: str, body: bytes) -> Outcome:
         """One attempt: delivered on 2xx, rejected on 410 Gone, TryLater otherwise (never the URL in a message)."""
         self._budget(form, hook).take(wait=1.0)
@@ -106,17 +94,8 @@ class WebhookSender:
         started = time.perf_counter()
         status: int | None = None
         try:
-            # No redirects: a receiver may not send the body on to a URL the config does not name.
-            response = self.http.post(hook.url, data=body, headers=headers, timeout=self.timeout,
-                                      allow_redirects=False, proxies=self._proxies_for(hook.url))
-            status = response.status_code
-            response.close()
-        except requests.ConnectTimeout:
-            raise TryLater(f"{where}: connection timed out") from None
-        except requests.ReadTimeout:
-            raise TryLater(f"{where}: no answer within {self.timeout[1]}s", may_have_arrived=True) from None
-        except requests.RequestException as exc:
-            raise TryLater(f"{where}: connection failed ({exc.__class__.__name__})") from None
+            answer = self.upstream.call("POST", hook.url, data=body, headers=headers, read_body=False, where=where)
+            status = answer.status_code
         finally:
             metrics.UPSTREAM_SECONDS.labels("webhook", metrics.upstream_result(status)).observe(
                 time.perf_counter() - started)
@@ -124,11 +103,11 @@ class WebhookSender:
             return Outcome("delivered", upstream_status=status)
         if status in GONE:
             return Outcome("rejected", message=f"{where}: the receiver answered HTTP {status}", upstream_status=status)
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = _retry_after(answer.headers.get("Retry-After"))
         raise TryLater(f"{where}: HTTP {status}", retry_after=retry_after, may_have_arrived=status >= 500)
 
     def close(self) -> None:
-        self.http.close()
+        self.upstream.close()
 
 
 def _retry_after(value: str | None) -> float | None:

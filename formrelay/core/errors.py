@@ -61,6 +61,11 @@ class Unavailable(RelayHTTPError):
 class ProviderError(Exception):
     """Base of what providers raise. Messages are for operators and hold no secret."""
 
+    # Set as it leaves a delivery attempt (Provider.timed_deliver): the last upstream status and the time spent
+    # in upstream calls, for the request's log line.
+    upstream_status: int | None = None
+    upstream_ms: float | None = None
+
 
 class TryLater(ProviderError):
     """The provider could not take it now (timeout, 5xx, 429, auth outage, own budget): keep it and retry."""

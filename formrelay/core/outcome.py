@@ -36,6 +36,7 @@ class Outcome:
     retry_after: int | None = None
     # Upstream detail for logs and the queue, never shown to the public.
     upstream_status: int | None = None
+    upstream_ms: float | None = None  # time spent in upstream calls by the attempt that gave this outcome
     reference: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
 

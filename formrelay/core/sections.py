@@ -84,9 +84,10 @@ class RelaySettings:
                                     validate=validate.Range(min=1, max=1_000_000))
     schema_ttl: float = setting(900.0, "seconds a form's definition from its CRM is cached",
                                 validate=validate.Range(min=0))
-    timeout: float = setting(10.0, "seconds to wait for a CRM's answer (per read)",
+    timeout: float = setting(10.0, "seconds any one read of a CRM's or webhook's answer may wait; plus "
+                             "connect_timeout, the wall-clock limit of a whole call (docs/upstream-calls.md)",
                              validate=validate.Range(min=0.1, max=120))
-    connect_timeout: float = setting(3.05, "seconds to wait for a connection to a CRM",
+    connect_timeout: float = setting(3.05, "seconds to wait for a connection to a CRM or webhook receiver",
                                      validate=validate.Range(min=0.1, max=60))
     global_rate_limit: str = setting("600/minute", "valid submissions of all clients together; above it they are "
                                                    "queued (202), not refused; \"\" turns it off",

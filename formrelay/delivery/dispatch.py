@@ -8,6 +8,7 @@ Whatever is not tried now is kept durably (202) when the form allows, else answe
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import threading
 import time
@@ -101,7 +102,8 @@ class Dispatch:
             return queued("deadline")
         if isinstance(result, TryLater):
             log.warning("form %s: delivery of %s deferred: %s", form.slug, submission.id, result.reason)
-            return self._not_now(form, submission, result, "provider", None)
+            return dataclasses.replace(self._not_now(form, submission, result, "provider", None),
+                                       upstream_status=result.upstream_status, upstream_ms=result.upstream_ms)
         if isinstance(result, BaseException):
             raise result
         if result.status == "delivered":
@@ -186,7 +188,7 @@ class Dispatch:
             finally:
                 guard.bulkhead.leave()
 
-        # The request's context goes along, so the attempt's upstream time is in the request's log line.
+        # The request's context goes along: the supporter's language, for the words the provider's answer gives.
         context = contextvars.copy_context()
         self._executor.submit(lambda: context.run(run))
         if flight.done.wait(self.answer_within):

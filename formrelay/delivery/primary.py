@@ -12,8 +12,9 @@ TARGET = "primary"
 
 
 def deliver(form: Form, submission: Submission) -> Outcome:
-    """One try at the form's own provider (the synchronous path calls this too). TryLater propagates."""
-    return form.provider.deliver(form.config, form.definition, submission)
+    """One try at the form's own provider (the synchronous path calls this too). TryLater propagates; the
+    Outcome (or the ProviderError) carries the attempt's upstream status and time, for the request's log line."""
+    return form.provider.timed_deliver(form.config, form.definition, submission)
 
 
 @register

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from formrelay import metrics
@@ -64,9 +64,9 @@ def record(slug: str, provider: str, counted: str, outcome: Outcome, submission_
            started: float) -> None:
     """One metric and one log line per submission: no field values, only what an operator needs."""
     metrics.SUBMISSIONS.labels(slug, provider, counted).inc()
-    upstream_ms = g.get("upstream_ms")
+    upstream_ms = outcome.upstream_ms
     latency_ms = (time.perf_counter() - started) * 1000
-    upstream_status = outcome.upstream_status or g.get("upstream_status")
+    upstream_status = outcome.upstream_status
     # The text line carries what the JSON fields carry: provider, upstream status and time, fields in error.
     upstream = ""
     if upstream_status is not None or upstream_ms is not None:

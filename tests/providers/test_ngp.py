@@ -207,8 +207,8 @@ def test_proxy_settings_from_the_environment_are_still_honoured(monkeypatch):
     relay = Relay(parse_config({"providers": {"ngp": {"base_url": "https://ngp.test/v2", "api_key": "k"}},
                                 "forms": {"join": {"provider": "ngp", "form_id": "x"}}}))
     provider = relay.providers["ngp"]
-    assert provider._proxies("https://ngp.test/v2/forms/x")["https"] == "http://proxy.internal:3128"
-    assert "https" not in provider._proxies("https://ngp-direct.test/v2/forms/x")
+    assert provider.upstream.proxies_for("https://ngp.test/v2/forms/x")["https"] == "http://proxy.internal:3128"
+    assert "https" not in provider.upstream.proxies_for("https://ngp-direct.test/v2/forms/x")
     assert provider.http.trust_env is False
 
 

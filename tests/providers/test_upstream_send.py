@@ -1,5 +1,5 @@
-"""Provider.request's lean send: the same request on the wire as requests' Session.request, with redirects and
-cookies still handled by the session."""
+"""Provider.request through requests' Session.send: the same request on the wire as Session.request would send,
+cookies kept, no redirect followed, answers read within a byte bound and a wall-clock deadline."""
 from __future__ import annotations
 
 import gzip
@@ -12,14 +12,14 @@ import time
 import pytest
 import requests
 import responses
-from requests.adapters import HTTPAdapter
 from requests.models import RequestEncodingMixin
 
 from formrelay.core.config import RelaySettings
 from formrelay.core.errors import TryLater
-from formrelay.providers.base import PooledAdapter, Provider, _requests_send_replaced
+from formrelay.providers.base import Provider
 
 URL = "https://crm.example.org/api/forms/7"
+BOMB = gzip.compress(b"0" * 50_000_000, 1)  # 50 MB of zeros in a few hundred KB (made here: outside the tracing)
 
 
 class Plain(Provider):
@@ -74,29 +74,39 @@ def test_an_explicit_content_type_json_and_session_auth_are_kept(provider: Plain
 
 
 @responses.activate
-def test_redirects_are_followed_and_cookies_kept_as_a_session_would(provider: Plain) -> None:
-    responses.add(responses.GET, URL, status=301, headers={"Location": URL + "/v2", "Set-Cookie": "sticky=abc; Path=/"})
-    responses.add(responses.GET, URL + "/v2", json={"fields": []})
+def test_cookies_are_kept_as_a_session_would(provider: Plain) -> None:
+    responses.add(responses.GET, URL, json={"fields": []}, headers={"Set-Cookie": "sticky=abc; Path=/"})
     response = provider.request("GET", URL)
     assert response.status_code == 200 and response.json() == {"fields": []}
-    assert [r.status_code for r in response.history] == [301]
     assert provider.http.cookies.get("sticky") == "abc"
-    provider.request("GET", URL + "/v2")  # with a cookie in the jar, the session's own path sends it back
+    provider.request("GET", URL)  # with a cookie in the jar, the session's own preparation sends it back
     assert responses.calls[-1].request.headers["Cookie"] == "sticky=abc"
 
 
-def test_the_pool_key_is_computed_once_per_host_and_handed_out_as_copies() -> None:
-    adapter = PooledAdapter()
-    request = requests.Request("GET", URL).prepare()
-    first = adapter.build_connection_pool_key_attributes(request, "/etc/ssl/certs/ca-certificates.crt")
-    first[0]["host"] = "changed"
-    again = adapter.build_connection_pool_key_attributes(request, "/etc/ssl/certs/ca-certificates.crt")
-    assert again[0] == {"scheme": "https", "host": "crm.example.org", "port": None}
-    assert len(adapter._keys) == 1
-    assert adapter.build_connection_pool_key_attributes(request, False)[1]["cert_reqs"] == "CERT_NONE"
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308, 300])
+@responses.activate
+def test_no_redirect_is_followed_and_the_warning_names_the_setting(status: int, caplog) -> None:
+    class Named(Plain):
+        name = "named"
+
+    class Settings:
+        base_url = "https://crm.example.org/api"
+        other_url = "https://elsewhere.example.org"
+
+    provider = Named(Settings(), RelaySettings())
+    responses.add(responses.POST, URL, status=status, headers={"Location": "https://attacker.example.net/x"})
+    with caplog.at_level("WARNING"), pytest.raises(TryLater) as refused:
+        provider.request("POST", URL, json={"email": "ann@example.org"})
+    with pytest.raises(TryLater):
+        provider.request("POST", URL, json={"email": "ann@example.org"})
+    assert len(responses.calls) == 2  # nothing went to the Location
+    assert "[providers.named] base_url" in refused.value.reason and not refused.value.may_have_arrived
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "[providers.named] base_url" in warnings[0]  # once, not per call
+    assert "attacker" not in refused.value.reason + warnings[0]
 
 
-# -- the adapter's own send, against a real HTTP server on 127.0.0.1 (responses would replace it) ---------------
+# -- against a real HTTP server on 127.0.0.1 (responses would replace the adapter) -----------------------------
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -111,6 +121,12 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
         self.peers.add(self.client_address)
         if self.path == "/slow":
             time.sleep(1.0)
+        if self.path in ("/big", "/big-unsized", "/redirect-big", "/drip-body", "/drip-head", "/gzip-bomb", "/cut"):
+            try:
+                self.hostile()
+            except OSError:
+                self.close_connection = True  # the relay stopped reading, as it should
+            return
         if self.path == "/hangup":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -127,6 +143,52 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
 
+    def hostile(self) -> None:
+        if self.path == "/drip-head":  # the status line, one byte at a time, each well within the read timeout
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
+        self.send_response(307 if self.path == "/redirect-big" else 200)
+        if self.path == "/redirect-big":
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        if self.path == "/gzip-bomb":
+            bomb = BOMB
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+            return
+        if self.path == "/cut":  # 10 bytes of a promised 100, then the connection closes
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"ok": tru')
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.path == "/drip-body":
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
+        if self.path != "/big-unsized":
+            self.send_header("Content-Length", str(50_000_000))
+        else:
+            self.close_connection = True
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(50_000_000 // 65536):
+                self.wfile.write(chunk)
+        except OSError:
+            pass  # the relay stopped reading, as it should
+
+
 @pytest.fixture
 def upstream() -> str:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
@@ -138,9 +200,7 @@ def upstream() -> str:
 
 
 @pytest.mark.parametrize("path", ["/plain", "/gzip"])
-def test_the_lean_send_reads_and_decodes_the_answer_and_reuses_the_connection(provider: Plain, upstream: str,
-                                                                              path: str) -> None:
-    assert not _requests_send_replaced()  # nothing has replaced requests' send: the lean path runs
+def test_the_answer_is_read_decoded_and_the_connection_reused(provider: Plain, upstream: str, path: str) -> None:
     _Upstream.peers.clear()
     for _ in range(3):
         response = provider.request("POST", upstream + path, data=[("FirstName", "Ann Lee")])
@@ -150,7 +210,7 @@ def test_the_lean_send_reads_and_decodes_the_answer_and_reuses_the_connection(pr
     assert len(_Upstream.peers) == 1  # one keep-alive connection served all three
 
 
-def test_the_lean_send_turns_network_failures_into_try_later(provider: Plain, upstream: str) -> None:
+def test_network_failures_become_try_later(provider: Plain, upstream: str) -> None:
     quick = Plain(None, RelaySettings(timeout=0.3))
     try:
         with pytest.raises(TryLater) as slow:
@@ -161,6 +221,12 @@ def test_the_lean_send_turns_network_failures_into_try_later(provider: Plain, up
         assert hangup.value.may_have_arrived  # sent, then the connection dropped: it may have been processed
     finally:
         quick.close()
+    with pytest.raises(TryLater) as cut:
+        provider.request("POST", upstream + "/cut", data=[("a", "1")])
+    assert cut.value.may_have_arrived and "the answer was cut off" in cut.value.reason
+    with pytest.raises(TryLater) as unusable:
+        provider.request("POST", "http://", data=[("a", "1")])
+    assert "request failed" in unusable.value.reason
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -169,20 +235,103 @@ def test_the_lean_send_turns_network_failures_into_try_later(provider: Plain, up
     assert not refused.value.may_have_arrived
 
 
-def test_a_mock_active_when_the_module_is_first_imported_is_still_seen_as_a_mock():
-    """Seen when one test ran alone: the module was imported under an active mock and took it for requests' send."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize("path", ["/big", "/big-unsized", "/gzip-bomb", "/redirect-big"])
+def test_an_answer_beyond_the_bound_is_try_later_and_never_read_whole(provider: Plain, upstream: str,
+                                                                      path: str) -> None:
+    import tracemalloc
 
-    script = """
-import requests, responses
-with responses.RequestsMock() as rsps:
-    rsps.get("https://upstream.test/x", body="faked")
-    from formrelay.providers.base import PooledAdapter  # first import, under the mock
-    session = requests.Session()
-    session.mount("https://", PooledAdapter())
-    print(session.get("https://upstream.test/x", timeout=1).text)
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "faked"
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TryLater) as refused:
+            provider.request("POST", upstream + path, data=[("a", "1")])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak  # 50 MB offered, a bounded part read
+    assert time.monotonic() - started < 5
+    if path == "/redirect-big":
+        assert "307 redirect not followed" in refused.value.reason
+    else:
+        assert "answer longer than 1,000,000 bytes" in refused.value.reason and refused.value.may_have_arrived
+
+
+@pytest.mark.parametrize("path", ["/drip-head", "/drip-body"])
+def test_a_dripping_answer_is_cut_at_the_deadline(upstream: str, path: str) -> None:
+    # each byte comes within the read timeout (1 s); the whole answer would take 20 s or more
+    quick = Plain(None, RelaySettings(timeout=1.0, connect_timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TryLater) as slow:
+            quick.request("POST", upstream + path, data=[("a", "1")])
+        took = time.monotonic() - started
+    finally:
+        quick.close()
+    assert 1.4 < took < 3.0, took
+    assert "no complete answer within 1.5 s" in slow.value.reason and slow.value.may_have_arrived
+
+
+def test_every_call_goes_through_session_send(provider: Plain, upstream: str, monkeypatch) -> None:
+    seen: list[str] = []
+    original = requests.Session.send
+
+    def traced(self, request, **kwargs):  # what a tracing library does
+        seen.append(f"{request.method} {request.url}")
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", traced)
+    provider.request("POST", upstream + "/plain", data=[("a", "1")])
+    with pytest.raises(TryLater):
+        provider.request("POST", upstream + "/redirect-big", json={"a": 1})
+    assert seen == [f"POST {upstream}/plain", f"POST {upstream}/redirect-big"]
+
+
+class Timed(Plain):
+    """deliver makes two calls; the second one's answer decides."""
+
+    def deliver(self, form, definition, submission):  # type: ignore[no-untyped-def]
+        from formrelay.core.errors import TryLater as Later
+        from formrelay.core.outcome import Outcome
+
+        self.request("GET", URL + "/token")
+        answer = self.request("POST", URL)
+        if answer.status_code >= 500:
+            raise Later(f"plain: HTTP {answer.status_code}")
+        return Outcome("delivered")
+
+
+@responses.activate
+def test_upstream_status_and_time_come_back_with_the_outcome_or_the_try_later() -> None:
+    provider = Timed(None, RelaySettings())
+    responses.add(responses.GET, URL + "/token", json={})
+    responses.add(responses.POST, URL, json={}, status=201)
+    responses.add(responses.POST, URL, json={}, status=503)
+    outcome = provider.timed_deliver(None, None, None)  # type: ignore[arg-type]
+    assert outcome.status == "delivered" and outcome.upstream_status == 201
+    assert outcome.upstream_ms is not None and outcome.upstream_ms > 0
+    with pytest.raises(TryLater) as later:
+        provider.timed_deliver(None, None, None)  # type: ignore[arg-type]
+    assert later.value.upstream_status == 503 and later.value.upstream_ms > 0
+    # outside an attempt nothing is tallied, and nothing is written anywhere else (no flask.g)
+    provider.request("GET", URL + "/token")
+    from formrelay.providers import base
+
+    assert base._TALLY.get() is None
+
+
+@pytest.mark.parametrize(("method", "data", "body"), [
+    ("POST", [("a", "1"), ("b", None), ("c", ["x", "ü"])], None),
+    ("POST", {"k": 3, "none": None}, None),
+    ("POST", b'{"raw": "bytes"}', None),
+    ("POST", None, {"email": "ann@example.org", "n": [1, 2]}),
+    ("POST", None, None),
+    ("GET", None, None),
+    ("PUT", "text body", None),
+    ("POST", {}, {"json": "wins when data is empty"}),
+])
+def test_bodies_and_their_headers_are_prepared_as_requests_prepares_them(provider: Plain, method, data, body):
+    ours = provider.upstream.prepare(method, URL, {"Accept": "application/json"}, data, body)
+    theirs = requests.Request(method, URL, headers={"Accept": "application/json"}, data=data, json=body).prepare()
+    assert ours.body == theirs.body
+    for name in ("Content-Type", "Content-Length"):
+        assert ours.headers.get(name) == theirs.headers.get(name), name
