@@ -104,6 +104,7 @@ def check(config_path: str | None) -> None:
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     if config.relay.redis_url:
         problems += _check_redis(config.relay.redis_url)
+    problems += _check_rate_limit_storage(config)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
         started = time.perf_counter()
@@ -113,7 +114,7 @@ def check(config_path: str | None) -> None:
             answered = form.provider.probe(form.config)
         except ProviderError as exc:
             problems += 1
-            click.echo(f"  ERROR: {exc}")
+            click.echo(f"  ERROR: {logs.printable(str(exc))}")  # a CRM's words: escaped
             hint = _hint(str(exc), form)
             if hint:
                 click.echo(f"  hint: {hint}")
@@ -132,9 +133,9 @@ def check(config_path: str | None) -> None:
         click.echo(f"  OSDI person: {mapped or 'nothing'}; other custom fields -> {mapping.custom or 'dropped'}")
         for problem in [*form.provider.check(form.config), *form.problems()]:
             problems += 1
-            click.echo(f"  ERROR: {problem}")
+            click.echo(f"  ERROR: {logs.printable(str(problem))}")
         for warning in form.provider.warnings(form.config):
-            click.echo(f"  warning: {warning}")
+            click.echo(f"  warning: {logs.printable(str(warning))}")
         problems += _check_destinations(relay, form)
     relay.close()
     if problems:
@@ -156,6 +157,19 @@ def _check_redis(url: str) -> int:
     for warning in report.warnings:
         click.echo(f"  WARNING: {warning}")
     return 0
+
+
+def _check_rate_limit_storage(config: Any) -> int:
+    """Where the per-client counts live; an error when that Redis is full or away (see docs/security.md)."""
+    from formrelay.web.limiting import inspect
+
+    where, errors, warnings = inspect(config)
+    click.echo(f"\nrate limits: {where}" + ("" if errors else ": ok"))
+    for error in errors:
+        click.echo(f"  ERROR: {error}")
+    for warning in warnings:
+        click.echo(f"  WARNING: {warning}")
+    return len(errors)
 
 
 def _check_destinations(relay: Any, form: Any) -> int:
@@ -186,10 +200,10 @@ def _check_destinations(relay: Any, form: Any) -> int:
         ok, said = reachable(hook.url, relay.config.relay.connect_timeout)
         data = "with personal data" if hook.include_personal_data else "without personal data"
         where = hook.host if hook.host == hook.name else f"{hook.name} ({hook.host})"
-        click.echo(f"  webhook {where} [{', '.join(hook.events)}; {data}]: {said}")
+        click.echo(f"  webhook {where} [{', '.join(hook.events)}; {data}]: {logs.printable(str(said))}")
         if not ok:
             problems += 1
-            click.echo(f"  ERROR: webhook {where} {said}; its events wait in the queue until it answers")
+            click.echo(f"  ERROR: webhook {where} {logs.printable(str(said))}; its events wait in the queue until it answers")
     return problems
 
 

@@ -145,7 +145,7 @@ def queue_list(config_path: str | None, state: str | None, forms: tuple[str, ...
         when = f"due={s['due']}" if s["due"] else f"finished={s['finished'] or '-'}"
         flags = "".join([" uncertain" if s["uncertain"] else "", " erased" if s["erased"] else ""])
         click.echo(f"{s['id']}  {s['state']:<8} {s['form']:<16} {s['target']:<8} attempts={s['attempts']:<3} "
-                   f"{when}{flags}  {s['last_error'] or ''}".rstrip())
+                   f"{when}{flags}  {logs.printable(s['last_error'] or '')}".rstrip())  # a CRM's words: escaped
     _destinations(shown)
 
 
@@ -311,7 +311,7 @@ def queue_audit(config_path: str | None, limit: int, as_json: bool) -> None:
         return
     for e in entries:
         when = dt.datetime.fromtimestamp(e["at"], dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"{when}  {e['action']:<12} {e['job_id']}  by {e['operator']}")
+        click.echo(logs.printable(f"{when}  {e['action']:<12} {e['job_id']}  by {e['operator']}"))
 
 
 def _report(as_json: bool, action: str, ids: list[str], more: dict[str, Any], text: str) -> None:

@@ -185,8 +185,13 @@ def negotiate(header: str | None, default: str = SOURCE) -> Choice:
 def regional_tag(tag: str, language: str) -> str:
     """'fr-ca' -> 'fr-CA'; 'de' -> 'de-DE' (CLDR's likely subtags); scripts and odd subtags are dropped."""
     parts = tag.replace("_", "-").split("-")
-    region = next((p for p in parts[1:] if len(p) == 2 and p.isalpha()), None)
+    region = next((p for p in parts[1:] if _region(p)), None)
     if region is None:
         likely = str(get_global("likely_subtags").get(language, ""))
-        region = next((p for p in likely.split("_")[1:] if len(p) == 2 and p.isalpha()), None)
+        region = next((p for p in likely.split("_")[1:] if _region(p)), None)
     return f"{language}-{region.upper()}" if region else language
+
+
+def _region(part: str) -> bool:
+    """Two ASCII letters (BCP 47): str.isalpha alone takes 'ÉÉ', which would reach ENS as the locale 'fr-ÉÉ'."""
+    return len(part) == 2 and part.isascii() and part.isalpha()

@@ -1,4 +1,5 @@
-"""Log hygiene: every configured secret and every token the relay obtains is masked in every log record."""
+"""Log hygiene: every configured secret and every token the relay obtains is masked in every log record, and
+nothing a client or a CRM wrote can start a line of its own or reach a terminal as a control sequence."""
 from __future__ import annotations
 
 import logging
@@ -97,18 +98,55 @@ def install() -> None:
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if _secrets or not _personal_data:
-            try:
-                message = record.getMessage()
-            except Exception:  # a bad format string must not hide the record
-                message = str(record.msg)
-            record.msg = mask(message)
-            record.args = None
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not hide the record
+            message = str(record.msg)
+        masking = bool(_secrets or not _personal_data)
+        # Escaped here too, so that a handler with another formatter (a host's) gets one line a record as well.
+        record.msg = printable(mask(message) if masking else message)
+        record.args = None
+        if masking and record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+# -- escaping: one record is one line, and no terminal control or bidi override gets through ----------------
+
+# C0 controls (newline, ESC, ...), DEL, C1 controls (U+0085 next line, U+009B CSI, ...), the Unicode line and
+# paragraph separators, and the bidirectional marks and overrides (a name shown reversed hides what it says).
+_UNPRINTABLE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
+                *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
+_ESCAPE = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNPRINTABLE}
+_ESCAPE.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+_ESCAPE_KEEP_NEWLINES = {c: e for c, e in _ESCAPE.items() if c != 0x0A}
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """text with every control and bidi character written as an escape (\\n, \\x1b, \\u202e): safe for one
+    log line or a terminal. newlines=True keeps line breaks (a traceback's lines, split by the caller)."""
+    return text.translate(_ESCAPE_KEEP_NEWLINES if newlines else _ESCAPE)
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """At most `limit` characters of a client's text (a path, a method), escaped, saying how much was left out."""
+    value = str(text)
+    if len(value) <= limit:
+        return printable(value)
+    return f"{printable(value[:limit])}...({len(value) - limit} more characters)"
+
+
+def _printable_value(value: object) -> object:
+    """A JSON log field with every string in it escaped (lists and dicts of names too)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list | tuple):
+        return [_printable_value(v) for v in value]
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_value(v) for k, v in value.items()}
+    return value
 
 
 # -- structured output ---------------------------------------------------------------------------------
@@ -148,15 +186,20 @@ class JSONFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": printable(record.getMessage()),
         }
         if getattr(record, "request_id", None):
             entry["request_id"] = record.request_id  # type: ignore[attr-defined]
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = _printable_value(value)
         if record.exc_info:
-            entry["exception"] = record.exc_text or mask(self.formatException(record.exc_info))
+            entry["exception"] = printable(record.exc_text or mask(self.formatException(record.exc_info)),
+                                           newlines=True)
+        if record.stack_info:
+            entry["stack"] = printable(self.formatStack(record.stack_info), newlines=True)
+        # ensure_ascii=False keeps names such as Müller readable; what a terminal or a viewer would act on
+        # (C1 controls, bidi overrides) was escaped above, and json escapes the C0 controls itself.
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
@@ -165,9 +208,20 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        """One line a record, escaped; a traceback follows on lines that begin with spaces, so that no line a
+        client or a CRM wrote can pass for a record (records begin with their time)."""
+        record.message = printable(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         rid = getattr(record, "request_id", None)
-        return f"{line} [request {rid}]" if rid else line
+        if rid:
+            line += f" [request {printable(str(rid))}]"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, self.formatStack(record.stack_info) if record.stack_info else None):
+            if block:
+                line += "".join(f"\n  {part}" for part in printable(block, newlines=True).split("\n"))
+        return line
 
 
 def _ours(handler: logging.Handler) -> bool:

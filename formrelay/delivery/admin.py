@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import logging
 import os
+import pwd
 import re
 import socket
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 
+from formrelay.core import logs
 from formrelay.delivery.jobs import DEAD, PENDING, Job
 from formrelay.delivery.stores import Store
 
@@ -108,12 +109,24 @@ def drop(store: Store, job_id: str) -> bool:
 
 
 def operator() -> str:
-    """Who ran the command: the login name and host, which is what an audit trail is for (no supporter data)."""
+    """Who ran the command: the process's real user and the host, which is what an audit trail is for.
+
+    From the user database by the effective uid, never from $LOGNAME/$USER: whoever runs the command sets those,
+    to any name, or to a line feed and a forged second audit line. Escaped all the same (a host name or a user
+    database entry is not ours either).
+    """
+    uid = os.geteuid()
     try:
-        user = getpass.getuser()
-    except Exception:  # no login name in some containers
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no entry (containers run as arbitrary uids)
+        user = f"uid {uid}"
+    return logs.clip(f"{user}@{socket.gethostname()}", 128)
+
+
+def sudo_user() -> str | None:
+    """$SUDO_USER, recorded apart from the operator: sudo sets it, but so can anyone, so it is a claim only."""
+    claimed = os.environ.get("SUDO_USER")
+    return logs.clip(claimed, 64) if claimed else None
 
 
 def audit(store: Store | None, action: str, job_ids: list[str], **details: object) -> None:
@@ -126,6 +139,9 @@ def audit(store: Store | None, action: str, job_ids: list[str], **details: objec
     who = operator()
     now = time.time()
     extra = {k: v for k, v in details.items() if v not in (None, "", [], ())}
+    claimed = sudo_user()
+    if claimed:
+        extra["sudo_user"] = claimed
     entries = [{"at": now, "action": action, "job_id": job_id, "operator": who, "pid": os.getpid(), **extra}
                for job_id in job_ids]
     for entry in entries:

@@ -16,6 +16,7 @@ from formrelay.core.config import Config, FormConfig
 from formrelay.core.errors import DefinitionError, ProviderError, TryLater
 from formrelay.core.failure_memory import FailureMemory
 from formrelay.core.suggest import did_you_mean
+from formrelay.forms import attribution
 from formrelay.forms.fields import Definition, FormSchema, build_schema, describe_schema, relabel, shown
 from formrelay.forms.person import MappingError, PersonMapping, apply_overrides
 from formrelay.forms.submission import Submission, Value
@@ -201,13 +202,15 @@ class Form:
         loaded = self.loaded()
         return FormRules(slug=self.slug, schema=loaded.schema, definition=loaded.definition, aliases=self.aliases(),
                          attribution=self.config.attribution, person=loaded.person, osdi=self.config.osdi,
-                         labels=self.labels)
+                         labels=self.labels,
+                         page_params=attribution.page_refs(self.config.options, loaded.definition.extra))
 
     def validate(self, body: Mapping[str, Value], idempotency_key: str | None = None) -> Submission:
         """Body -> Submission, or Invalid (422) with messages keyed by field name."""
         checked = validate(self.rules(), body, idempotency_key, i18n.current_tag())
         if checked.dropped:
             abuse.count(self.slug, "card number in context")
-            log.warning("form %s: dropped %s: a card number is never forwarded, stored or logged",
-                        self.slug, ", ".join(checked.dropped))
+            # A count, not the names: a control's name is the client's (it may hold the card number, or a line feed).
+            log.warning("form %s: dropped %d page value(s) and %d control(s): a card number is never forwarded, "
+                        "stored or logged", self.slug, checked.dropped_context, checked.dropped_controls)
         return checked.submission

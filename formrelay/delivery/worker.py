@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 
 # Delivers one claimed job and records its new state in the store (finish, reschedule, bury).
 Handler = Callable[[Job], object]
+
+# Jobs this process is delivering right now, by id, across every Worker in it: a job whose lease ran out while
+# its attempt still runs here is not claimed and sent a second time by another thread of the same process.
+# The value is the attempt's own Job: its state stays INFLIGHT until the handler sets the result it writes.
+_running: dict[str, Job] = {}
+_running_lock = threading.Lock()
+# A fan-out job (an `also` form, a webhook) handed back because its share of the threads is in use is due again
+# this much later, so that the next claim finds the primary submissions due before it.
+FANOUT_RETRY = 1.0
+
+
+def fanout(job: Job) -> bool:
+    """Jobs for a form's other destinations (`also:<form>`, `webhook:<name>/<event>`), not its own provider's."""
+    return job.target not in ("primary", "followup")
+
+
+def fanout_threads(threads: int) -> int:
+    """How many of a worker's threads fan-out jobs may hold at once: half, and never all of them when there are
+    two or more, so that a slow webhook receiver or second CRM cannot stop primary submissions."""
+    return max(1, threads // 2) if threads > 1 else 1
 # Periodic housekeeping the application hands in (log operators' actions, sweep old data).
 Chore = Callable[[], object]
 
@@ -49,6 +69,9 @@ class Worker:
         # Jobs whose result (done, rescheduled, dead) could not be written because the storage went away: written
         # as soon as it answers again, so a job does not sit on a stale lease for `lease` seconds.
         self._unsaved: list[Job] = []
+        self._fanout_cap = fanout_threads(self.threads)
+        self._fanout_busy = 0
+        self._warned: set[str] = set()  # jobs already said to be still running here (once each, not every lease)
         self._chores = threading.Lock()
         self._last_audit = 0.0
         self._last_sweep = time.monotonic() - 270  # the first sweep 30 s after start, not with every worker's boot
@@ -160,6 +183,30 @@ class Worker:
         finally:
             self._chores.release()
 
+    def _admit(self, job: Job) -> str:
+        """'run', 'running here' (an attempt of it runs in this process), or 'later' (fan-out threads all busy).
+
+        Called with _held_lock held.
+        """
+        with _running_lock:
+            attempt = _running.get(job.id)
+            # Still INFLIGHT: the attempt here has not set its result, so it will write it over this claim. Once
+            # it has (rescheduled, say, and its thread not yet out of the handler), this is a new claim to deliver.
+            if attempt is not None and attempt.state == INFLIGHT:
+                return "running here"
+            if fanout(job) and self._fanout_busy >= self._fanout_cap:
+                return "later"
+            _running[job.id] = job
+        if fanout(job):
+            self._fanout_busy += 1
+        return "run"
+
+    def _hand_back(self, job: Job, due_at: float) -> None:
+        """Untried: back as it was before the claim, due at `due_at` (the claim's attempt is not counted)."""
+        job.state, job.due_at, job.lease_until = PENDING, due_at, None
+        job.attempts = max(0, job.attempts - 1)
+        self.store.put(job)
+
     def run_once(self, limit: int = 1) -> int:
         """Claim and deliver up to `limit` jobs; the number handled."""
         if self._stop.is_set():
@@ -174,7 +221,22 @@ class Worker:
                 if self._stop.is_set():
                     break  # the rest are handed back by stop(), untried
                 self._untried[me].remove(job)
-                self._current[me] = job
+                verdict = self._admit(job)
+                if verdict == "run":
+                    self._current[me] = job
+            if verdict == "running here":
+                # Its lease ran out while its attempt still runs in this process: the claim renewed the lease,
+                # and the attempt in flight writes the job's state when it ends. Sending it again would double it.
+                first = job.id not in self._warned
+                if first and len(self._warned) < 1000:
+                    self._warned.add(job.id)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "queue: job %s is still being delivered by this process (its lease of %.0f s ran out); "
+                        "not sent a second time", job.id, self.settings.lease)
+                continue
+            if verdict == "later":
+                self._hand_back(job, time.time() + FANOUT_RETRY)
+                continue
             try:
                 self.handle(job)
             except Exception as exc:
@@ -185,6 +247,11 @@ class Worker:
             finally:
                 with self._held_lock:
                     self._current.pop(me, None)
+                    if fanout(job):
+                        self._fanout_busy -= 1
+                with _running_lock:
+                    if _running.get(job.id) is job:
+                        del _running[job.id]
         with self._held_lock:
             if not self._stop.is_set():
                 self._untried.pop(me, None)

@@ -9,8 +9,9 @@ providers read), and `lookup` gives the CRM's other source fields either touch b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # The parameters the snippet remembers (a site may add its own, up to TOUCH_MAX_PARAMS in all): Action Network's
 # `source` and `referrer`, ActBlue/NGP `refcode`, Google's `utm_*`, NGP's `ms` (marketing source), and ENS's
@@ -99,3 +100,32 @@ def touches(context: Mapping[str, str]) -> dict[str, object]:
 def without_personal_data(context: Mapping[str, str]) -> dict[str, str]:
     """The part of a context that is never personal (campaign codes only): what every webhook may carry."""
     return {k: context[k] for k in (FIRST, LAST, CREDITED) if k in context}
+
+
+def page_refs(options: Any, definition_extra: Mapping[str, Any]) -> frozenset[str]:
+    """The `_page_url` query parameters a form's provider reads (bare names given to `lookup`).
+
+    Read by shape, not by provider, so that forms/ knows no provider: NGP's hidden elements with a queryString
+    (the definition's `from_page`), ENS's `txn_from_page` and `tracking_from_page` (the form's options).
+    A `first.`/`last.` reference is read from a touch, never from the page URL.
+    """
+    refs: list[str] = [*dict(definition_extra.get("from_page") or {}).values(),
+                       *dict(getattr(options, "txn_from_page", None) or {}).values()]
+    tracking = getattr(options, "tracking_from_page", None)
+    if isinstance(tracking, str) and tracking:
+        refs.append(tracking)
+    return frozenset(ref for ref in refs if isinstance(ref, str) and ref.partition(".")[0] not in TOUCHES)
+
+
+def trim_page_url(url: str, keep: Collection[str] = ()) -> str:
+    """The page URL as it is kept (queued jobs, dead letters, webhook bodies): scheme, host and path, with only the
+    attribution parameters (KEYS) and those in `keep` (what the provider reads); no fragment.
+
+    Anything else in a query (`?em=ann@example.org`, a session token, a password-reset code) is dropped before it
+    could be stored or passed on. A kept value holding '@' is dropped too: it looks like an email address.
+    """
+    parts = urlsplit(url)
+    wanted = set(KEYS) | set(keep)
+    kept = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=False, errors="replace")
+            if name in wanted and "@" not in value]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))

@@ -5,7 +5,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,11 @@ def scalar(value: Any) -> str | bool | None:
 
 
 def split_controls(body: Mapping[str, Value], field_names: set[str], credit: str = "last",
-                   ) -> tuple[dict[str, Value], dict[str, str], dict[str, str]]:
+                   page_params: Collection[str] = ()) -> tuple[dict[str, Value], dict[str, str], dict[str, str]]:
     """(values, controls, context): `_` names are controls, URL context is set apart unless the form has such a field.
+
+    `_page_url` keeps only the attribution parameters and `page_params` (those the provider reads): the rest of
+    its query can carry an email address or a session token, and the context is stored with queued jobs.
 
     The snippet's remembered touches (`_first_touch`, `_last_touch`) join the context, and the one the form
     credits (`credit`: its `attribution`) takes the place of the page's own URL context (forms/attribution.py).
@@ -94,7 +97,7 @@ def split_controls(body: Mapping[str, Value], field_names: set[str], credit: str
             elif bare == PAGE_URL:
                 page = _first_text(value).strip()
                 if page.startswith(("https://", "http://")) and len(page) <= PAGE_URL_MAX_LENGTH:
-                    context[PAGE_URL] = page
+                    context[PAGE_URL] = attribution.trim_page_url(page, page_params)
             elif bare in (attribution.FIRST, attribution.LAST):
                 touch = attribution.clean(_first_text(value))
                 if touch:

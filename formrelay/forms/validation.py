@@ -1,13 +1,13 @@
 """Validation: a parsed body and what a form says about its fields in, a Submission or Invalid (422) out.
 
 A pure function: no I/O, no clock, no logging, no counters. What it needs of the form is gathered by the
-caller into FormRules (the relay's Form does, from its cached definition and its config), and what it dropped
-for holding a card number comes back by name, for the caller to count and log.
+caller into FormRules (the relay's Form does, from its cached definition and its config), and how much it
+dropped for holding a card number comes back as counts, for the caller to count and log.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -44,14 +44,22 @@ class FormRules:
     person: PersonMapping  # for OSDI bodies: which field holds which part of the person
     osdi: Any  # [forms.x.osdi]: what an OSDI body may decide (OSDISettings)
     labels: Callable[[], Mapping[str, str]]  # each field's label in the answer's language (asked only when needed)
+    # The `_page_url` query parameters the provider reads (forms/attribution.py page_refs): the rest is trimmed.
+    page_params: Collection[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
 class Validated:
-    """A valid submission, and the names of the context entries and controls dropped for holding a card number."""
+    """A valid submission, and how many page values and controls were dropped for holding a card number (counts,
+    not names: a control's name is the client's, and may hold the card number itself)."""
 
     submission: Submission
-    dropped: tuple[str, ...] = ()
+    dropped_context: int = 0
+    dropped_controls: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_context + self.dropped_controls
 
 
 def validate(rules: FormRules, body: Mapping[str, Value], idempotency_key: str | None = None,
@@ -66,7 +74,7 @@ def validate(rules: FormRules, body: Mapping[str, Value], idempotency_key: str |
         return replace(checked, submission=replace(checked.submission, page_options=read.page_options))
     schema = rules.schema
     declared = schema.fields
-    values, controls, context = split_controls(body, set(declared), rules.attribution)
+    values, controls, context = split_controls(body, set(declared), rules.attribution, rules.page_params)
     for alias, name in rules.aliases.items():
         if alias in values and alias not in declared:
             aliased = values.pop(alias)
@@ -92,7 +100,7 @@ def validate(rules: FormRules, body: Mapping[str, Value], idempotency_key: str |
     key = idempotency_key or controls.get("idempotency_key") or None
     # The answer's language tag goes with the submission, so a CRM that takes one hears it even from the queue.
     submission = Submission(form=rules.slug, values=data or {}, context=context, idempotency_key=key, locale=locale)
-    return Validated(submission, tuple(dropped + dropped_controls))
+    return Validated(submission, len(dropped), len(dropped_controls))
 
 
 def missing_one_of(definition: Definition, data: Mapping[str, Any],

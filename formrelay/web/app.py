@@ -24,12 +24,11 @@ from formrelay.core.outcome import HTTP_STATUS
 from formrelay.core.version import __version__
 from formrelay.delivery.relay import EXTENSION, Relay, current_relay
 from formrelay.delivery.worker import Worker, start_embedded
-from formrelay.web import buffered, locale
+from formrelay.web import buffered, limiting, locale
 from formrelay.web.responses import error_answer
 
 log = logging.getLogger(__name__)
 
-LIMITER = "formrelay.limiter"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -68,11 +67,12 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
 
     from formrelay.web import openapi, operations, routes
 
+    limiting.init_converter(app)  # before the routes that name <form:slug>
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(operations.bp)
-    _init_limiter(app, cfg)
+    limiting.init_limiter(app, cfg)
     _register_error_handlers(app)
     app.before_request(_request_id)
     app.after_request(_common_headers)
@@ -88,48 +88,6 @@ def start_embedded_worker(app: Flask) -> Worker | None:
     if not relay.queue_settings.embedded_worker:
         return None
     return start_embedded(relay.worker())
-
-
-def _client_key() -> str:
-    slug = (request.view_args or {}).get("slug", "")
-    return f"{slug}:{abuse.client_network(request.remote_addr, current_relay().config.relay.ipv6_prefix)}"
-
-
-def _form_limit() -> str:
-    relay = current_relay()
-    slug = (request.view_args or {}).get("slug")
-    form = relay.config.forms.get(slug) if isinstance(slug, str) else None
-    if form is not None and form.rate_limit is not None:
-        return form.rate_limit
-    return relay.config.relay.rate_limit
-
-
-def _init_limiter(app: Flask, cfg: Config) -> None:
-    # The relay-wide rate (global_rate_limit) is not a Flask-Limiter limit any more: the relay counts only valid
-    # submissions towards it, and queues those above it instead of refusing them (Relay.submit).
-    per_client = bool(cfg.relay.rate_limit or any(form.rate_limit for form in cfg.forms.values()))
-    if not per_client:
-        return  # limits the config turns off cost nothing: Flask-Limiter's hooks would run on every request
-    storage_uri = cfg.relay.rate_limit_storage or cfg.shared_storage
-    remote = not storage_uri.startswith("memory://")
-    limiter = Limiter(
-        key_func=_client_key,
-        app=app,
-        storage_uri=storage_uri,
-        # Redis away: count in this process's memory until it answers again (Flask-Limiter checks it with
-        # backoff), rather than answer 500. Short socket timeouts so a hung Redis cannot hold submissions.
-        in_memory_fallback_enabled=remote,
-        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1} if remote else {},
-        # Our 429 handler sets Retry-After itself; the extension would add it to every answer.
-        headers_enabled=False,
-        strategy="moving-window",
-        key_prefix="formrelay",
-    )
-    app.extensions[LIMITER] = limiter
-    view: Any = app.view_functions["forms.submit"]
-    view = limiter.limit(_form_limit, key_func=_client_key, methods=["POST"],
-                         exempt_when=lambda: _form_limit() == "")(view)
-    app.view_functions["forms.submit"] = view
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -162,22 +120,26 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ProviderError)
     def provider_error(exc: ProviderError) -> Response:
-        log.error("provider problem on %s: %s", request.path, exc)
+        log.error("provider problem on %s: %s", logs.clip(request.path), exc)
         return error_answer("unavailable", None, retry_after=60, form=None)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         # Logged (secrets masked) for the operator; the public gets no traceback.
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        # The path is the client's: at most a line's worth of it (a 16 KB made-up form name is not worth logging).
+        log.exception("unexpected error on %s %s", logs.clip(request.method, 16), logs.clip(request.path))
         return error_answer("error", None)
 
 
 def _retry_after(exc: RateLimitExceeded) -> int:
     """Seconds until the breached window frees a slot (the moving window's reset time)."""
-    limiter: Limiter | None = current_app.extensions.get(LIMITER)
-    current = limiter.current_limit if limiter is not None else None
-    if current is not None and current.reset_at > time.time():
-        return max(1, math.ceil(current.reset_at - time.time()))
+    limiter: Limiter | None = current_app.extensions.get(limiting.LIMITER)
+    try:  # reset_at asks the storage again: Redis may have gone (or filled up) since the count
+        current = limiter.current_limit if limiter is not None else None
+        if current is not None and current.reset_at > time.time():
+            return max(1, math.ceil(current.reset_at - time.time()))
+    except Exception:
+        pass
     try:
         return max(1, int(exc.limit.limit.get_expiry()))
     except Exception:

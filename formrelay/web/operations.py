@@ -12,6 +12,7 @@ from formrelay.core import logs
 from formrelay.core.errors import Forbidden, FormNotFound
 from formrelay.core.i18n import gettext as _
 from formrelay.delivery.relay import current_relay
+from formrelay.web import limiting
 
 bp = Blueprint("operations", __name__)
 
@@ -106,8 +107,12 @@ def readiness() -> dict[str, Any]:
             problems.append(f"oldest queued submission waiting {queue['oldest_age']:.0f} s")
         if queue["dead_growing"]:
             problems.append("dead letters growing")
+    limits = limiting.health(current_app)  # the rate-limit storage (issue 31): full or away is "degraded"
+    if limits is not None:
+        problems += limits["problems"]
     status = "unavailable" if not queue["ok"] else "degraded" if problems else "ok"
     return {
+        **({"rate_limit": limits} if limits is not None else {}),
         "status": status,
         "problems": problems,
         "version": current_app.config.get("FORMRELAY_VERSION"),
