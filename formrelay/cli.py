@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from formrelay.cli_queue import queue
+from formrelay import alerts  # also registers [alerts] with the config, before any command reads one
+from formrelay.cli_alerts import alerts_group, breaker
+from formrelay.cli_export import queue  # the queue group, with `export` registered on it
 from formrelay.core import logs
 from formrelay.core.config import ConfigError, load_config
 from formrelay.core.version import __version__
@@ -269,6 +271,7 @@ def worker(config_path: str | None, threads: int | None) -> None:
     logs.show_personal_data(relay.config.logging.personal_data)
     logs.add_secrets(relay.config.secrets)
     running = relay.worker(threads).start()
+    alerts.start(relay)  # [alerts] and `formrelay breaker reset` here too (docs/alerts.md)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"formrelay worker: {running.threads} thread(s)", err=True)
@@ -321,6 +324,8 @@ def healthcheck(host: str, port: int, live: bool, timeout: float) -> None:
 
 
 main.add_command(queue)
+main.add_command(breaker)
+main.add_command(alerts_group)
 
 
 if __name__ == "__main__":

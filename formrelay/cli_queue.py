@@ -235,19 +235,27 @@ def queue_retry(job_ids: tuple[str, ...], config_path: str | None, retry_all: bo
 
 
 @queue.command("drop")
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1)
 @config_option
+@click.option("--exported-before", default=None,
+              help="instead of ids: every waiting or dead job `queue export` wrote out at or before this time "
+                   "(ISO 8601 or 2h), i.e. what was imported into the CRM by hand (docs/export.md)")
 @click.option("--yes", "-y", is_flag=True, help="do not ask (needed without a terminal)")
 @json_option
-def queue_drop(job_ids: tuple[str, ...], config_path: str | None, yes: bool, as_json: bool) -> None:
+def queue_drop(job_ids: tuple[str, ...], config_path: str | None, exported_before: str | None, yes: bool,
+               as_json: bool) -> None:
     """Delete waiting or dead jobs for good (after an operator decided they must not be delivered)."""
     from formrelay.delivery import admin
 
+    if bool(job_ids) == bool(exported_before):
+        raise click.UsageError("give job ids, or --exported-before TIME")
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException("drop deletes submissions for good; without a terminal, confirm with --yes")
-        click.confirm(f"Drop {len(job_ids)} submission(s) for good?", abort=True)
+        click.confirm(f"Drop {len(job_ids) or 'the exported'} submission(s) for good?", abort=True)
     with opened(config_path) as relay:
+        if exported_before:
+            job_ids = _exported_before(relay, exported_before)
         dropped = [j for j in job_ids if admin.drop(relay.store, j)]
         relay.store.scrub(wait=5.0)  # this process exits next: make the deletion final on disk now
         admin.audit(relay.store, "drop", dropped)
@@ -255,6 +263,16 @@ def queue_drop(job_ids: tuple[str, ...], config_path: str | None, yes: bool, as_
     _report(as_json, "drop", dropped, {"not_dropped": missing}, f"{len(dropped)} job(s) dropped")
     if missing:
         raise click.ClickException("not dropped (no such job, or being delivered, or delivered): " + " ".join(missing))
+
+
+def _exported_before(relay: Any, when: str) -> tuple[str, ...]:
+    from formrelay.delivery import admin, exports
+
+    try:
+        before = admin.parse_time(when)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--exported-before") from None
+    return tuple(job.id for job in exports.exported_before(relay.store, before))
 
 
 @queue.command("purge")

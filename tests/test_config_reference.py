@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import formrelay.alerts  # noqa: F401  ([alerts], registered by the cli and web floors)
 import formrelay.delivery.relay  # noqa: F401  (the start-up registrations: providers, [queue], captcha)
 from formrelay.core.config import ConfigError, parse_config, reference
 from formrelay.core.settings import REQUIRED
@@ -37,7 +38,7 @@ SUBTABLES: dict[str, Any] = {
     "origin_source": {"code": "web", "category": "site"},
     "webhooks[]": {"url": "https://hooks.example/in", "secret": SECRET},
 }
-TOP = ("relay", "queue", "logging", "metrics")
+TOP = ("relay", "queue", "logging", "metrics", "alerts")
 LEFT_OUT = object()  # a key given this value is left out of the table, even where the least contents have it
 REFERENCE = reference()
 
@@ -88,7 +89,7 @@ ROWS = [(section, row) for section in SECTIONS for row in REFERENCE[section]]
 
 
 def test_reference_names_every_table_the_relay_reads():
-    expected = {"relay", "queue", "logging", "metrics", "forms.<slug>", "forms.<slug>.osdi", "forms.<slug>.thanks",
+    expected = {"relay", "queue", "logging", "metrics", "alerts", "forms.<slug>", "forms.<slug>.osdi", "forms.<slug>.thanks",
                 "forms.<slug>.captcha", "forms.<slug>.followup", "forms.<slug>.webhooks[]",
                 "forms.<slug>.contact_message (ens)", "forms.<slug>.fields.<name> (ens)",
                 "forms.<slug>.origin_source (ens)", "forms.<slug>.custom_fields.<name> (actionnetwork)",

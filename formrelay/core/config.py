@@ -55,6 +55,7 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys whose values are credentials: masked in logs and never echoed anywhere.
 SECRET_KEY_NAME = re.compile(r"(key|token|secret|password|passwd|credential)", re.IGNORECASE)
 TABLES = ("relay", "providers", "forms", "queue", "metrics", "logging")
+OPTIONAL_TABLES = ("alerts",)  # top-level tables a higher floor registers (formrelay.alerts.settings)
 
 
 class ConfigError(Exception):
@@ -122,6 +123,7 @@ class Config:
     queue: Any = None
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    alerts: Any = None  # [alerts]: formrelay.alerts.settings registers its schema (the cli and web import it)
 
     @property
     def shared_storage(self) -> str:
@@ -212,10 +214,11 @@ def _load(schema: Schema, table: Any, where: str, source: str, known: list[str] 
 
 
 def _top_level(raw: Mapping[str, Any], source: str) -> None:
-    unknown = set(raw) - set(TABLES)
+    known = list(TABLES) + [t for t in OPTIONAL_TABLES if t in _SECTIONS]
+    unknown = set(raw) - set(known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level table(s): "
-                          + ", ".join(f"{t}{did_you_mean(t, list(TABLES))}" for t in sorted(unknown)))
+                          + ", ".join(f"{t}{did_you_mean(t, known)}" for t in sorted(unknown)))
 
 
 def _section(schema: Schema, data: Mapping[str, Any], name: str, source: str) -> Any:
@@ -355,8 +358,10 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, s
     providers = _providers(data, source)
     forms = {slug: _form(slug, table, providers, source) for slug, table in (data.get("forms") or {}).items()}
     _also_ok(forms, source)
-    return Config(relay=relay, providers=providers, forms=forms, secrets=_masked(data, forms), source=source,
-                  queue=queue, logging=logging_settings, metrics=metrics_settings)
+    alerts = _section(_section_schema("alerts"), data, "alerts", source) if "alerts" in _SECTIONS else None
+    secrets = _masked(data, forms) | getattr(alerts, "secrets", frozenset())
+    return Config(relay=relay, providers=providers, forms=forms, secrets=secrets, source=source,
+                  queue=queue, logging=logging_settings, metrics=metrics_settings, alerts=alerts)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -409,6 +414,9 @@ def reference() -> dict[str, list[Setting]]:
     for name, schema in (("relay", RelaySchema()), ("queue", _section_schema("queue")), ("logging", LoggingSchema()),
                          ("metrics", MetricsSchema())):
         _tables(out, name, schema)
+    for name in OPTIONAL_TABLES:
+        if name in _SECTIONS:
+            _tables(out, name, _section_schema(name))
     classes = {name: provider_schemas(name) for name in sorted(_PROVIDERS)}
     for name, cls in classes.items():
         if cls is not None:

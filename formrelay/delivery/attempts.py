@@ -72,6 +72,8 @@ class Breaker:
         self.last_problem: str | None = None
         self._probe_started: float | None = None
         self._lock = threading.Lock()
+        # Wall-clock time since when it has not been closed (open and half-open alike); None while closed.
+        self.down_since: float | None = None
 
     def allow(self) -> bool:
         """Whether a call may go now. In half-open state only one caller (the probe) gets True at a time."""
@@ -121,6 +123,10 @@ class Breaker:
 
     def _set(self, state: str) -> None:
         before, self.state = self.state, state
+        if state == CLOSED:
+            self.down_since = None
+        elif before == CLOSED:
+            self.down_since = time.time()
         if before != state and self.on_change is not None:
             self.on_change(self, before, state)
 
@@ -133,7 +139,22 @@ class Breaker:
                 out["problem"] = self.last_problem
                 if self.state == OPEN:
                     out["probe_in"] = round(max(0.0, self.reset_after - (time.monotonic() - self.opened_at)), 1)
+                if self.down_since is not None:
+                    out["down_for"] = round(max(0.0, time.time() - self.down_since), 1)
             return out
+
+    # -- an operator's reset (issue 28): `formrelay breaker reset PROVIDER` writes the time into the queue store,
+    # which every process shares; formrelay.alerts.breakers reads it (on a thread of its own, never a request's)
+    # while this breaker is not closed, and hands it in here.
+    def operator_reset(self, asked: float | None) -> bool:
+        """Close now if an operator asked for it after the breaker opened; True when it closed."""
+        with self._lock:
+            if asked is None or self.down_since is None or asked < self.down_since:
+                return False
+            log.warning("provider %s: circuit breaker closed by an operator (formrelay breaker reset)", self.name)
+            self.failures, self._probe_started, self.last_problem = 0, None, None
+            self._set(CLOSED)
+            return True
 
 
 def log_change(breaker: Breaker, before: str, after: str) -> None:

@@ -48,6 +48,12 @@ class Job:
     erased: bool = False  # the personal data is gone; only metadata is left (the submission's id stays)
 
     @property
+    def waiting_since(self) -> float:
+        """Since when the job has been waiting, for the queue's "oldest waiting" age: an operator's retry of a dead
+        letter starts it afresh (the stores index waiting jobs by this, not by created_at)."""
+        return max(self.created_at, self.retried_at or 0.0)
+
+    @property
     def submission_id(self) -> str:
         """The submission this job delivers: shared by its primary job and every destination job made from it."""
         return str(self.submission.get("id") or self.id)

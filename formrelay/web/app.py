@@ -16,7 +16,7 @@ from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from formrelay import abuse
+from formrelay import abuse, alerts
 from formrelay.core import logs
 from formrelay.core.config import Config, load_config, parse_config
 from formrelay.core.errors import ProviderError, RelayHTTPError
@@ -80,11 +80,13 @@ def create_app(config: Config | Mapping[str, Any] | str | os.PathLike[str] | Non
 
 
 def start_embedded_worker(app: Flask) -> Worker | None:
-    """The queue worker threads inside `serve`/`demo`/`wsgi:app`, unless [queue] embedded_worker = false.
+    """The queue worker threads inside `serve`/`demo`/`wsgi:app`, unless [queue] embedded_worker = false; and the
+    alert monitor ([alerts]) either way.
 
     They stop, and hand their leases back, when the process exits.
     """
     relay: Relay = app.extensions[EXTENSION]
+    alerts.start(relay)  # [alerts] and `formrelay breaker reset`, in every server process (docs/alerts.md)
     if not relay.queue_settings.embedded_worker:
         return None
     return start_embedded(relay.worker())

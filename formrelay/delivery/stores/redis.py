@@ -34,7 +34,7 @@ class RedisStore(Store):
         for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
             pipe.zrem(key, job.id)
         if job.state in (PENDING, INFLIGHT):
-            pipe.zadd(self.k_waiting, {job.id: job.created_at})
+            pipe.zadd(self.k_waiting, {job.id: job.waiting_since})
             pipe.hset(self.k_sizes, job.id, len(body))
         else:
             pipe.zrem(self.k_waiting, job.id)
@@ -61,7 +61,7 @@ class RedisStore(Store):
         waiting = 1 if job.state in (PENDING, INFLIGHT) else 0
         return bool(self.scripts.add(keys=[self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes,
                                            self.k_sub + job.submission_id],
-                                     args=[job.id, body, score, job.created_at, len(body), waiting]))
+                                     args=[job.id, body, score, job.waiting_since, len(body), waiting]))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
         bodies = self.scripts.claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
@@ -151,7 +151,7 @@ class RedisStore(Store):
         keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id,
                 self.k_waiting, self.k_sizes]
         waiting = 1 if new is not None and new.state in (PENDING, INFLIGHT) else 0
-        created = new.created_at if new is not None else 0.0
+        created = new.waiting_since if new is not None else 0.0
         return bool(self.scripts.swap(keys=keys, args=[job_id, ",".join(states), body, index, score, created, waiting]))
 
     def erase_submission(self, submission_id: str) -> list[str]:

@@ -80,12 +80,13 @@ class SQLiteStore(Store):
             raise
         db.execute("COMMIT")
 
+    # The created_at column holds Job.waiting_since (created_at, or an operator's retry): what "oldest waiting" means.
     def _write(self, db: sqlite3.Connection, job: Job) -> None:
         body = job.to_json()
         db.execute(
             "INSERT OR REPLACE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
             " VALUES (?,?,?,?,?,?,?)",
-            (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
+            (job.id, job.state, job.due_at, job.lease_until, job.waiting_since, body, len(body)),
         )
 
     def put(self, job: Job) -> None:
@@ -98,7 +99,7 @@ class SQLiteStore(Store):
             return db.execute(
                 "INSERT OR IGNORE INTO jobs (id, state, due_at, lease_until, created_at, body, size)"
                 " VALUES (?,?,?,?,?,?,?)",
-                (job.id, job.state, job.due_at, job.lease_until, job.created_at, body, len(body)),
+                (job.id, job.state, job.due_at, job.lease_until, job.waiting_since, body, len(body)),
             ).rowcount > 0
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
