@@ -1,8 +1,4 @@
-"""WSGI entry point: `gunicorn wsgi:app` with FORMRELAY_CONFIG naming the TOML file."""
-from formrelay import create_app
-from formrelay.web.app import start_embedded_worker
+"""WSGI entry point for a checkout of the repository: `gunicorn wsgi:app` (the package has `formrelay.wsgi:app`)."""
+from formrelay.wsgi import app, worker
 
-app = create_app()
-# Each server process delivers queued submissions too, unless [queue] embedded_worker = false
-# (then run `formrelay worker` beside it). Don't combine with gunicorn --preload: threads don't survive fork.
-worker = start_embedded_worker(app)
+__all__ = ["app", "worker"]

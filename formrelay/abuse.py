@@ -5,6 +5,7 @@ telling bots which trap they fell into only teaches them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -19,14 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from itsdangerous import BadSignature, Signer
 from marshmallow import validate
 
 from formrelay import metrics
 from formrelay.core import config
 from formrelay.core.settings import schema_for, setting, url_field
+from formrelay.core.errors import TryLater
 from formrelay.core.i18n import Msg
+from formrelay.transport import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -194,18 +196,29 @@ class TimeTrap:
         return self.check(slug, token, required).reason
 
 
+CAPTCHA_USER_AGENT = "formrelay-captcha/0.1"
+CAPTCHA_MAX_BYTES = 64_000  # a verdict is a small JSON object; anything larger is not one
+
+
+@functools.lru_cache(maxsize=8)
+def _verifier(timeout: float) -> Upstream:
+    """The CAPTCHA services' upstream: like every other call, through Session.send, no redirects followed, the
+    answer read within the bound and the whole exchange within the time the form allows."""
+    return Upstream("captcha", min(3.05, timeout), timeout, CAPTCHA_USER_AGENT, max_bytes=CAPTCHA_MAX_BYTES,
+                    pool_maxsize=8, setting=lambda url: "[forms.x.captcha] verify_url")
+
+
 def verify_captcha(captcha: Captcha, token: str | None, remote_ip: str | None, timeout: float) -> str:
     """'ok', 'failed' (missing or refused token) or 'unavailable' (the service could not say)."""
     if not token:
         return "failed"
     try:
-        response = requests.post(captcha.verify_url, data={"secret": captcha.secret, "response": token,
-                                                           **({"remoteip": remote_ip} if remote_ip else {})},
-                                 timeout=timeout)
-        body = response.json()
-    except (requests.RequestException, ValueError):
+        answer = _verifier(timeout).call("POST", captcha.verify_url, data={
+            "secret": captcha.secret, "response": token, **({"remoteip": remote_ip} if remote_ip else {})})
+        body = answer.json()
+    except (TryLater, ValueError):
         return "unavailable"
-    if response.status_code >= 500 or not isinstance(body, dict) or "success" not in body:
+    if answer.status_code >= 500 or not isinstance(body, dict) or "success" not in body:
         return "unavailable"
     return "ok" if body.get("success") is True else "failed"
 

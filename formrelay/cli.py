@@ -87,7 +87,8 @@ def _env_int(name: str, default: int) -> int:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-def check(config_path: str | None) -> None:
+@click.option("--strict", is_flag=True, help="the queue storage's warnings count as problems (a Redis that could lose the queue)")
+def check(config_path: str | None, strict: bool) -> None:
     """Validate the config, load every form's schema and print its fields."""
     from formrelay.core.errors import ProviderError
     from formrelay.delivery.relay import Relay
@@ -105,7 +106,7 @@ def check(config_path: str | None) -> None:
     problems = 0
     click.echo(f"config {config.source}: {len(config.forms)} form(s), providers: {', '.join(sorted(config.providers)) or 'none'}")
     if config.relay.redis_url:
-        problems += _check_redis(config.relay.redis_url)
+        problems += _check_redis(config.relay.redis_url, strict)
     problems += _check_rate_limit_storage(config)
     for slug, form in relay.forms.items():
         click.echo(f"\n[{slug}] provider={form.config.provider}")
@@ -145,8 +146,8 @@ def check(config_path: str | None) -> None:
     click.echo("\nok")
 
 
-def _check_redis(url: str) -> int:
-    """Print what Redis says about keeping queued submissions; 1 when it does not answer."""
+def _check_redis(url: str, strict: bool = False) -> int:
+    """Print what Redis says about keeping queued submissions; 1 when it does not answer (or, strict, warns)."""
     from formrelay.delivery.storage_check import inspect_redis
 
     report = inspect_redis(url)
@@ -158,7 +159,7 @@ def _check_redis(url: str) -> int:
                f"maxmemory-policy {facts['maxmemory_policy']})")
     for warning in report.warnings:
         click.echo(f"  WARNING: {warning}")
-    return 0
+    return len(report.warnings) if strict else 0
 
 
 def _check_rate_limit_storage(config: Any) -> int:

@@ -124,23 +124,32 @@ def queue() -> None:
 @json_option
 def queue_list(config_path: str | None, state: str | None, forms: tuple[str, ...], provider: str | None,
                older_than: str | None, newer_than: str | None, limit: int, as_json: bool) -> None:
-    """One line per job, oldest first: id, state, form, attempts, due time, last error. No personal data."""
-    from formrelay.delivery.admin import Filters, select
+    """One line per job: waiting jobs first, then dead letters, then delivered ones; oldest first in each.
 
+    Filtering, ordering and the limit happen inside the store: the memory used is bounded by --limit, not by the
+    depth of the queue. No personal data.
+    """
+    from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING
+
+    rank = {PENDING: 0, INFLIGHT: 0, DEAD: 1, DONE: 2}
     with opened(config_path) as relay:
-        filters = Filters(state=state, forms=_forms(relay, forms, provider),
-                          older_than=_duration(older_than), newer_than=_duration(newer_than))
-        jobs = []
-        for job in select(relay.store, filters):
-            jobs.append(job)
-        jobs.sort(key=lambda j: (j.created_at, j.id))
-        shown = [_summary(relay, j) for j in jobs[:limit]]
+        now = time.time()
+        older, newer = _duration(older_than), _duration(newer_than)
+        states = [state] if state else [PENDING, INFLIGHT, DEAD, DONE]
+        found = relay.store.listing(states, _forms(relay, forms, provider),
+                                    created_after=None if newer is None else now - newer,
+                                    created_before=None if older is None else now - older, limit=limit + 1)
+        found.sort(key=lambda j: (rank[j.state], j.created_at, j.id))
+        more = len(found) > limit
+        jobs = found[:limit]
+        shown = [_summary(relay, j) for j in jobs]
         stats = relay.queue_stats()
     if as_json:
-        click.echo(json.dumps({**stats, "matched": len(jobs), "jobs": shown}, indent=2))
+        click.echo(json.dumps({**stats, "matched": len(jobs), "more": more, "jobs": shown}, indent=2))
         return
     click.echo(f"depth {stats['depth']}, dead {stats['dead']}, oldest waiting {_age(stats['oldest_age'])}; "
-               f"{len(jobs)} job(s) match" + (f", first {limit} shown" if len(jobs) > limit else ""))
+               + (f"the first {limit} matching job(s) shown (more match: narrow it, or raise --limit)" if more
+                  else f"{len(jobs)} job(s) match"))
     for s in shown:
         when = f"due={s['due']}" if s["due"] else f"finished={s['finished'] or '-'}"
         flags = "".join([" uncertain" if s["uncertain"] else "", " erased" if s["erased"] else ""])

@@ -1,4 +1,4 @@
-"""gunicorn settings for the relay: `gunicorn -c python:formrelay.gunicorn_conf wsgi:app`.
+"""gunicorn settings for the relay: `gunicorn -c python:formrelay.gunicorn_conf formrelay.wsgi:app` (or `wsgi:app` in a checkout).
 
 What it does that a bare `gunicorn wsgi:app` doesn't: it gives prometheus-client a directory to share counters
 between workers (so /metrics, whichever worker answers it, counts for all of them), empties that directory at

@@ -170,8 +170,8 @@ class RelayCollector(Collector):
         yield auth
 
 
-def exposition(relay: RelayState) -> tuple[bytes, str]:
-    """The text a scrape gets: this process's (or all workers') metrics plus the relay's gauges."""
+def exposition(relay: RelayState, *more: Collector) -> tuple[bytes, str]:
+    """The text a scrape gets: this process's (or all workers') metrics plus the relay's gauges (and `more`)."""
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -180,6 +180,8 @@ def exposition(relay: RelayState) -> tuple[bytes, str]:
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(RelayCollector(relay))
+    for collector in more:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

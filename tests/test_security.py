@@ -228,3 +228,56 @@ def test_personal_data_is_masked_in_logs_unless_switched_on(mocked, caplog):
         assert "debug ann.lee@example.org" in caplog.text
     finally:
         create_app(base_config())  # back to masking for the other tests
+
+
+def test_the_captcha_check_follows_no_redirect_and_reads_a_bounded_answer():
+    """The CAPTCHA service is an upstream like a CRM: a 307 elsewhere carries the secret nowhere, and an answer
+    larger than a verdict can be is 'unavailable', read no further (a real server on 127.0.0.1)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/redirect":
+                self.send_response(307)
+                self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif self.path == "/huge":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(50_000_000))
+                self.end_headers()
+                try:
+                    self.wfile.write(b'{"success": true, "pad": "' + b"x" * 1_000_000)
+                except OSError:
+                    pass
+            else:
+                body = b'{"success": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        def verdict(path):
+            captcha = abuse.Captcha(provider="turnstile", secret="captcha-secret-1", verify_url=f"{base}{path}")
+            return abuse.verify_captcha(captcha, "token", "192.0.2.1", 5.0)
+
+        assert verdict("/ok") == "ok"
+        assert verdict("/redirect") == "unavailable"
+        assert verdict("/huge") == "unavailable"
+    finally:
+        server.shutdown()
+    assert hits == ["/ok", "/redirect", "/huge"]  # never /elsewhere

@@ -179,3 +179,96 @@ def test_redis_runs_its_scripts_by_sha_and_reloads_them_after_a_flush(redis_url)
     assert calls["cmdstat_script|load"]["calls"] == 8
     evalsha = calls["cmdstat_evalsha"]
     assert evalsha["calls"] - evalsha.get("failed_calls", 0) == 12
+
+
+# -- running totals, ordered claims, listing inside the store (issue 32) --------------------------------------
+
+def _counted(store, now):
+    """What stats() says, against a count of every job (the slow way the totals replace)."""
+    jobs = list(store.scan())
+    waiting = [j for j in jobs if j.state in (PENDING, INFLIGHT)]
+    stats = store.stats(now)
+    return (stats.depth, stats.inflight, stats.dead), (len(waiting), sum(j.state == INFLIGHT for j in jobs),
+                                                       sum(j.state == DEAD for j in jobs))
+
+
+def test_running_totals_follow_every_kind_of_change(store):
+    for i in range(12):
+        store.put(Job(id=f"t{i}", form="f", target="primary", submission={"id": f"t{i}", "values": {"x": "y" * i}},
+                      created_at=i, due_at=i))
+    assert store.add(Job(id="t0-extra", form="f", target="x", submission={"id": "t0"}, created_at=0.5, due_at=0))
+    assert not store.add(Job(id="t0-extra", form="f", target="x", submission={"id": "t0"}, created_at=0.5, due_at=0))
+    claimed = store.claim(now=100, lease=10, limit=5)
+    store.finish(claimed[0], "delivered")
+    store.reschedule(claimed[1], 200, "later")
+    store.bury(claimed[2], "no")
+    assert store.drop("t11") and not store.drop("t11")
+    store.put(claimed[3])  # a job written again as it is
+    store.claim(now=500, lease=10, limit=3)  # expired leases come back (their size changes with the body)
+    store.retry(claimed[2].id, 600)
+    store.purge_done(before=time.time() + 1)
+    shown, counted = _counted(store, 1000)
+    assert shown == counted and counted[0] == 11
+    stats = store.stats(1000)
+    sizes = sum(len(j.to_json()) for j in store.scan() if j.state in (PENDING, INFLIGHT))
+    assert abs(stats.bytes - sizes) <= 40 * stats.depth  # Redis's Lua re-encodes claimed bodies (float digits)
+    oldest = min(j.created_at for j in store.scan() if j.state in (PENDING, INFLIGHT))
+    assert stats.bytes > 0 and stats.oldest_age == pytest.approx(1000 - oldest)
+
+
+def test_claims_take_expired_leases_first_then_due_jobs_in_due_order(store):
+    for i, due in enumerate([30, 10, 20, 999]):
+        store.put(Job(id=f"d{i}", form="f", target="primary", submission={}, created_at=0, due_at=due))
+    (leased,) = store.claim(now=15, lease=5, limit=1)
+    assert leased.id == "d1"
+    taken = store.claim(now=40, lease=5, limit=3)
+    assert [j.id for j in taken] == ["d1", "d2", "d0"] and taken[0].uncertain and not taken[1].uncertain
+
+
+def test_listing_filters_and_limits_inside_the_store(store):
+    for i in range(30):
+        job = Job(id=f"l{i:02}", form="a" if i % 3 else "b", target="primary", submission={"id": f"l{i:02}"},
+                  created_at=1000 + i, due_at=10**10)
+        if i % 10 == 0:
+            job.state = DEAD
+        store.put(job)
+    listed = store.listing([PENDING, DEAD], {"b"}, None, None, 4)
+    assert [j.id for j in listed] == ["l03", "l06", "l09", "l12", "l00"]
+    aged = store.listing([PENDING], None, 1010, 1015, 100)
+    assert [j.id for j in aged] == ["l11", "l12", "l13", "l14", "l15"]
+    assert store.listing([DONE], None, None, None, 5) == []
+
+
+def test_sqlite_group_commit_keeps_every_change_and_isolates_a_failing_one(tmp_path):
+    import sqlite3
+
+    store = SQLiteStore(str(tmp_path / "q.sqlite3"))
+    errors: list[BaseException] = []
+
+    def adder(n: int) -> None:
+        try:
+            for i in range(40):
+                assert store.add(job(f"g{n}-{i}", due=10**10))
+                if i % 10 == 0:
+                    with pytest.raises(sqlite3.OperationalError):
+                        store._grouped(lambda db: db.execute("INSERT INTO no_such_table VALUES (1)"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert store.stats(now=0).depth == 12 * 40 == len(list(store.scan()))
+    reopened = SQLiteStore(str(tmp_path / "q.sqlite3"))  # on disk, seen by another connection
+    assert reopened.stats(now=0).depth == 480
+
+
+def test_listing_finds_jobs_in_flight(store):
+    for i in range(5):
+        store.put(Job(id=f"f{i}", form="a", target="primary", submission={"id": f"f{i}"}, created_at=i, due_at=i))
+    (taken,) = store.claim(now=100, lease=5, limit=1)
+    assert [j.id for j in store.listing([INFLIGHT], None, None, None, 5)] == [taken.id] == ["f0"]
+    assert [j.id for j in store.listing([PENDING], {"a"}, None, None, 2)] == ["f1", "f2"]

@@ -460,12 +460,10 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
         "forms": {"join": {"provider": "ngp", "form_id": "demo-petition"}},
     })
     store = app.extensions["formrelay"].store
-    with store.redis.pipeline(transaction=False) as pipe:
-        for i in range(5000):
-            job = new_job("join", "primary", Submission(form="join", values={"EmailAddress": f"r{i}@example.org"}))
-            job.due_at = time.time() + 3600
-            store._save(pipe, job)
-        pipe.execute()
+    for i in range(5000):
+        job = new_job("join", "primary", Submission(form="join", values={"EmailAddress": f"r{i}@example.org"}))
+        job.due_at = time.time() + 3600
+        store.put(job)
     added = new_job("join", "primary", Submission(form="join", values={"EmailAddress": "added@example.org"}))
     assert store.add(added)  # insert-if-new (destinations use it) keeps the counts too
     client = redis.Redis.from_url(redis_url)
@@ -473,9 +471,12 @@ def test_readiness_on_redis_never_reads_a_job_body(tmp_path, sandbox, serve, red
     relay = serve(app)
     view = requests.get(f"{relay.url}/readyz", timeout=5).json()
     assert view["queue"]["depth"] == 5001 and view["queue"]["oldest_age"] is not None
-    assert view["queue"]["bytes"] == sum(int(v) for v in client.hvals(store.k_sizes)) > 5001 * 100
     commands = client.info("commandstats")
-    assert not {"cmdstat_hget", "cmdstat_hmget", "cmdstat_hgetall"} & set(commands), commands  # no job body read
+    assert view["queue"]["bytes"] == sum(client.hstrlen(store.k_jobs, i) for i in client.zrange(store.k_waiting, 0, -1)) \
+        > 5001 * 100
+    # no job body read, nothing summed: the running totals are one HMGET (and one per storage-watch check)
+    assert not {"cmdstat_hget", "cmdstat_hvals", "cmdstat_hgetall", "cmdstat_hstrlen"} & set(commands), commands
+    assert commands.get("cmdstat_hmget", {}).get("calls", 0) <= 3
     assert commands.get("cmdstat_zrange", {}).get("calls", 0) <= 1  # the oldest id only, never the whole queue
     client.close()
 

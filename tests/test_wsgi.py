@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import wait_until_serving
@@ -91,3 +92,39 @@ def test_metrics_count_every_gunicorn_worker(tmp_path, sandbox):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.e2e
+def test_gunicorn_serves_formrelay_wsgi_app_from_the_wheel_outside_the_checkout(tmp_path, sandbox):
+    """`gunicorn formrelay.wsgi:app` with the package from a built wheel, run from a directory with no wsgi.py."""
+    import zipfile
+
+    from tests.servers import stop
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("formrelay-*.whl")
+    assert "formrelay/wsgi.py" in zipfile.ZipFile(wheel).namelist()
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    elsewhere = tmp_path / "site"
+    elsewhere.mkdir()
+    path = config_file(elsewhere, sandbox.url)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
+    env.update(PYTHONPATH=str(unpacked), FORMRELAY_CONFIG=str(path))
+    where = subprocess.run([sys.executable, "-c", "import formrelay.wsgi as w; print(w.__file__)"], env=env,
+                           cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert where.stdout.strip().startswith(str(unpacked)), where.stderr[-2000:]
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    proc = subprocess.Popen([str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1", "formrelay.wsgi:app"],
+                            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", proc, 30)
+        posted = requests.post(f"http://127.0.0.1:{port}/v1/forms/join", json={
+            "FirstName": "Ann", "LastName": "Lee", "EmailAddress": "a@example.org", "PostalCode": "20009"}, timeout=10)
+        assert posted.json()["status"] == "delivered"
+    finally:
+        stop(proc)

@@ -19,6 +19,7 @@ log = logging.getLogger("formrelay.alerts")
 _started: dict[int, Monitor] = {}
 _attached: set[int] = set()
 _lock = threading.Lock()
+_hearing = False
 
 
 def start(relay: Any) -> Monitor | None:
@@ -33,6 +34,18 @@ def start(relay: Any) -> Monitor | None:
         if not settings.enabled:
             return None
         monitor = _started[id(relay)] = Monitor(relay, settings).start()
+        hear_storage()
     log.info("alerts: watching the queue and the providers every %.0f s (%s)", settings.check_every,
              ", ".join(s.name for s in monitor.outbox.channels))
     return monitor
+
+
+def hear_storage() -> None:
+    """Jobs the queue storage watch finds lost (formrelay.delivery.storage_check) become the storage alert."""
+    global _hearing
+    if _hearing:
+        return
+    from formrelay.delivery.storage_check import subscribe
+
+    subscribe(lambda event: storage_lost(event.count) if event.kind == "lost" else None)
+    _hearing = True

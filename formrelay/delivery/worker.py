@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from formrelay.delivery.jobs import DONE, INFLIGHT, PENDING, Job
 from formrelay.delivery.settings import QueueSettings
+from formrelay.delivery.storage_check import watch_for
 from formrelay.delivery.stores import Store, storage_down
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class Worker:
         self._last_sweep = time.monotonic() - 270  # the first sweep 30 s after start, not with every worker's boot
 
     def start(self) -> Worker:
+        # Storage health (persistence, eviction, refused writes, a wiped store) now and every few seconds.
+        watch_for(self.store).start()
         for i in range(self.threads):
             thread = threading.Thread(target=self.run, name=f"formrelay-worker-{i}", daemon=True)
             thread.start()

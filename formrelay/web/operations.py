@@ -12,6 +12,7 @@ from formrelay.core import logs
 from formrelay.core.errors import Forbidden, FormNotFound
 from formrelay.core.i18n import gettext as _
 from formrelay.delivery.relay import current_relay
+from formrelay.delivery.storage_check import watch_for
 from formrelay.web import limiting
 
 bp = Blueprint("operations", __name__)
@@ -28,7 +29,7 @@ def scrape() -> Response:
         raise FormNotFound(_("Nothing here."))
     if not _operator():
         raise Forbidden(_("Metrics are for the operator's addresses or token only."))
-    body, content_type = metrics.exposition(current_relay())
+    body, content_type = metrics.exposition(current_relay(), watch_for(current_relay().store).collector())
     return Response(body, content_type=content_type)
 
 
@@ -80,6 +81,9 @@ def readiness() -> dict[str, Any]:
     except Exception as exc:
         queue.update(ok=False, problem=logs.mask(f"{exc.__class__.__name__}: {exc}"))
     queue["checked_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    # Checked every few seconds on the watch's own thread: persistence, eviction, refused writes, a wiped store.
+    health = watch_for(relay.store).start()
+    queue["storage_health"] = health.view()
     providers: dict[str, dict[str, Any]] = {}
     for name, provider in relay.providers.items():
         state = _public(provider.status())
@@ -107,6 +111,7 @@ def readiness() -> dict[str, Any]:
             problems.append(f"oldest queued submission waiting {queue['oldest_age']:.0f} s")
         if queue["dead_growing"]:
             problems.append("dead letters growing")
+    problems += [f"queue storage: {text}" for text in health.problems.values()]
     limits = limiting.health(current_app)  # the rate-limit storage (issue 31): full or away is "degraded"
     if limits is not None:
         problems += limits["problems"]

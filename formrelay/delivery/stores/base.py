@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,15 @@ class Store(ABC):
 
     @abstractmethod
     def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]: ...
+
+    @abstractmethod
+    def listing(self, states: Sequence[str], forms: Collection[str] | None, created_after: float | None,
+                created_before: float | None, limit: int) -> list[Job]:
+        """Up to `limit` jobs of each state in `states` (in that order), oldest first, filtered inside the store.
+
+        `formrelay queue list` takes the first `limit` of the result: memory is bounded by the limit, never by
+        the depth of the queue.
+        """
 
     @abstractmethod
     def drop(self, job_id: str) -> bool: ...

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterator
+import uuid
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -11,6 +12,9 @@ import redis
 from formrelay.delivery.jobs import DEAD, DONE, INFLIGHT, PENDING, Job
 from formrelay.delivery.stores.base import Stats, Store
 from formrelay.delivery.stores.scripts import Scripts
+
+
+TOTALS = (PENDING, INFLIGHT, DEAD, DONE, "bytes", "accepted")  # the fields of the running totals hash
 
 
 class RedisStore(Store):
@@ -23,48 +27,45 @@ class RedisStore(Store):
         self.k_dead, self.k_done, self.k_idem = f"{prefix}:q:dead", f"{prefix}:q:done", f"{prefix}:idem:"
         self.k_sub, self.k_audit, self.k_audit_new = f"{prefix}:q:sub:", f"{prefix}:audit", f"{prefix}:audit:new"
         self.k_kv = f"{prefix}:kv:"
-        # Waiting jobs by creation time, and their sizes: stats and the queue cap never read a job body.
-        self.k_waiting, self.k_sizes = f"{prefix}:q:waiting", f"{prefix}:q:sizes"
+        self._prefix = prefix
+        # Waiting jobs by creation time; running totals (jobs per state, bytes waiting, jobs ever accepted) kept
+        # by the scripts in the same step as each change: stats and the queue cap never read or sum the jobs.
+        self.k_waiting, self.k_totals = f"{prefix}:q:waiting", f"{prefix}:q:totals"
+        self.k_sentinel = f"{prefix}:q:sentinel"  # made once per store: its absence means the data was wiped
         self.scripts = Scripts(self.redis)
+        self._std = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_waiting, self.k_totals]
+        self._sentinel: str | None = None
+        self.closed = False
 
-    def _save(self, pipe: Any, job: Job) -> None:
-        body = job.to_json()
-        pipe.hset(self.k_jobs, job.id, body)
-        pipe.sadd(self.k_sub + job.submission_id, job.id)  # the jobs of one submission, erased together
-        for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done):
-            pipe.zrem(key, job.id)
-        if job.state in (PENDING, INFLIGHT):
-            pipe.zadd(self.k_waiting, {job.id: job.waiting_since})
-            pipe.hset(self.k_sizes, job.id, len(body))
-        else:
-            pipe.zrem(self.k_waiting, job.id)
-            pipe.hdel(self.k_sizes, job.id)
+    def sentinel(self) -> str:
+        """The store's sentinel, made on first use (and the totals counted once for a queue from before them)."""
+        if self._sentinel is None:
+            held = self.scripts.init(keys=[*self._std, f"{self._prefix}:q:sizes", self.k_sentinel],
+                                     args=[uuid.uuid4().hex])
+            self._sentinel = held.decode() if isinstance(held, bytes) else str(held)
+        return self._sentinel
+
+    @staticmethod
+    def _score(job: Job) -> float:
         if job.state == PENDING:
-            pipe.zadd(self.k_due, {job.id: job.due_at})
-        elif job.state == INFLIGHT:
-            pipe.zadd(self.k_inflight, {job.id: job.lease_until or time.time()})
-        elif job.state == DEAD:
-            pipe.zadd(self.k_dead, {job.id: time.time()})
-        elif job.state == DONE:
-            pipe.zadd(self.k_done, {job.id: time.time()})
+            return job.due_at
+        if job.state == INFLIGHT:
+            return job.lease_until or time.time()
+        return time.time()
 
     def put(self, job: Job) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            self._save(pipe, job)
-            pipe.execute()
+        self.sentinel()
+        self.scripts.put(keys=[*self._std, self.k_sub + job.submission_id],
+                         args=[job.id, job.to_json(), job.state, self._score(job), job.waiting_since])
 
     def add(self, job: Job) -> bool:
-        # Body and its due/dead entry in one step, and only if the id is new.
-        keys = {PENDING: self.k_due, DEAD: self.k_dead, DONE: self.k_done, INFLIGHT: self.k_inflight}
-        score = job.due_at if job.state == PENDING else time.time()
-        body = job.to_json()
-        waiting = 1 if job.state in (PENDING, INFLIGHT) else 0
-        return bool(self.scripts.add(keys=[self.k_jobs, keys[job.state], self.k_waiting, self.k_sizes,
-                                           self.k_sub + job.submission_id],
-                                     args=[job.id, body, score, job.waiting_since, len(body), waiting]))
+        # Body, its state's entry and the totals in one step, and only if the id is new.
+        self.sentinel()
+        return bool(self.scripts.add(keys=[*self._std, self.k_sub + job.submission_id],
+                                     args=[job.id, job.to_json(), job.state, self._score(job), job.waiting_since]))
 
     def claim(self, now: float, lease: float, limit: int) -> list[Job]:
-        bodies = self.scripts.claim(keys=[self.k_due, self.k_inflight, self.k_jobs], args=[now, lease, limit])
+        bodies = self.scripts.claim(keys=self._std, args=[now, lease, limit])
         return [Job.from_json(b) for b in bodies]
 
     def get(self, job_id: str) -> Job | None:
@@ -79,34 +80,77 @@ class RedisStore(Store):
         jobs = [Job.from_json(b) for b in bodies if b]
         return sorted(jobs, key=lambda j: j.created_at)
 
-    def drop(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for key in (self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_waiting):
-                pipe.zrem(key, job_id)
-            if job is not None:
-                pipe.srem(self.k_sub + job.submission_id, job_id)
-            pipe.hdel(self.k_sizes, job_id)
-            pipe.hdel(self.k_jobs, job_id)
-            return bool(pipe.execute()[-1])
+    def listing(self, states: Sequence[str], forms: Collection[str] | None, created_after: float | None,
+                created_before: float | None, limit: int, batch: int = 500) -> list[Job]:
+        """Pending jobs walk the creation-time index within the age bounds; the others their own sets (in flight,
+        dead, delivered: few, or ordered by when). Bodies are read a batch at a time and filtered here."""
+        out: list[Job] = []
+        for state in states:
+            found: list[Job] = []
+            # Pending jobs by creation time (the waiting index, nearly all of them); the others from their own set.
+            waiting = state == PENDING
+            key = self.k_waiting if waiting else {INFLIGHT: self.k_inflight, DEAD: self.k_dead, DONE: self.k_done}[state]
+            low = created_after if created_after is not None and waiting else "-inf"
+            high = created_before if created_before is not None and waiting else "+inf"
+            offset = 0
+            while len(found) < limit:
+                ids = self.redis.zrangebyscore(key, low, high, start=offset, num=batch)
+                if not ids:
+                    break
+                offset += len(ids)
+                for body in self.redis.hmget(self.k_jobs, ids):  # type: ignore[arg-type]
+                    if not body:
+                        continue
+                    job = Job.from_json(body)
+                    if job.state != state or (forms is not None and job.form not in forms):
+                        continue
+                    if (created_after is not None and job.created_at < created_after) or \
+                            (created_before is not None and job.created_at > created_before):
+                        continue
+                    found.append(job)
+            found.sort(key=lambda j: (j.created_at, j.id))
+            out += found[:limit]
+        return out
 
-    def purge_done(self, before: float) -> None:
-        old = self.redis.zrangebyscore(self.k_done, "-inf", before)
-        if old:
-            jobs = [Job.from_json(b) for b in self.redis.hmget(self.k_jobs, old) if b]  # type: ignore[arg-type]
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.k_done, *old)
-                pipe.hdel(self.k_jobs, *old)
-                for job in jobs:
-                    pipe.srem(self.k_sub + job.submission_id, job.id)
-                pipe.execute()
+    def drop(self, job_id: str) -> bool:
+        return self.swap(job_id, (PENDING, INFLIGHT, DEAD, DONE), None)
+
+    def purge_done(self, before: float, batch: int = 500) -> None:
+        while True:
+            old = self.redis.zrangebyscore(self.k_done, "-inf", before, start=0, num=batch)
+            if not old:
+                return
+            args: list[Any] = []
+            for job_id, body in zip(old, self.redis.hmget(self.k_jobs, old), strict=True):  # type: ignore[arg-type]
+                submission = Job.from_json(body).submission_id if body else job_id.decode()
+                args += [job_id, self.k_sub + submission]
+            self.scripts.purge(keys=self._std, args=args)
+            if len(old) < batch:
+                return
 
     def stats(self, now: float) -> Stats:
-        due, inflight, dead, oldest, size = self.scripts.stats(keys=[self.k_due, self.k_inflight, self.k_dead,
-                                                                     self.k_waiting, self.k_sizes])
-        oldest_at = float(oldest) if oldest else None
-        return Stats(depth=int(due) + int(inflight), oldest_age=(now - oldest_at) if oldest_at else None,
-                     dead=int(dead), inflight=int(inflight), bytes=int(size))
+        # Not a transaction: Redis refuses MULTI when it is out of memory, and readiness must still read the counts.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.k_totals, [PENDING, INFLIGHT, DEAD, "bytes"])
+            pipe.zrange(self.k_waiting, 0, 0, withscores=True)
+            totals, oldest = pipe.execute()
+        due, inflight, dead, size = (int(v or 0) for v in totals)
+        oldest_at = float(oldest[0][1]) if oldest else None
+        return Stats(depth=due + inflight, oldest_age=(now - oldest_at) if oldest_at else None,
+                     dead=dead, inflight=inflight, bytes=size)
+
+    def totals(self) -> tuple[str | None, dict[str, int]]:
+        """The sentinel as stored now (None: gone) and the running totals: what the storage watch compares."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.k_sentinel)
+            pipe.hmget(self.k_totals, TOTALS)
+            sentinel, totals = pipe.execute()
+        return (sentinel.decode() if sentinel else None), {k: int(v or 0) for k, v in zip(TOTALS, totals, strict=True)}
+
+    def renew_sentinel(self) -> str:
+        """After a wipe: a new sentinel (one process makes it; every other one reads the same value)."""
+        self._sentinel = None
+        return self.sentinel()
 
     def idem_claim(self, key: str, ttl: float, marker: str = "") -> str | None:
         if self.redis.set(self.k_idem + key, marker, nx=True, px=int(ttl * 1000)):
@@ -143,16 +187,11 @@ class RedisStore(Store):
         current = self.get(job_id)
         if current is None:
             return False
-        body, index, score = "", 0, 0.0
+        body, state, score, created = "", "", 0.0, 0.0
         if new is not None:
-            body = new.to_json()
-            index = {PENDING: 2, INFLIGHT: 3, DEAD: 4, DONE: 5}[new.state]  # its sorted set among KEYS
-            score = new.due_at if new.state == PENDING else (new.lease_until or time.time())
-        keys = [self.k_jobs, self.k_due, self.k_inflight, self.k_dead, self.k_done, self.k_sub + current.submission_id,
-                self.k_waiting, self.k_sizes]
-        waiting = 1 if new is not None and new.state in (PENDING, INFLIGHT) else 0
-        created = new.waiting_since if new is not None else 0.0
-        return bool(self.scripts.swap(keys=keys, args=[job_id, ",".join(states), body, index, score, created, waiting]))
+            body, state, score, created = new.to_json(), new.state, self._score(new), new.waiting_since
+        keys = [*self._std, self.k_sub + current.submission_id]
+        return bool(self.scripts.swap(keys=keys, args=[job_id, ",".join(states), body, state, score, created]))
 
     def erase_submission(self, submission_id: str) -> list[str]:
         members = [i.decode() for i in self.redis.smembers(self.k_sub + submission_id)]
@@ -225,7 +264,5 @@ class RedisStore(Store):
         self.scripts.delete_if_equal(keys=[self.k_kv + key], args=[value])
 
     def close(self) -> None:
+        self.closed = True  # the storage watch's thread ends with the store
         self.redis.close()
-
-
-# Replace or delete one job if its state is one of ARGV[2] (comma-separated), keeping every index in step.
