@@ -88,12 +88,25 @@ class _HasStatus(Protocol):
     def status(self) -> Mapping[str, Any]: ...
 
 
+class _Guard(Protocol):
+    """A provider's bulkhead (in_use) and breaker (state), as delivery/attempts.py keeps them."""
+
+    @property
+    def breaker(self) -> Any: ...
+
+    @property
+    def bulkhead(self) -> Any: ...
+
+
 class RelayState(Protocol):
     """What the gauges read at scrape time. Metrics is a leaf that knows no relay: the relay (a floor above)
     is handed in by the operations endpoint and satisfies this by its shape."""
 
     @property
     def providers(self) -> Mapping[str, _HasStatus]: ...
+
+    @property
+    def guards(self) -> Mapping[str, _Guard]: ...
 
     def queue_stats(self) -> Mapping[str, Any]: ...
 
@@ -135,7 +148,7 @@ class RelayCollector(Collector):
             gauge = GaugeMetricFamily(name, text)
             gauge.add_metric([], float(stats.get(key) or 0.0))
             yield gauge
-        guards = getattr(self.relay, "guards", {})
+        guards = self.relay.guards
         breaker = GaugeMetricFamily("formrelay_breaker_state",
                                     "1 for the provider's circuit breaker state in this process.",
                                     labels=["provider", "state"])

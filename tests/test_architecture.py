@@ -83,3 +83,44 @@ def test_reading_a_config_before_start_up_registration_says_what_to_do():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode != 0
     assert "RuntimeError" in out.stderr and "import formrelay.delivery.relay" in out.stderr
+
+
+def test_a_target_kind_importing_the_handler_breaks_the_rooms(tmp_path):
+    """The registry's kinds sit below the handler that asks them: a kind reaching up is caught."""
+    result = lint_imports(broken_copy(tmp_path, "delivery/followup.py", "import formrelay.delivery.handler"))
+    assert result.returncode != 0
+    text = " ".join(result.stdout.split())
+    assert "The relay's rooms, inside delivery" in text
+    assert "formrelay.delivery.followup is not allowed to import formrelay.delivery.handler" in text
+
+
+def test_the_targets_registry_names_no_kind_and_delivery_names_no_provider():
+    """A provider is named in providers/ only; a kind of target in its own module only."""
+    import re
+
+    from formrelay.providers import REGISTRY
+
+    names = re.compile(r"\b(" + "|".join(REGISTRY) + r")\b", re.IGNORECASE)
+    found = [f"{path.relative_to(ROOT)}:{number}" for path in sorted((ROOT / "formrelay" / "delivery").rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if names.search(line)]
+    assert found == []
+    for room in ("targets", "handler", "dispatch", "relay", "screening", "idempotency", "capacity", "form"):
+        text = (ROOT / "formrelay" / "delivery" / f"{room}.py").read_text(encoding="utf-8")
+        assert not [kind for kind in ('"primary"', '"followup"', '"also:"', '"webhook:"') if kind in text], room
+
+
+def test_no_module_over_600_lines_and_no_class_over_300():
+    """A room holds one concept and reads in one sitting (BRIEF: the architecture standard)."""
+    import ast
+
+    over: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "formrelay").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = str(path.relative_to(ROOT))
+        lines = len(text.splitlines())
+        if lines > 600:
+            over.setdefault(where, []).append(f"{lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 300:
+                over.setdefault(where, []).append(f"class {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert over == {}

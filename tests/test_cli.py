@@ -100,11 +100,9 @@ def test_check_explains_a_refused_ens_token(tmp_path, sandbox):
 
 
 def test_check_explains_an_unreachable_provider(tmp_path, sandbox):
-    import socket
+    from tests.conftest import free_port
 
-    with socket.socket() as s:  # a loopback port that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a loopback port that nothing listens on
 
     def point_ens_nowhere(config):
         config["providers"]["ens"]["base_url"] = f"{dead}/ens/service"

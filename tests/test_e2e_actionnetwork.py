@@ -53,8 +53,12 @@ def test_a_burst_from_many_threads_keeps_to_four_calls_a_second(sandbox, serve, 
     assert codes == [200] * 10
     times = sorted(r["at"] for r in received(sandbox, "actionnetwork"))
     assert len(times) == 10
-    # no window of one second holds more than four calls
-    assert all(times[i + 4] - times[i] >= 0.95 for i in range(len(times) - 4))
+    # No window of one second holds more than four calls. The sandbox notes when a call arrives, which is when the
+    # relay took its slot plus the way there: on a loaded machine (a parallel test run) that way varies by a few
+    # hundred ms. A budget letting a fifth call through would show as five arrivals at once (10 threads post
+    # together), far below the margin.
+    gaps = [round(times[i + 4] - times[i], 3) for i in range(len(times) - 4)]
+    assert min(gaps) >= 0.7, gaps
 
 
 def test_background_request_with_a_key_is_delivered(sandbox, serve, tmp_path):

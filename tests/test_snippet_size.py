@@ -39,8 +39,9 @@ def test_snippet_is_served_by_the_relay(client):
 
 @pytest.mark.e2e
 def test_the_wheel_ships_the_snippet(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-                           capture_output=True, text=True, timeout=300)
+    # --no-build-isolation: this environment's hatchling (a test dependency), not a fresh one installed per build.
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("formrelay-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

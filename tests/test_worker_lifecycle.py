@@ -115,3 +115,27 @@ def test_a_result_written_while_the_storage_is_away_is_written_when_it_returns(t
     back = [r for r in caplog.records if "queue storage is back" in r.getMessage()]
     assert len(lost) == 1 and len(back) == 1
     assert not any(r.exc_info for r in caplog.records), "no traceback per poll"
+
+
+def test_during_a_storage_outage_the_polls_slow_down_to_backoff_cap_at_most(tmp_path):
+    """The worker polls an unavailable storage less and less often: doubling up to 10 s, or up to backoff_cap when
+    that is shorter, so that it finds the storage back no later than a job would be retried."""
+    polls: list[float] = []
+
+    class DownStore(SQLiteStore):
+        def claim(self, *args: Any, **kwargs: Any) -> Any:
+            polls.append(time.monotonic())
+            raise sqlite3.OperationalError("unable to open database file")
+
+    def gaps(settings: QueueSettings) -> list[float]:
+        polls.clear()
+        worker = Worker(DownStore(str(tmp_path / f"q{settings.backoff_cap}.sqlite3")), Delivery(None).work,
+                        settings, threads=1).start()
+        time.sleep(1.6)
+        worker.stop()
+        return [b - a for a, b in zip(polls, polls[1:])]
+
+    capped = gaps(QueueSettings(poll_interval=0.05, workers=1, backoff_cap=0.2))
+    assert len(capped) >= 5 and max(capped) < 0.45, capped  # 0.1, 0.2, 0.2, ... (a loaded machine adds a little)
+    doubling = gaps(QueueSettings(poll_interval=0.05, workers=1))  # backoff_cap 3600: the 10 s ceiling applies
+    assert max(doubling) >= 0.75, doubling  # 0.1, 0.2, 0.4, 0.8: slower and slower

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_until_serving
+from tests.conftest import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_file(tmp_path, sandbox_url):

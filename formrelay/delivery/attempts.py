@@ -11,15 +11,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from formrelay import metrics
+
+if TYPE_CHECKING:
+    from formrelay.core.config import RelaySettings
 
 log = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
-BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
 class Bulkhead:
@@ -176,6 +178,12 @@ class Guard:
     def __init__(self, name: str, concurrency: int, failures: int, reset_after: float, probe_timeout: float) -> None:
         self.bulkhead = Bulkhead(name, concurrency)
         self.breaker = Breaker(name, failures, reset_after, probe_timeout, on_change=log_change)
+
+
+def guards_for(names: Iterable[str], relay: RelaySettings, probe_timeout: float) -> dict[str, Guard]:
+    """A bulkhead and a breaker for each provider, sized by [relay] provider_concurrency and breaker_*."""
+    return {name: Guard(name, relay.provider_concurrency, relay.breaker_failures, relay.breaker_reset, probe_timeout)
+            for name in names}
 
 
 class Done:

@@ -1,8 +1,8 @@
 """Exports of waiting or dead submissions for a CRM's bulk import: rows, CSV-safe cells, and export marks.
 
 When a CRM has been down for a day the data manager imports what waits by hand. Each submission becomes one row
-with the form's own field names as columns (the provider's API names: NGP `EmailAddress`, ENS `Email Address`,
-Action Network `email_address`) plus `submitted_at`, `form`, `provider`, `reason` and `job_id`. None of the four
+with the form's own field names as columns (the provider's API names, e.g. `EmailAddress`, `Email Address` or
+`email_address`: docs/export.md names whose) plus `submitted_at`, `form`, `provider`, `reason` and `job_id`. None of the four
 providers documents a bulk-import column list (/work/shared/upstreams): the API names are inferred to be what
 their import tools map most easily, and docs/export.md shows the mapping step in each CRM.
 
@@ -42,7 +42,7 @@ class Row:
     meta: dict[str, Any]
 
     def flat(self) -> dict[str, Any]:
-        # a form field that happens to be called like a metadata column keeps its value under "field:<name>"
+        # a form field called like a metadata column keeps its value under "field:<name>"
         out = {(f"field:{k}" if k in META else k): v for k, v in self.values.items()}
         out.update(self.meta)
         return out

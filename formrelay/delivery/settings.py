@@ -23,7 +23,8 @@ class QueueSettings:
                              validate=Range(min=1))
     backoff_base: float = setting(5.0, "seconds before the first retry; doubled on each further one",
                                   validate=Range(min=0.001))
-    backoff_cap: float = setting(3600.0, "the longest wait between two attempts, in seconds",
+    backoff_cap: float = setting(3600.0, "the longest wait between two attempts, in seconds (during a queue storage "
+                                         "outage, workers look again every min(10 s, backoff_cap))",
                                  validate=Range(min=0.001))
     lease: float = setting(120.0, "seconds a worker holds a job it is delivering before another may take it over",
                            validate=Range(min=0.5))

@@ -132,9 +132,10 @@ class Worker:
             except Exception as exc:
                 worked = 0
                 if storage_down(exc):
-                    # One line per outage, not a traceback per poll; poll less often while it lasts.
+                    # One line per outage, not a traceback per poll; poll less often while it lasts: doubling,
+                    # up to every 10 s, or backoff_cap when that is shorter (a job waits no longer either).
                     self._storage_lost(exc)
-                    pause = min(max(pause * 2, self.settings.poll_interval), 10.0)
+                    pause = max(self.settings.poll_interval, min(pause * 2, 10.0, self.settings.backoff_cap))
                 else:
                     log.exception("queue worker: unexpected error; carrying on")
             if not worked:

@@ -50,11 +50,6 @@ def starts_like_a_card(digits: str) -> bool:
     return digits[:2] in ("81", "82")
 
 
-def is_card_number(digits: str, min_digits: int = MIN_DIGITS) -> bool:
-    """One digit string, as a whole (the reference the scan below must agree with)."""
-    return min_digits <= len(digits) <= MAX_DIGITS and starts_like_a_card(digits) and luhn_ok(digits)
-
-
 def _runs(text: str) -> list[tuple[bool, list[str]]]:
     """(right after a plus sign, digit groups) for every run of digit groups joined only by separators."""
     return [(match.start() > 0 and text[match.start() - 1] == "+", GROUP.findall(match.group()))

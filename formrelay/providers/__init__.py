@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 from functools import partial
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from formrelay.core import config
 
@@ -25,6 +26,9 @@ REGISTRY: dict[str, str] = {
     "engageone": "formrelay.providers.engageone:EngageOne",
 }
 
+# The provider that sends a form's [forms.x.followup] email (its class carries the followup schema).
+FOLLOWUP_SENDER = "engageone"
+
 
 def provider_class(name: str) -> type[Provider] | None:
     """The Provider class registered under name, or None."""
@@ -34,6 +38,19 @@ def provider_class(name: str) -> type[Provider] | None:
     module, _, attr = target.partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+def open_providers(relay_config: config.Config, store: Callable[[], Any]) -> dict[str, Provider]:
+    """One instance of each configured provider; their session tokens are shared through `store` (the queue
+    store, asked when a token is needed): one authenticate for every worker and host sharing it."""
+    providers: dict[str, Provider] = {}
+    for name, settings in relay_config.providers.items():
+        cls = provider_class(name)
+        assert cls is not None  # parse_config checked the name
+        providers[name] = provider = cls(settings, relay_config.relay)
+        for token in provider.shared_tokens():
+            token.store = store
+    return providers
 
 
 # Start-up registration: the config (the bottom floor) learns each provider's name from here and asks for its

@@ -1,7 +1,6 @@
 """The small interface every provider implements, and the HTTP plumbing they share."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import logging
@@ -19,6 +18,7 @@ from formrelay import metrics
 from formrelay.core import logs
 from formrelay.core.config import FormConfig, RelaySettings
 from formrelay.core.errors import ProviderError
+from formrelay.core.failure_memory import FailureMemory
 from formrelay.forms.fields import Definition
 from formrelay.forms.person import BY_TYPE, COMMON_NAMES, PersonMapping, match_fields
 from formrelay.core.outcome import Outcome
@@ -197,9 +197,7 @@ class SharedToken:
         self.expires_at = 0.0  # wall clock: comparable across processes
         self.lock = threading.Lock()
         self.authentications = 0
-        self.failures = 0
-        self.failed_until = 0.0  # monotonic
-        self.failure: Exception | None = None
+        self.failed = FailureMemory(self.BACKOFF, self.BACKOFF_MAX)
 
     def get(self) -> str:
         token = self.token
@@ -218,9 +216,7 @@ class SharedToken:
             return self.token
 
     def _raise_if_backing_off(self) -> None:
-        failure = self.failure
-        if failure is not None and time.monotonic() < self.failed_until:
-            raise copy.copy(failure)  # a copy: other threads may be raising the same failure at this moment
+        self.failed.raise_if_remembered()
 
     def invalidate(self, token: str) -> None:
         with self.lock:
@@ -273,9 +269,7 @@ class SharedToken:
         try:
             token, lifetime = self.obtain()
         except Exception as exc:
-            self.failures += 1
-            pause = min(self.BACKOFF_MAX, self.BACKOFF * 2 ** (self.failures - 1))
-            self.failure, self.failed_until = exc, time.monotonic() + pause
+            pause = self.failed.remember(exc)
             log.warning("%s: authentication failed; not trying again for %.0f s", self.key.rsplit(":", 1)[0], pause)
             if store is not None:
                 try:
@@ -291,7 +285,7 @@ class SharedToken:
                     pass
             raise
         self.authentications += 1
-        self.failures, self.failure, self.failed_until = 0, None, 0.0
+        self.failed.forget()
         usable = max(lifetime - self.margin(lifetime), 1.0)
         expires_at = time.time() + usable
         if store is not None:

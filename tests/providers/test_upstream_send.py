@@ -227,9 +227,9 @@ def test_network_failures_become_try_later(provider: Plain, upstream: str) -> No
     with pytest.raises(TryLater) as unusable:
         provider.request("POST", "http://", data=[("a", "1")])
     assert "request failed" in unusable.value.reason
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    from tests.conftest import free_port
+
+    closed_port = free_port()  # nothing listens there, and no other test will
     with pytest.raises(TryLater) as refused:
         provider.request("POST", f"http://127.0.0.1:{closed_port}/x", data=[("a", "1")])
     assert not refused.value.may_have_arrived
