@@ -218,7 +218,7 @@ class AttemptThreads:
 
     What ThreadPoolExecutor does for these fire-and-forget calls, without a Future (a Condition, its notify and
     its bookkeeping) per call: measured at 62 us of CPU per hand-over with an executor and an Event, 28 us with
-    these (README "Performance"). The caller waits on a Done of its own.
+    these (docs/performance.md). The caller waits on a Done of its own.
     """
 
     def __init__(self, size: int, name: str) -> None:
