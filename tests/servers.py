@@ -187,8 +187,9 @@ def read_answers(socks: list[socket.socket], within: float) -> int:
 
 
 @contextlib.contextmanager
-def nginx(upstream_port: int, tmp_path: Path) -> Iterator[int]:
-    """Debian's nginx on a free loopback port, proxying to the relay, with every path under tmp_path."""
+def nginx_with(http: str, tmp_path: Path) -> Iterator[int]:
+    """Debian's nginx on a free loopback port with every path under tmp_path; `http` is the inside of its http
+    block, with {port} where the server listens."""
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         _need("nginx")
@@ -208,19 +209,7 @@ http {{
   fastcgi_temp_path {prefix}/fastcgi;
   uwsgi_temp_path {prefix}/uwsgi;
   scgi_temp_path {prefix}/scgi;
-  client_max_body_size 1m;
-  upstream relay {{ server 127.0.0.1:{upstream_port}; keepalive 8; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://relay;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }}
-  }}
+{http.replace("{port}", str(port))}
 }}
 """)
     proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
@@ -239,3 +228,20 @@ http {{
         yield port
     finally:
         stop(proc, timeout=10)
+
+
+def nginx(upstream_port: int, tmp_path: Path) -> contextlib.AbstractContextManager[int]:
+    """Debian's nginx on a free loopback port, proxying to the relay, with every path under tmp_path."""
+    return nginx_with(f"""  client_max_body_size 1m;
+  upstream relay {{ server 127.0.0.1:{upstream_port}; keepalive 8; }}
+  server {{
+    listen 127.0.0.1:{{port}};
+    location / {{
+      proxy_pass http://relay;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+  }}""", tmp_path)

@@ -9,8 +9,8 @@ submission answered `delivered` or `queued` reaches the CRM exactly once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import _need, free_port, wait_until_serving
-from tests.servers import PERSON, ROOT, clean_env, server_command, stop, toml
+from tests.conftest import free_port, wait_until_serving
+from tests.servers import PERSON, ROOT, clean_env, nginx_with, server_command, stop, toml
 
 pytestmark = pytest.mark.e2e
 
@@ -29,18 +29,7 @@ pytestmark = pytest.mark.e2e
 # reached a stopping instance's listen queue but was never accepted is reset: nginx may send it to the other
 # instance (non_idempotent) because it carries an Idempotency-Key, the client's own or nginx's $request_id,
 # the same on every try, so the relay never delivers it twice.
-NGINX = """{user}worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  map $http_idempotency_key $formrelay_idempotency_key {{
+NGINX = """  map $http_idempotency_key $formrelay_idempotency_key {{
     ""      $request_id;
     default $http_idempotency_key;
   }}
@@ -60,24 +49,7 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
     }}
-  }}
-}}
-"""
-
-
-def start_nginx(tmp_path: Path, a: int, b: int) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if binary is None:
-        _need("nginx")
-    port = free_port()
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(NGINX.format(user=user, prefix=prefix, a=a, b=b, port=port))
-    proc = subprocess.Popen([str(binary), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    wait_until_serving(f"http://127.0.0.1:{port}", proc, 15)
-    return proc, port
+  }}"""
 
 
 class Instance:
@@ -111,11 +83,11 @@ def test_a_rolling_restart_behind_nginx_loses_no_request(tmp_path, sandbox):
     config.write_text(toml({"answer_within": 1.0, "breaker_reset": 0.5}, sandbox.url, queue_path=queue))
     requests.post(f"{sandbox.url}/_control/fail", json={"provider": "ngp", "status": 503, "count": 40}, timeout=5)
     first, second = Instance(config, free_port(), tmp_path), Instance(config, free_port(), tmp_path)
-    nginx = None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: [stop(i.proc) for i in (first, second) if i.proc is not None])
         first.start()
         second.start()
-        nginx, port = start_nginx(tmp_path, first.port, second.port)
+        port = cleanup.enter_context(nginx_with(NGINX.format(a=first.port, b=second.port, port="{port}"), tmp_path))
         answers: collections.Counter[int] = collections.Counter()
         accepted: list[str] = []
         errors: list[str] = []
@@ -170,10 +142,4 @@ def test_a_rolling_restart_behind_nginx_loses_no_request(tmp_path, sandbox):
         twice = [email for email in accepted if got[email] > 1]
         assert not twice, f"delivered more than once: {twice[:5]}"
         print(f"answers {dict(answers)}, instances away {[round(a, 1) for a in away]} s")
-    finally:
-        if nginx is not None:
-            stop(nginx, timeout=10)
-        for instance in (first, second):
-            if instance.proc is not None:
-                stop(instance.proc)
         requests.post(f"{sandbox.url}/_control/recover", timeout=5)
